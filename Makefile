@@ -1,0 +1,48 @@
+# QuantCore developer entry points. `make run` runs the pipeline; `make test` passes the tests.
+# Both install what they need. Area-specific targets live in mk/*.mk.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# Downloads and builds are cached outside the repo, keyed by version, so a second run is fast.
+export QUANTCORE_CACHE ?= $(HOME)/.cache/quantcore
+# Each mk/*.mk appends the targets `make test` needs before pytest runs (jars, binaries).
+TEST_PREREQS :=
+PYTEST_ARGS ?=
+
+.PHONY: help setup proto lint typecheck test unit bench run clean
+help:
+	@echo "make run    - run the whole pipeline on this machine (installs what it needs)"
+	@echo "make test   - lint, type-check and run every test suite (installs what it needs)"
+	@echo "make setup  - create $(VENV) and install quantcore with its dev tools"
+	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard proto/quantcore/v1/*.proto)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Regenerate gen/ from proto/ without reinstalling (pip install -e runs the same hook).
+proto: setup
+	$(BIN)/python hatch_build.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+include $(sort $(wildcard mk/*.mk))
+
+test: setup lint typecheck $(TEST_PREREQS)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) gen .dev .mypy_cache .ruff_cache .pytest_cache

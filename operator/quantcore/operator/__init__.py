@@ -1,0 +1,1 @@
+"""The MarketFeed operator: API types -> planner (pure) -> applier -> status."""

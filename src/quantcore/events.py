@@ -1,0 +1,68 @@
+"""Records on the normalized Kafka topics: the one schema the feed writes and the stream reads.
+
+JSON on the wire (one object per record, key = symbol). The stream job derives its Spark
+schema from these models (`quantcore.stream` must not declare the fields a second time).
+Prices and quantities are floats: every value was validated finite and non-negative by the
+feed before it got here.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BookRecord(_Record):
+    """A validated top-N order book after applying one exchange update (topic `book`)."""
+
+    symbol: str
+    seq: int = Field(description="exchange sequence: the update's final id (Binance `u`)")
+    first_seq: int = Field(description="first update id folded into this record (Binance `U`)")
+    event_time_ms: int = Field(description="exchange event time (Binance `E`)")
+    recv_time_ns: int = Field(description="feed shard receive time of the frame")
+    publish_time_ns: int = Field(description="feed shard hand-off to the producer")
+    tick_size: float = Field(gt=0, description="price increment, for spread in ticks")
+    bid_px: list[float] = Field(description="best first, strictly decreasing")
+    bid_qty: list[float]
+    ask_px: list[float] = Field(description="best first, strictly increasing")
+    ask_qty: list[float]
+    prev_bid_px: float | None = Field(
+        description="top of book before this update (None on the first record after a (re)sync)"
+    )
+    prev_bid_qty: float | None
+    prev_ask_px: float | None
+    prev_ask_qty: float | None
+
+
+class TradeRecord(_Record):
+    """One exchange trade (topic `trades`)."""
+
+    symbol: str
+    trade_id: int
+    price: float
+    qty: float
+    buyer_is_maker: bool = Field(description="True: the aggressor sold")
+    trade_time_ms: int
+    event_time_ms: int
+    recv_time_ns: int
+    publish_time_ns: int
+
+
+class QuarantineRecord(_Record):
+    """Input the feed refused, with why (topic `quarantine`)."""
+
+    symbol: str | None
+    reason: str
+    stream: str | None
+    recv_time_ns: int
+    frame: str = Field(description="the offending frame, truncated to a bounded size")
+
+
+# Default topic names (a MarketFeed may override them).
+RAW_TOPIC = "quantcore.raw"
+BOOK_TOPIC = "quantcore.book"
+TRADES_TOPIC = "quantcore.trades"
+QUARANTINE_TOPIC = "quantcore.quarantine"

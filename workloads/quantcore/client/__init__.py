@@ -1,0 +1,1 @@
+"""Clients: the live terminal view and helpers for bots."""

@@ -1,0 +1,1 @@
+"""Feed shards: exchange websockets -> validated local order books -> Kafka."""

@@ -1,0 +1,1 @@
+"""Serving: the gRPC streaming API over Redis."""

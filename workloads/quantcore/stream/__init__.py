@@ -1,0 +1,1 @@
+"""The signal engine: Spark Structured Streaming from Kafka to Redis."""
