@@ -5,6 +5,7 @@ Generated code is a build product: it is never edited by hand nor committed.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 def compile_protos(root: Path) -> None:
     from grpc_tools import protoc  # build-time dependency (see [build-system])
 
+    # protoc finds the mypy plugins on PATH; they sit beside this interpreter.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     proto_root = root / "proto"
     out = root / "gen"
     out.mkdir(exist_ok=True)
