@@ -9,7 +9,9 @@ from collections.abc import Sequence
 
 # subcommand -> (module, help). Each module exposes `add_arguments(parser)` and `run(args)`
 # and keeps heavy imports (pyspark, kopf) inside `run`, so `quantcore --help` stays fast.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("quantcore.serve.command", "run the MarketData gRPC server over Redis"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

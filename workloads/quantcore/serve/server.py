@@ -1,0 +1,278 @@
+"""The MarketData gRPC service (grpc.aio): snapshot then stream, health, reflection, limits.
+
+Subscribe forwards the sink's bytes (plus the server's hop stamps), so the response
+serializer is the identity; requests are decoded with the generated messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.exceptions import RedisError
+
+from quantcore import signalstore
+from quantcore.serve import encoding, metrics
+from quantcore.serve.conflation import ConflatingQueue, QueueClosed
+from quantcore.serve.fanout import Fanout, Subscription
+from quantcore.serve.snapshot import list_symbols, read_latest
+from quantcore.v1 import marketdata_pb2, signals_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = marketdata_pb2.DESCRIPTOR.services_by_name["MarketData"].full_name
+_SYMBOL = re.compile(r"^[A-Z0-9]{1,32}$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    redis_url: str
+    host: str = "0.0.0.0"
+    port: int = 50051  # 0: pick a free port
+    max_streams: int = 10_000  # open Subscribe calls, over all connections
+    max_streams_per_connection: int = 2_000
+    max_symbols_per_request: int = 1_000
+    max_request_bytes: int = 64 * 1024
+    max_response_bytes: int = 16 * 1024 * 1024
+    keepalive_time_ms: int = 20_000
+    keepalive_timeout_ms: int = 10_000
+    shutdown_grace_s: float = 5.0
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_concurrent_streams", self.max_streams_per_connection),
+            ("grpc.max_receive_message_length", self.max_request_bytes),
+            ("grpc.max_send_message_length", self.max_response_bytes),
+            ("grpc.keepalive_time_ms", self.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # Let clients ping every 5 s; fewer would get them a GOAWAY (too_many_pings).
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            # Two servers on one port would split the clients silently.
+            ("grpc.so_reuseport", 0),
+        ]
+
+
+class RequestError(ValueError):
+    """A request the server refuses with INVALID_ARGUMENT."""
+
+
+def selection(
+    symbols: Iterable[str], kinds: Iterable[str], limit: int
+) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """Validate the symbols and kinds of a request. Empty symbols: every symbol (None)."""
+    wanted = [s.strip().upper() for s in symbols]
+    if len(wanted) > limit:
+        raise RequestError(f"{len(wanted)} symbols requested; the limit is {limit}")
+    bad = [s for s in wanted if not _SYMBOL.match(s)]
+    if bad:
+        raise RequestError(f"not exchange symbols: {bad[:5]!r}")
+    kind_set = frozenset(kinds) or frozenset(signalstore.KINDS)
+    unknown = kind_set - set(signalstore.KINDS)
+    if unknown:
+        raise RequestError(f"unknown kinds {sorted(unknown)!r}; known: {signalstore.KINDS!r}")
+    return (frozenset(wanted) or None), kind_set
+
+
+class MarketDataService:
+    def __init__(self, config: ServerConfig, redis: aioredis.Redis, fanout: Fanout) -> None:
+        self._config = config
+        self._redis = redis
+        self._fanout = fanout
+        self._active = 0
+
+    @property
+    def active_streams(self) -> int:
+        return self._active
+
+    async def subscribe(
+        self, request: marketdata_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        try:
+            symbols, kinds = selection(
+                request.symbols, request.kinds, self._config.max_symbols_per_request
+            )
+            mask = encoding.field_mask(list(request.fields.paths))
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        if self._active >= self._config.max_streams:
+            metrics.REJECTED_STREAMS.inc()
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server at its limit of {self._config.max_streams} streams",
+            )
+            return
+        queue = ConflatingQueue(min_interval_ns=request.min_interval_ms * 1_000_000)
+        sub = Subscription(symbols, kinds, queue)
+        # Attach before reading the snapshot: whatever is published meanwhile is queued,
+        # and the queue's sequence check drops the copy the snapshot also holds.
+        self._fanout.attach(sub)
+        self._active += 1
+        metrics.ACTIVE_STREAMS.inc()
+        try:
+            try:
+                names = sorted(symbols) if symbols is not None else await list_symbols(self._redis)
+                for update in await read_latest(self._redis, names, kinds):
+                    queue.offer(update)
+            except RedisError as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
+                return
+            while True:
+                try:
+                    update = await queue.get()
+                except QueueClosed as exc:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+                    return
+                payload = update.payload if mask is None else encoding.masked(update.payload, mask)
+                send_ns = time.time_ns()
+                metrics.SERVER_DWELL.observe(max(0, send_ns - update.server_receive_ns) / 1e9)
+                yield encoding.stamped(payload, update.server_receive_ns, send_ns)
+                metrics.UPDATES_SENT.inc()
+        finally:
+            self._fanout.detach(sub)
+            self._active -= 1
+            metrics.ACTIVE_STREAMS.dec()
+
+    async def get_snapshot(
+        self, request: marketdata_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> marketdata_pb2.Snapshot:
+        try:
+            symbols, kinds = selection(
+                request.symbols, request.kinds, self._config.max_symbols_per_request
+            )
+            mask = encoding.field_mask(list(request.fields.paths))
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # abort raises; this line only tells the type checker
+        try:
+            names = sorted(symbols) if symbols is not None else await list_symbols(self._redis)
+            latest = await read_latest(self._redis, names, kinds)
+        except RedisError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
+            raise
+        snapshot = marketdata_pb2.Snapshot()
+        now = time.time_ns()
+        for update in latest:
+            payload = update.payload if mask is None else encoding.masked(update.payload, mask)
+            snapshot.updates.append(
+                signals_pb2.SignalUpdate.FromString(
+                    encoding.stamped(payload, update.server_receive_ns, now)
+                )
+            )
+        return snapshot
+
+    async def list_symbols(
+        self, request: marketdata_pb2.ListSymbolsRequest, context: grpc.aio.ServicerContext
+    ) -> marketdata_pb2.ListSymbolsResponse:
+        try:
+            names = await list_symbols(self._redis)
+        except RedisError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
+            raise
+        return marketdata_pb2.ListSymbolsResponse(symbols=names)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "Subscribe": grpc.unary_stream_rpc_method_handler(
+                    self.subscribe,
+                    request_deserializer=marketdata_pb2.SubscribeRequest.FromString,
+                    response_serializer=None,  # already bytes
+                ),
+                "GetSnapshot": grpc.unary_unary_rpc_method_handler(
+                    self.get_snapshot,
+                    request_deserializer=marketdata_pb2.SnapshotRequest.FromString,
+                    response_serializer=marketdata_pb2.Snapshot.SerializeToString,
+                ),
+                "ListSymbols": grpc.unary_unary_rpc_method_handler(
+                    self.list_symbols,
+                    request_deserializer=marketdata_pb2.ListSymbolsRequest.FromString,
+                    response_serializer=marketdata_pb2.ListSymbolsResponse.SerializeToString,
+                ),
+            },
+        )
+
+
+class MarketDataServer:
+    """The running server: gRPC, the Redis fan-out task, health. start() then stop()."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._health = health.aio.HealthServicer()
+        self._fanout = Fanout(config.redis_url, on_link_change=self._link_changed)
+        self._redis = aioredis.Redis.from_url(config.redis_url)
+        self.service = MarketDataService(config, self._redis, self._fanout)
+        self._server: grpc.aio.Server | None = None
+        self._fanout_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    def _link_changed(self, up: bool) -> None:
+        # Not ready while Redis is unreachable: an orchestrator routes clients elsewhere.
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if up
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            task = asyncio.ensure_future(self._health.set(name, status))
+            task.add_done_callback(lambda t: t.exception())
+
+    async def start(self) -> int:
+        server = grpc.aio.server(options=self.config.grpc_options())
+        server.add_generic_rpc_handlers((self.service.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {self.config.host}:{self.config.port}")
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._fanout_task = asyncio.create_task(self._fanout.run(), name="redis-fanout")
+        await server.start()
+        self._server = server
+        log.info("serving %s on %s:%d", SERVICE_NAME, self.config.host, self.port)
+        return self.port
+
+    async def wait_linked(self) -> None:
+        """Until the Redis pub/sub link is up (wrap in asyncio.timeout)."""
+        await self._fanout.connected.wait()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful: report NOT_SERVING, end streams with UNAVAILABLE, drain, then close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self._health.enter_graceful_shutdown()
+        self._fanout.close_all("server shutting down; reconnect")
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+        if self._fanout_task is not None:
+            self._fanout_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fanout_task
+        await self._redis.aclose()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+        if self._server is not None:
+            await self._server.wait_for_termination()
