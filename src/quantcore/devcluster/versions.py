@@ -1,0 +1,51 @@
+"""Pinned versions of everything the test ground builds or fetches, and where each is cached.
+
+Every artifact lives under $QUANTCORE_CACHE (default ~/.cache/quantcore) in a directory
+named by its version, so bumping a pin builds the new one beside the old.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# One supported Kubernetes release; the staging modules (k8s.io/api, ...) are published as
+# v0.<minor>.<patch> for every v1.<minor>.<patch> tag of k8s.io/kubernetes.
+KUBERNETES = "v1.36.3"
+ETCD = "v3.6.8"  # the etcd client version k8s.io/kubernetes v1.36.3 itself requires
+HELM = "v3.22.0"
+SPARK_OPERATOR = "v2.4.0"  # github.com/kubeflow/spark-operator/v2
+PROMETHEUS_OPERATOR = "v0.85.0"  # github.com/prometheus-operator/prometheus-operator
+
+
+def staging_version(kubernetes: str = KUBERNETES) -> str:
+    """v1.36.3 -> v0.36.3: the tag of the k8s.io/* staging modules cut from the same commit."""
+    major, minor, patch = kubernetes.removeprefix("v").split(".")
+    if major != "1":
+        raise ValueError(f"unexpected Kubernetes version {kubernetes}")
+    return f"v0.{minor}.{patch}"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("QUANTCORE_CACHE") or Path.home() / ".cache" / "quantcore")
+
+
+def kubernetes_dir() -> Path:
+    return cache_root() / "k8s" / KUBERNETES
+
+
+def etcd_dir() -> Path:
+    return cache_root() / f"etcd-{ETCD}"
+
+
+def helm_dir() -> Path:
+    # Shared with the chart's lint targets, which install helm into the same place.
+    return cache_root() / f"helm-{HELM}"
+
+
+def crd_dir() -> Path:
+    return (
+        cache_root()
+        / "crds"
+        / f"spark-operator-{SPARK_OPERATOR}_prometheus-operator-{PROMETHEUS_OPERATOR}"
+    )
