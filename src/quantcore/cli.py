@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # subcommand -> (module, help). Each module exposes `add_arguments(parser)` and `run(args)`
 # and keeps heavy imports (pyspark, kopf) inside `run`, so `quantcore --help` stays fast.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "operator": ("quantcore.operator.command", "run the MarketFeed operator (kopf)"),
     "serve": ("quantcore.serve.command", "run the MarketData gRPC server over Redis"),
 }
 

@@ -93,3 +93,70 @@ class RoutingTable:
 
 # The key under which the table is stored in the routing ConfigMap (and the file name in local mode).
 CONFIGMAP_KEY = "routing.json"
+
+
+def shards_for(symbol_count: int, symbols_per_shard: int) -> int:
+    """How many feed shards carry `symbol_count` symbols (always at least one)."""
+    if symbols_per_shard < 1:
+        raise ValueError("symbols_per_shard must be at least 1")
+    return max(1, -(-symbol_count // symbols_per_shard))
+
+
+def rebalance(
+    table: RoutingTable | None,
+    symbols: Iterable[str],
+    symbols_per_shard: int,
+    min_partitions: int,
+) -> RoutingTable:
+    """The next table for `symbols`, moving as few symbols between shards as possible.
+
+    Kept symbols keep their partition; the partition count only grows (to `min_partitions`);
+    new symbols go to the least-loaded partition and shard; shards above the new shard count
+    are drained; afterwards shard loads differ by at most one. Pure and deterministic: the
+    same inputs give the same table, and an unchanged input keeps the same version.
+    """
+    old = table or RoutingTable(partitions=0, shards=0)
+    wanted = sorted(set(symbols))
+    partitions = max(old.partitions, min_partitions, 1)
+    shards = shards_for(len(wanted), symbols_per_shard)
+
+    kept = {s: old.route(s) for s in wanted if old.get(s) is not None}
+    # Shard targets: n // k each, one extra for n % k shards. The extras go to the shards
+    # that already hold the most kept symbols, which is what makes the move count minimal.
+    kept_on: dict[int, list[str]] = {i: [] for i in range(shards)}
+    homeless: list[str] = [s for s in wanted if s not in kept]
+    for symbol, route in sorted(kept.items()):
+        if route.shard < shards:
+            kept_on[route.shard].append(symbol)
+        else:
+            homeless.append(symbol)  # its shard is being drained
+    base, extra = divmod(len(wanted), shards)
+    by_kept = sorted(range(shards), key=lambda i: (-len(kept_on[i]), i))
+    target = {i: base + (1 if rank < extra else 0) for rank, i in enumerate(by_kept)}
+    shard_of: dict[str, int] = {}
+    for i in range(shards):
+        stay = kept_on[i][: target[i]]
+        homeless.extend(kept_on[i][target[i] :])
+        shard_of.update(dict.fromkeys(stay, i))
+    load = {i: min(len(kept_on[i]), target[i]) for i in range(shards)}
+    for symbol in sorted(homeless):
+        free = [i for i in range(shards) if load[i] < target[i]]
+        dest = min(free, key=lambda i: (load[i], i))
+        shard_of[symbol] = dest
+        load[dest] += 1
+
+    # Partitions: never re-key a kept symbol; fill the least-loaded partitions with new ones.
+    partition_of = {s: r.partition for s, r in kept.items()}
+    part_load = [0] * partitions
+    for p in partition_of.values():
+        part_load[p] += 1
+    for symbol in wanted:
+        if symbol not in partition_of:
+            p = min(range(partitions), key=lambda i: (part_load[i], i))
+            partition_of[symbol] = p
+            part_load[p] += 1
+
+    routes = tuple(Route(s, shard_of[s], partition_of[s]) for s in wanted)
+    same = routes == old.routes and partitions == old.partitions and shards == old.shards
+    version = old.version if same and table is not None else old.version + 1
+    return RoutingTable(partitions=partitions, shards=shards, routes=routes, version=version)

@@ -1,0 +1,45 @@
+"""`quantcore operator`: runs the MarketFeed operator (kopf) against a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig path (default: in-cluster, then $KUBECONFIG)"
+    )
+    parser.add_argument(
+        "--namespace", action="append", default=[], help="watch only these (repeatable)"
+    )
+    parser.add_argument(
+        "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
+    )
+    parser.add_argument("--verbose", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    if args.kubeconfig:
+        # Both kopf's login and our applier's client read it from here.
+        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
+    import kopf
+
+    import quantcore.operator.handlers  # noqa: F401 - registers the handlers
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            namespaces=args.namespace,
+            clusterwide=not args.namespace,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0

@@ -1,0 +1,90 @@
+"""kopf handlers: thin entry points into the one idempotent reconcile (reconcile.py).
+
+create, update, resume and a drift/refresh timer all run the same reconcile; delete honours
+the topics' deletion policy behind kopf's finalizer. kopf keeps its progress in annotations
+(the strict CRD schema would prune it from status), and watches have timeouts so a silently
+stalled watch is re-established.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import kopf
+
+from quantcore.operator import api, topics
+from quantcore.operator.applier import Kube, KubeError
+from quantcore.operator.reconcile import RetryLater, reconcile
+
+RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
+DRIFT_INTERVAL_S = 30.0
+FINALIZER = "quantcore.io/topics"
+
+# One reconcile at a time per MarketFeed: the timer may fire while an update runs.
+_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="quantcore.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="quantcore.io", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 10
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 8
+    memo.kube = Kube()
+
+
+def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> None:
+    obj = dict(body)
+    key = f"{body.metadata.namespace}/{body.metadata.name}"
+    with _locks[key]:
+        try:
+            outcome = reconcile(memo.kube, obj)
+        except RetryLater as exc:
+            patch.status.update(exc.status_patch)
+            raise kopf.TemporaryError(str(exc), delay=15) from exc
+        except KubeError as exc:
+            if exc.status in (400, 422):  # the plan itself is invalid: retrying cannot help
+                raise kopf.PermanentError(str(exc)) from exc
+            raise kopf.TemporaryError(str(exc), delay=10) from exc
+    if outcome.status_patch is not None:
+        patch.status.update(outcome.status_patch)
+
+
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+@kopf.on.resume(*RESOURCE)
+def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    _run(body, patch, memo, logger)
+
+
+@kopf.timer(*RESOURCE, interval=DRIFT_INTERVAL_S, initial_delay=DRIFT_INTERVAL_S)
+def repair_drift(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """Repairs drift and refreshes the universe selector (when its refresh is due)."""
+    _run(body, patch, memo, logger)
+
+
+@kopf.on.delete(*RESOURCE)
+def on_delete(body: kopf.Body, logger: Any, **_: Any) -> None:
+    """Children are garbage-collected through owner references; topics follow the policy."""
+    spec = api.MarketFeedSpec.model_validate(dict(body.spec))
+    if spec.kafka.deletion_policy == "Delete":
+        from confluent_kafka import KafkaException
+
+        try:
+            deleted = topics.delete(spec)
+        except KafkaException as exc:
+            raise kopf.TemporaryError(f"cannot delete topics yet: {exc}", delay=15) from exc
+        logger.info("deleted topics %s", deleted)
+    else:
+        logger.info("kept topics %s (deletionPolicy Retain)", topics.topic_names(spec))

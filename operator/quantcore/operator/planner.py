@@ -1,0 +1,547 @@
+"""What a MarketFeed becomes: spec + current routing table -> new table + desired objects.
+
+Pure: no cluster, no network. Try it in a REPL:
+
+    >>> from quantcore.operator.planner import plan, sample_feed
+    >>> p = plan(sample_feed(), current=None, symbols=["BTCUSDT", "ETHUSDT"])
+    >>> [f"{o['kind']}/{o['metadata']['name']}" for o in p.objects]
+
+Each feed shard reads its own one-shard routing file from its own ConfigMap, mounted as a
+volume, so a reshard rewrites only the ConfigMaps of shards whose symbols changed; the shard
+Deployments never change and the shards resubscribe in place when the file changes. The
+SparkApplication carries no symbol list: a reshard never touches its spec.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from quantcore.operator.api import MarketFeed, MarketFeedSpec
+from quantcore.routing import CONFIGMAP_KEY, RoutingTable, rebalance
+
+Obj = dict[str, Any]
+
+ROUTING_DIR = "/etc/quantcore/routing"
+METRICS_PORT = 9090
+REDIS_PORT = 6379
+FEED_LABEL = "quantcore.io/marketfeed"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+SHARD_LABEL = "quantcore.io/shard"
+
+
+@dataclass(frozen=True)
+class Plan:
+    table: RoutingTable
+    objects: tuple[Obj, ...]
+    changed_shards: frozenset[int]  # shards whose symbol set differs from the current table
+
+    def names(self) -> list[str]:
+        return [f"{o['kind']}/{o['metadata']['name']}" for o in self.objects]
+
+
+# ---- naming ---------------------------------------------------------------------------
+
+
+def routing_configmap_name(feed: str) -> str:
+    return f"{feed}-routing"
+
+
+def shard_configmap_name(feed: str, shard: int) -> str:
+    return f"{feed}-shard-{shard}"
+
+
+def shard_deployment_name(feed: str, shard: int) -> str:
+    return f"{feed}-feed-{shard}"
+
+
+def spark_application_name(feed: str) -> str:
+    return f"{feed}-stream"
+
+
+def redis_name(feed: str) -> str:
+    return f"{feed}-redis"
+
+
+def serve_name(feed: str) -> str:
+    return f"{feed}-serve"
+
+
+def redis_url(feed: MarketFeed) -> str:
+    if feed.spec.redis.url:
+        return feed.spec.redis.url
+    return f"redis://{redis_name(feed.name)}.{feed.namespace}.svc:{REDIS_PORT}/0"
+
+
+# ---- sizing ---------------------------------------------------------------------------
+
+
+def input_partitions(spec: MarketFeedSpec, partitions: int) -> int:
+    """Kafka partitions the stream job reads: `book`, plus `trades` when enabled."""
+    return partitions * (2 if spec.streams.trades else 1)
+
+
+def executor_instances(spec: MarketFeedSpec, partitions: int) -> int:
+    """Executors so that real-time mode has one task slot per input partition."""
+    if spec.spark.executor.instances is not None:
+        return spec.spark.executor.instances
+    return max(1, math.ceil(input_partitions(spec, partitions) / spec.spark.executor.cores))
+
+
+def redis_memory_mib(symbols: int, levels: int) -> int:
+    """Redis maxmemory: a signal hash (~1 KiB) plus a book snapshot per symbol, with headroom."""
+    per_symbol_bytes = 1024 + levels * 2 * 48
+    return 64 + math.ceil(symbols * per_symbol_bytes * 4 / 2**20)
+
+
+def _spark_memory(quantity: str) -> str:
+    """Kubernetes `512Mi`/`2Gi` -> Spark's `512m`/`2g`."""
+    return quantity[:-2] + quantity[-2].lower()
+
+
+# ---- pod security ---------------------------------------------------------------------
+
+
+def pod_security() -> Obj:
+    """The `restricted` Pod Security Standard, pod level."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security() -> Obj:
+    """The `restricted` Pod Security Standard, container level."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+_TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
+_TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+
+
+# ---- objects --------------------------------------------------------------------------
+
+
+def _meta(feed: MarketFeed, name: str, component: str, **extra: str) -> Obj:
+    return {
+        "name": name,
+        "namespace": feed.namespace,
+        "labels": {
+            "app.kubernetes.io/name": "quantcore",
+            "app.kubernetes.io/managed-by": "quantcore-operator",
+            COMPONENT_LABEL: component,
+            FEED_LABEL: feed.name,
+            **extra,
+        },
+    }
+
+
+def _selector(feed: MarketFeed, component: str, **extra: str) -> dict[str, str]:
+    return {FEED_LABEL: feed.name, COMPONENT_LABEL: component, **extra}
+
+
+def shard_table(table: RoutingTable, shard: int) -> RoutingTable:
+    """The one-shard table a feed shard reads: its own routes only, so it changes only
+    when that shard's symbols (or the partition count) change."""
+    return RoutingTable.of(
+        [r for r in table.routes if r.shard == shard],
+        partitions=table.partitions,
+        shards=shard + 1,
+    )
+
+
+def routing_configmap(feed: MarketFeed, table: RoutingTable) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(feed, routing_configmap_name(feed.name), "routing"),
+        "data": {CONFIGMAP_KEY: table.to_json()},
+    }
+
+
+def shard_configmap(feed: MarketFeed, table: RoutingTable, shard: int) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            feed, shard_configmap_name(feed.name, shard), "feed", **{SHARD_LABEL: str(shard)}
+        ),
+        "data": {CONFIGMAP_KEY: shard_table(table, shard).to_json()},
+    }
+
+
+def shard_deployment(feed: MarketFeed, shard: int) -> Obj:
+    spec = feed.spec
+    labels = _selector(feed, "feed", **{SHARD_LABEL: str(shard)})
+    args = [
+        "feed",
+        "--routing",
+        f"{ROUTING_DIR}/{CONFIGMAP_KEY}",
+        "--shard",
+        str(shard),
+        "--kafka",
+        spec.kafka.bootstrap,
+        "--ws-url",
+        spec.endpoints.ws_url,
+        "--rest-url",
+        spec.endpoints.rest_url,
+    ]
+    env = [
+        {"name": "QUANTCORE_DEPTH_LEVELS", "value": str(spec.streams.depth.levels)},
+        {"name": "QUANTCORE_DEPTH_INTERVAL_MS", "value": str(spec.streams.depth.interval_ms)},
+        {"name": "QUANTCORE_TRADES", "value": str(spec.streams.trades).lower()},
+        {"name": "QUANTCORE_BOOK_TICKER", "value": str(spec.streams.book_ticker).lower()},
+        {"name": "QUANTCORE_TOPIC_RAW", "value": spec.kafka.topics.raw},
+        {"name": "QUANTCORE_TOPIC_BOOK", "value": spec.kafka.topics.book},
+        {"name": "QUANTCORE_TOPIC_TRADES", "value": spec.kafka.topics.trades},
+        {"name": "QUANTCORE_TOPIC_QUARANTINE", "value": spec.kafka.topics.quarantine},
+    ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(
+            feed, shard_deployment_name(feed.name, shard), "feed", **{SHARD_LABEL: str(shard)}
+        ),
+        "spec": {
+            "replicas": 1,
+            # One producer per shard at a time; an overlap would only yield dropped duplicates.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security(),
+                    "containers": [
+                        {
+                            "name": "feed",
+                            "image": spec.image,
+                            "command": ["quantcore"],
+                            "args": args,
+                            "env": env,
+                            "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                                "limits": {"memory": "512Mi"},
+                            },
+                            "securityContext": container_security(),
+                            "volumeMounts": [
+                                {"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True},
+                                _TMP_MOUNT,
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "routing",
+                            "configMap": {"name": shard_configmap_name(feed.name, shard)},
+                        },
+                        _TMP_VOLUME,
+                    ],
+                },
+            },
+        },
+    }
+
+
+def feed_metrics_service(feed: MarketFeed) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(feed, f"{feed.name}-feed", "feed"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": _selector(feed, "feed"),
+            "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}],
+        },
+    }
+
+
+def spark_application(feed: MarketFeed, partitions: int) -> Obj:
+    spec = feed.spec
+    spark = spec.spark
+    labels = _selector(feed, "stream")
+    pod = {
+        "labels": labels,
+        "podSecurityContext": pod_security(),
+        "securityContext": container_security(),
+        "volumeMounts": [_TMP_MOUNT],
+    }
+    return {
+        "apiVersion": "sparkoperator.k8s.io/v1beta2",
+        "kind": "SparkApplication",
+        "metadata": _meta(feed, spark_application_name(feed.name), "stream"),
+        "spec": {
+            "type": "Python",
+            "pythonVersion": "3",
+            "mode": "cluster",
+            "image": spark.image,
+            "imagePullPolicy": "IfNotPresent",
+            "mainApplicationFile": spark.main_application_file,
+            # No symbols here: the job reads whole topics, so a reshard never restarts it.
+            "arguments": [
+                "stream",
+                "--kafka",
+                spec.kafka.bootstrap,
+                "--redis",
+                redis_url(feed),
+                "--checkpoint",
+                spark.checkpoint,
+                "--trigger",
+                spark.trigger,
+            ],
+            "sparkVersion": spark.spark_version,
+            "restartPolicy": {
+                "type": "Always",
+                "onFailureRetryInterval": 10,
+                "onSubmissionFailureRetryInterval": 30,
+            },
+            "sparkConf": {
+                "spark.sql.shuffle.partitions": str(input_partitions(spec, partitions)),
+                "spark.local.dir": "/tmp/spark-local",
+            },
+            "volumes": [_TMP_VOLUME],
+            "driver": {
+                **pod,
+                "cores": spark.driver.cores,
+                "memory": _spark_memory(spark.driver.memory),
+                "serviceAccount": spark.service_account,
+            },
+            "executor": {
+                **pod,
+                "instances": executor_instances(spec, partitions),
+                "cores": spark.executor.cores,
+                "memory": _spark_memory(spark.executor.memory),
+            },
+        },
+    }
+
+
+def redis_objects(feed: MarketFeed, symbols: int) -> list[Obj]:
+    if feed.spec.redis.mode == "external":
+        return []
+    name = redis_name(feed.name)
+    labels = _selector(feed, "redis")
+    mib = redis_memory_mib(symbols, feed.spec.streams.depth.levels)
+    security = {**container_security(), "runAsUser": 999, "runAsGroup": 999}
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(feed, name, "redis"),
+        "spec": {
+            "serviceName": name,
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {**pod_security(), "fsGroup": 999},
+                    "containers": [
+                        {
+                            "name": "redis",
+                            "image": feed.spec.redis.image,
+                            # Signals are derived state, rebuilt from Kafka: no persistence.
+                            "args": [
+                                "--maxmemory",
+                                f"{mib}mb",
+                                "--maxmemory-policy",
+                                "noeviction",
+                                "--save",
+                                "",
+                                "--appendonly",
+                                "no",
+                            ],
+                            "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": f"{mib}Mi"},
+                                "limits": {"memory": f"{mib + mib // 2}Mi"},
+                            },
+                            "readinessProbe": {"tcpSocket": {"port": "redis"}},
+                            "securityContext": security,
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}, _TMP_MOUNT],
+                        }
+                    ],
+                    "volumes": [{"name": "data", "emptyDir": {}}, _TMP_VOLUME],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(feed, name, "redis"),
+        "spec": {
+            "selector": labels,
+            "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis"}],
+        },
+    }
+    return [statefulset, service]
+
+
+def serving_objects(feed: MarketFeed) -> list[Obj]:
+    spec = feed.spec
+    name = serve_name(feed.name)
+    labels = _selector(feed, "serve")
+    port = spec.serving.port
+    scaling = spec.serving.autoscaling
+    deployment_spec: Obj = {
+        "selector": {"matchLabels": labels},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "securityContext": pod_security(),
+                "containers": [
+                    {
+                        "name": "serve",
+                        "image": spec.image,
+                        "command": ["quantcore"],
+                        "args": ["serve", "--redis", redis_url(feed), "--port", str(port)],
+                        "ports": [
+                            {"name": "grpc", "containerPort": port},
+                            {"name": "metrics", "containerPort": METRICS_PORT},
+                        ],
+                        "readinessProbe": {"grpc": {"port": port}},
+                        "resources": {
+                            "requests": {"cpu": "200m", "memory": "128Mi"},
+                            "limits": {"memory": "512Mi"},
+                        },
+                        "securityContext": container_security(),
+                        "volumeMounts": [_TMP_MOUNT],
+                    }
+                ],
+                "volumes": [_TMP_VOLUME],
+            },
+        },
+    }
+    if scaling is None:
+        # Leaving replicas out under autoscaling lets the HPA own it without a tug of war.
+        deployment_spec["replicas"] = spec.serving.replicas or 2
+    objects: list[Obj] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(feed, name, "serve"),
+            "spec": deployment_spec,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(feed, name, "serve"),
+            "spec": {
+                "selector": labels,
+                "ports": [
+                    {"name": "grpc", "port": port, "targetPort": "grpc", "appProtocol": "grpc"},
+                    {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+                ],
+            },
+        },
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _meta(feed, name, "serve"),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}},
+        },
+    ]
+    if scaling is not None:
+        objects.append(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": _meta(feed, name, "serve"),
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicas": scaling.min_replicas,
+                    "maxReplicas": scaling.max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {
+                                    "type": "Utilization",
+                                    "averageUtilization": scaling.target_cpu_percent,
+                                },
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+    return objects
+
+
+def service_monitor(feed: MarketFeed) -> Obj:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _meta(feed, feed.name, "monitoring"),
+        "spec": {
+            "selector": {"matchLabels": {FEED_LABEL: feed.name}},
+            "namespaceSelector": {"matchNames": [feed.namespace]},
+            "endpoints": [{"port": "metrics", "interval": "15s"}],
+        },
+    }
+
+
+# ---- the plan -------------------------------------------------------------------------
+
+
+def plan(
+    feed: MarketFeed,
+    current: RoutingTable | None,
+    symbols: list[str],
+    min_partitions: int = 0,
+) -> Plan:
+    """The next routing table and every object the MarketFeed should own.
+
+    `min_partitions` is the partition count the topics already have (they may exceed the
+    spec; partitions never shrink).
+    """
+    spec = feed.spec
+    table = rebalance(
+        current,
+        symbols,
+        spec.sharding.symbols_per_shard,
+        max(spec.kafka.partitions, min_partitions),
+    )
+    old = current or RoutingTable(partitions=0, shards=0)
+    changed = frozenset(
+        i
+        for i in range(max(table.shards, old.shards))
+        if shard_table(table, i) != shard_table(old, i)
+    )
+    objects: list[Obj] = [routing_configmap(feed, table)]
+    for shard in range(table.shards):
+        objects.append(shard_configmap(feed, table, shard))
+        objects.append(shard_deployment(feed, shard))
+    objects.append(feed_metrics_service(feed))
+    objects.extend(redis_objects(feed, len(table.routes)))
+    objects.append(spark_application(feed, table.partitions))
+    objects.extend(serving_objects(feed))
+    if spec.monitoring.service_monitor:
+        objects.append(service_monitor(feed))
+    return Plan(table=table, objects=tuple(objects), changed_shards=changed)
+
+
+def sample_feed(name: str = "demo", namespace: str = "default", **spec: Any) -> MarketFeed:
+    """A small MarketFeed for REPL exploration and tests."""
+    body = {
+        "image": "ghcr.io/quantcore/quantcore:0.1.0",
+        "symbols": ["BTCUSDT", "ETHUSDT"],
+        "kafka": {"bootstrap": "kafka:9092"},
+        "spark": {"image": "ghcr.io/quantcore/quantcore-spark:0.1.0"},
+        **spec,
+    }
+    return MarketFeed(
+        name=name,
+        namespace=namespace,
+        uid="00000000-0000-0000-0000-000000000000",
+        generation=1,
+        spec=MarketFeedSpec.model_validate(body),
+    )

@@ -1,0 +1,68 @@
+"""Every Kubernetes resource the operator touches, with the verbs it uses: the one list the
+Helm chart derives its least-privilege RBAC from (and the applier its URL paths from).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Resource:
+    api_version: str  # "v1" or "group/version"
+    kind: str
+    plural: str
+    verbs: tuple[str, ...]
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    def path(self, namespace: str, name: str | None = None) -> str:
+        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        base = f"{root}/namespaces/{namespace}/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+# Children are applied (patch), pruned (list, delete) and read for status (get).
+_CHILD = ("get", "list", "watch", "patch", "delete")
+
+CHILDREN: tuple[Resource, ...] = (
+    Resource("v1", "ConfigMap", "configmaps", _CHILD),
+    Resource("v1", "Service", "services", _CHILD),
+    Resource("apps/v1", "Deployment", "deployments", _CHILD),
+    Resource("apps/v1", "StatefulSet", "statefulsets", _CHILD),
+    Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", _CHILD),
+    Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", _CHILD),
+    Resource("sparkoperator.k8s.io/v1beta2", "SparkApplication", "sparkapplications", _CHILD),
+    Resource("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", _CHILD),
+)
+
+# The operator's own resource: kopf watches it, patches annotations/finalizers and status.
+OWN: tuple[Resource, ...] = (
+    Resource(
+        "quantcore.io/v1alpha1", "MarketFeed", "marketfeeds", ("get", "list", "watch", "patch")
+    ),
+    Resource("quantcore.io/v1alpha1", "MarketFeed", "marketfeeds/status", ("get", "patch")),
+    # kopf posts k8s events for handler outcomes.
+    Resource("v1", "Event", "events", ("create",)),
+    Resource("events.k8s.io/v1", "Event", "events", ("create",)),
+    # kopf discovers its resources.
+    Resource(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        ("get", "list", "watch"),
+    ),
+    Resource("v1", "Namespace", "namespaces", ("get", "list", "watch")),
+)
+
+BY_KIND: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in CHILDREN}
+
+
+def rules() -> list[dict[str, object]]:
+    """RBAC PolicyRules (group, resource, verbs) for a Role/ClusterRole."""
+    return [
+        {"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)}
+        for r in (*CHILDREN, *OWN)
+    ]

@@ -1,0 +1,162 @@
+"""The one idempotent reconcile that create, update, resume and the drift timer all run:
+read the object and the current routing table -> plan -> topics -> apply -> prune -> status.
+
+Blocking by design (kube and Kafka clients are synchronous); kopf runs it in a worker thread.
+Safe to kill at any point: the routing ConfigMap is written only after the topics have the
+partitions it names, and re-running with the same inputs plans the same table and objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from quantcore.operator import planner, rbac, status, topics, universe
+from quantcore.operator.api import MarketFeed, MarketFeedStatus
+from quantcore.operator.applier import Applier, Kube, KubeError
+from quantcore.routing import CONFIGMAP_KEY, RoutingTable
+
+log = logging.getLogger(__name__)
+
+CONFIGMAP = rbac.BY_KIND[("v1", "ConfigMap")]
+SPARK = rbac.BY_KIND[("sparkoperator.k8s.io/v1beta2", "SparkApplication")]
+APPLY_THREADS = 8
+
+
+class RetryLater(Exception):
+    """A dependency (Kafka, the ticker endpoint) is unavailable; the status says which."""
+
+    def __init__(self, message: str, status_patch: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status_patch = status_patch
+
+
+@dataclass(frozen=True)
+class Outcome:
+    table: RoutingTable
+    status_patch: dict[str, Any] | None  # None when the status is already what it should be
+    changed_shards: frozenset[int]
+    pruned: tuple[str, ...]
+
+
+def current_table(applier: Applier, feed: MarketFeed) -> RoutingTable | None:
+    cm = applier.get(CONFIGMAP, feed.namespace, planner.routing_configmap_name(feed.name))
+    if cm is None or CONFIGMAP_KEY not in (cm.get("data") or {}):
+        return None
+    return RoutingTable.from_json(cm["data"][CONFIGMAP_KEY])
+
+
+def resolve_symbols(
+    feed: MarketFeed, current: RoutingTable | None, previous: MarketFeedStatus | None, now: datetime
+) -> tuple[list[str], str | None]:
+    """The symbols to route, and when the universe was last refreshed (None for a list)."""
+    spec = feed.spec
+    if spec.symbols is not None:
+        return list(spec.symbols), None
+    assert spec.universe is not None  # the CRD requires exactly one of the two
+    last = previous.universe.refreshed_at if previous and previous.universe else ""
+    last_at = status._parse_time(last)
+    due = (
+        current is None
+        or last_at is None
+        or now - last_at >= timedelta(seconds=spec.universe.refresh_seconds)
+        or (previous is not None and previous.observed_generation != feed.generation)
+    )
+    if not due:
+        assert current is not None
+        return list(current.symbols), last
+    url = universe.ticker_url(spec.universe, spec.endpoints.rest_url)
+    ranked = universe.rank(universe.fetch_tickers(url), spec.universe)
+    chosen = universe.select(
+        ranked, current.symbols if current else (), spec.universe.top, spec.universe.hysteresis
+    )
+    return chosen, now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _previous_status(body: dict[str, Any]) -> MarketFeedStatus | None:
+    raw = body.get("status")
+    if not raw:
+        return None
+    try:
+        return MarketFeedStatus.model_validate(raw)
+    except ValueError:
+        return None  # written by an older operator: rebuilt from scratch
+
+
+def _patch_if_changed(
+    new: MarketFeedStatus, previous: MarketFeedStatus | None
+) -> dict[str, Any] | None:
+    return None if previous == new else status.as_patch(new)
+
+
+def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> Outcome:
+    now = now or datetime.now(UTC)
+    feed = MarketFeed.from_object(body)
+    previous = _previous_status(body)
+    applier = Applier(kube)
+    current = current_table(applier, feed)
+
+    def blocked(reason: str, message: str) -> RetryLater:
+        observed = status.Observed(
+            generation=feed.generation,
+            table=current or RoutingTable(partitions=0, shards=0),
+            failures=(status.Problem(reason, message),),
+            now=now,
+        )
+        new = status.build(observed, previous)
+        return RetryLater(message, status.as_patch(new))
+
+    try:
+        symbols, refreshed_at = resolve_symbols(feed, current, previous, now)
+    except (OSError, ValueError) as exc:
+        if current is None:
+            raise blocked("UniverseUnavailable", f"24 h ticker unavailable: {exc}") from exc
+        symbols, refreshed_at = list(current.symbols), None  # keep following what we have
+
+    from confluent_kafka import KafkaException
+
+    try:
+        have = topics.existing_partitions(feed.spec)
+        plan = planner.plan(feed, current, symbols, max(have.values(), default=0))
+        outcome = topics.ensure(feed.spec, plan.table.partitions)
+    except KafkaException as exc:
+        raise blocked("KafkaUnavailable", f"Kafka at {feed.spec.kafka.bootstrap}: {exc}") from exc
+
+    # The routing table first (shards read it), then everything else in parallel.
+    routing, *rest = plan.objects
+    applied = [applier.apply(routing, feed)]
+    with ThreadPoolExecutor(APPLY_THREADS) as pool:
+        applied += list(pool.map(lambda o: applier.apply(o, feed), rest))
+    pruned = applier.prune(feed, plan.objects, rbac.CHILDREN)
+
+    spark = next(o for o in applied if o["kind"] == "SparkApplication")
+    app_state = (spark.get("status") or {}).get("applicationState") or {}
+    observed = status.Observed(
+        generation=feed.generation,
+        table=plan.table,
+        topics=outcome.partitions,
+        not_supported=outcome.not_supported,
+        not_ready=tuple(p for o in applied if (p := status.workload_pending(o))),
+        spark_name=spark["metadata"]["name"],
+        spark_state=app_state.get("state", ""),
+        spark_submitted_at=(spark.get("status") or {}).get("lastSubmissionAttemptTime"),
+        universe_refreshed_at=refreshed_at,
+        now=now,
+    )
+    new = status.build(observed, previous)
+    if plan.changed_shards or pruned:
+        log.info(
+            "%s/%s: routing v%d, shards changed %s, pruned %s",
+            feed.namespace,
+            feed.name,
+            plan.table.version,
+            sorted(plan.changed_shards),
+            pruned,
+        )
+    return Outcome(plan.table, _patch_if_changed(new, previous), plan.changed_shards, tuple(pruned))
+
+
+__all__ = ["KubeError", "Outcome", "RetryLater", "reconcile"]

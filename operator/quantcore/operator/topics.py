@@ -1,0 +1,136 @@
+"""Kafka topics of a MarketFeed through confluent-kafka's AdminClient.
+
+Create what is missing, grow partitions, align config (drift is overwritten). What Kafka
+cannot do (fewer partitions, another replication factor) is reported as NotSupported and
+the topic keeps running as it is, as Strimzi does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quantcore.operator.api import MarketFeedSpec
+
+TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    partitions: dict[str, int]  # topic -> partitions it has now
+    not_supported: tuple[str, ...] = ()  # what was asked but Kafka cannot do
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_supported
+
+
+def topic_names(spec: MarketFeedSpec) -> list[str]:
+    t = spec.kafka.topics
+    return [t.raw, t.book, t.trades, t.quarantine]
+
+
+def topic_config(spec: MarketFeedSpec) -> dict[str, str]:
+    return {
+        "retention.ms": str(spec.kafka.retention_hours * 3600 * 1000),
+        "cleanup.policy": "delete",
+    }
+
+
+def _admin(bootstrap: str):  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+
+
+def existing_partitions(spec: MarketFeedSpec) -> dict[str, int]:
+    """Partitions of the feed's topics that exist (absent topics are left out)."""
+    metadata = _admin(spec.kafka.bootstrap).list_topics(timeout=TIMEOUT_S)
+    wanted = set(topic_names(spec))
+    return {
+        name: len(t.partitions)
+        for name, t in metadata.topics.items()
+        if name in wanted and t.error is None
+    }
+
+
+def ensure(spec: MarketFeedSpec, partitions: int) -> TopicOutcome:
+    """Make every topic exist with at least `partitions` partitions and the spec's config."""
+    from confluent_kafka.admin import (
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        NewPartitions,
+        NewTopic,
+    )
+
+    admin = _admin(spec.kafka.bootstrap)
+    config = topic_config(spec)
+    metadata = admin.list_topics(timeout=TIMEOUT_S)
+    not_supported: list[str] = []
+    result: dict[str, int] = {}
+    missing, grow = [], []
+    for name in topic_names(spec):
+        topic = metadata.topics.get(name)
+        if topic is None or topic.error is not None:
+            missing.append(NewTopic(name, partitions, spec.kafka.replication, config=config))
+            result[name] = partitions
+            continue
+        have = len(topic.partitions)
+        replicas = len(next(iter(topic.partitions.values())).replicas) if have else 0
+        if replicas and replicas != spec.kafka.replication:
+            not_supported.append(
+                f"{name}: replication {replicas} cannot change to {spec.kafka.replication}"
+            )
+        if have < partitions:
+            grow.append(NewPartitions(name, partitions))
+        elif have > partitions:
+            not_supported.append(f"{name}: has {have} partitions; Kafka cannot remove any")
+        result[name] = max(have, partitions)
+    if missing:
+        for future in admin.create_topics(missing, request_timeout=TIMEOUT_S).values():
+            _wait_allowing(future, "TOPIC_ALREADY_EXISTS")
+    if grow:
+        for future in admin.create_partitions(grow, request_timeout=TIMEOUT_S).values():
+            _wait_allowing(future, "INVALID_PARTITIONS")
+    resources = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in config.items()
+            ],
+        )
+        for name in topic_names(spec)
+    ]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(timeout=TIMEOUT_S)
+    return TopicOutcome(partitions=result, not_supported=tuple(not_supported))
+
+
+def _wait_allowing(future, allowed_code: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait for an admin future; a concurrent reconcile having done it first is fine."""
+    from confluent_kafka import KafkaException
+
+    try:
+        future.result(timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        if exc.args[0].name() != allowed_code:
+            raise
+
+
+def delete(spec: MarketFeedSpec) -> list[str]:
+    """Delete the feed's topics (deletionPolicy Delete). Returns the names deleted."""
+    from confluent_kafka import KafkaException
+
+    admin = _admin(spec.kafka.bootstrap)
+    present = [n for n in topic_names(spec) if n in existing_partitions(spec)]
+    if not present:
+        return []
+    for future in admin.delete_topics(present, operation_timeout=TIMEOUT_S).values():
+        try:
+            future.result(timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise
+    return present

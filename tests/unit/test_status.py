@@ -1,0 +1,67 @@
+"""Status from observations: conditions with reasons, Spark state mapping, change detection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from quantcore.operator import status
+from quantcore.routing import rebalance
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+TABLE = rebalance(None, ["BTCUSDT", "ETHUSDT", "SOLUSDT"], 2, 4)
+
+
+def conds(**kw) -> dict[str, tuple[str, str]]:
+    observed = status.Observed(generation=3, table=TABLE, now=NOW, spark_name="x-stream", **kw)
+    return {c.type: (c.status, c.reason) for c in status.conditions(observed)}
+
+
+def test_ready_when_everything_runs() -> None:
+    c = conds(spark_state="RUNNING")
+    assert c == {
+        "Ready": ("True", "Ready"),
+        "Progressing": ("False", "Converged"),
+        "Degraded": ("False", "AsExpected"),
+    }
+
+
+def test_waiting_for_workloads_is_progressing() -> None:
+    c = conds(spark_state="RUNNING", not_ready=("Deployment/x-feed-0",))
+    assert c["Ready"] == ("False", "WorkloadsNotReady")
+    assert c["Progressing"] == ("True", "Reconciling")
+
+
+def test_not_supported_partitions_is_reported_like_strimzi() -> None:
+    c = conds(
+        spark_state="RUNNING", not_supported=("t: has 8 partitions; Kafka cannot remove any",)
+    )
+    assert c["Ready"] == ("False", "NotSupported")
+    assert c["Degraded"] == ("True", "NotSupported")
+
+
+def test_spark_state_mapping() -> None:
+    fresh = (NOW - timedelta(minutes=1)).isoformat()
+    stale = (NOW - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert status.spark_problem("SUBMITTED", fresh, NOW) is None
+    stuck = status.spark_problem("SUBMITTED", stale, NOW)
+    assert stuck is not None
+    assert stuck.reason == "SparkStuckSubmitted"
+    assert status.spark_problem("FAILED", None, NOW).reason == "SparkFailed"  # type: ignore[union-attr]
+    assert conds(spark_state="SUBMITTED", spark_submitted_at=stale)["Degraded"] == (
+        "True",
+        "SparkStuckSubmitted",
+    )
+
+
+def test_unchanged_observation_gives_an_equal_status() -> None:
+    observed = status.Observed(generation=3, table=TABLE, now=NOW, spark_state="RUNNING")
+    first = status.build(observed)
+    later = status.build(
+        status.Observed(
+            generation=3, table=TABLE, now=NOW + timedelta(hours=1), spark_state="RUNNING"
+        ),
+        first,
+    )
+    assert later == first  # transition times kept, so no status write
+    assert first.routing.shard_loads == [2, 1]
+    assert status.as_patch(first)["observedGeneration"] == 3
