@@ -1,0 +1,204 @@
+"""Bad input is refused with a reason (never reaches a book); good records match the contract."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from quantcore.events import BookRecord, QuarantineRecord, TradeRecord
+from quantcore.feed import binance, codec
+from quantcore.feed.book import BookSync
+from quantcore.feed.messages import (
+    BookTicker,
+    Control,
+    DepthDiff,
+    DepthSnapshot,
+    PartialDepth,
+    Rejected,
+    Trade,
+)
+from quantcore.feed.normalizer import BOOK, QUARANTINE, RAW, TRADES, Normalizer
+
+DIFF = {
+    "e": "depthUpdate",
+    "E": 1723161255208,
+    "s": "BTCUSDT",
+    "U": 11,
+    "u": 12,
+    "b": [["61837.63000000", "3.78826000"]],
+    "a": [["61837.64000000", "0.00000000"]],
+}
+
+
+def frame(data: object, stream: str = "btcusdt@depth@100ms") -> bytes:
+    return orjson.dumps({"stream": stream, "data": data})
+
+
+def with_(**changes: object) -> dict:
+    d = dict(DIFF)
+    d.update(changes)
+    return d
+
+
+def test_a_good_diff_decodes() -> None:
+    msg = binance.decode_frame(frame(DIFF), 7)
+    assert msg == DepthDiff(
+        "BTCUSDT", 11, 12, 1723161255208, 7, [(61837.63, 3.78826)], [(61837.64, 0.0)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (frame(with_(b=[["NaN", "1"]])), "bids: price out of range"),
+        (frame(with_(b=[["1e400", "1"]])), "bids: price out of range"),
+        (frame(with_(a=[["100.0", "inf"]])), "asks: quantity out of range"),
+        (frame(with_(a=[["100.0", "-0.5"]])), "asks: quantity out of range"),
+        (frame(with_(a=[["-100.0", "1"]])), "asks: price out of range"),
+        (frame(with_(a=[["1e13", "1"]])), "asks: price out of range"),
+        (frame(with_(a=[["abc", "1"]])), "asks: unparsable number"),
+        (frame(with_(a=[[100.0, "1"]])), "asks: price/qty not a decimal string"),
+        (frame(with_(a=[["100.0", "1", "2"]])), "asks: level is not [price, qty]"),
+        (frame(with_(a="x")), "asks: not a list"),
+        (frame(with_(U=13)), "U > u"),
+        (frame(with_(u=True)), "u: not a non-negative integer"),
+        (frame(with_(s="ETHUSDT")), "symbol 'ETHUSDT' does not match its stream"),
+        (frame(with_(x=1)), "unknown field(s) ['x']"),
+        (frame({k: v for k, v in DIFF.items() if k != "U"}), "missing field(s) ['U']"),
+        (frame(DIFF, stream="btcusdt@kline_1m"), "unknown stream 'btcusdt@kline_1m'"),
+    ],
+)
+def test_bad_diffs_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    msg = binance.decode_frame(raw, 1)
+    assert isinstance(msg, Rejected)
+    assert msg.reason.startswith(reason)
+    assert msg.frame == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Python's json accepts these literals; the feed must not.
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":1,"u":2,"b":[[NaN,1]],"a":[]}}',
+        b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":1e400}}',
+        b"not json",
+        b'{"stream":"btcusdt@depth@100ms","data":',
+    ],
+)
+def test_unparsable_frames_are_rejected(raw: bytes) -> None:
+    msg = binance.decode_frame(raw, 1)
+    assert isinstance(msg, Rejected)
+    assert msg.reason.startswith("invalid json")
+
+
+def test_oversized_frames_are_refused_before_parsing() -> None:
+    raw = frame(with_(b=[["1.0", "1.0"]] * 80_000))
+    assert len(raw) > codec.MAX_FRAME_BYTES
+    msg = binance.decode_frame(raw, 1)
+    assert isinstance(msg, Rejected)
+    assert msg.reason == "oversized frame"
+
+
+def test_other_streams_and_control_frames() -> None:
+    trade = {
+        "e": "trade",
+        "E": 5,
+        "s": "BTCUSDT",
+        "t": 9,
+        "p": "1.5",
+        "q": "2",
+        "T": 4,
+        "m": True,
+        "M": True,
+    }
+    assert binance.decode_frame(frame(trade, "btcusdt@trade"), 3) == Trade(
+        "BTCUSDT", 9, 1.5, 2.0, True, 4, 5, 3
+    )
+    ticker = {"u": 1, "s": "BTCUSDT", "b": "1.0", "B": "2", "a": "1.1", "A": "3"}
+    assert binance.decode_frame(frame(ticker, "btcusdt@bookTicker"), 3) == BookTicker(
+        "BTCUSDT", 1, 1.0, 2.0, 1.1, 3.0, 3
+    )
+    crossed = dict(ticker, b="1.2")
+    assert binance.decode_frame(frame(crossed, "btcusdt@bookTicker"), 3).reason == "crossed book"  # type: ignore[union-attr]
+    partial = {"lastUpdateId": 8, "bids": [["2", "1"], ["1", "1"]], "asks": [["3", "1"]]}
+    assert binance.decode_frame(frame(partial, "btcusdt@depth5@100ms"), 3) == PartialDepth(
+        "BTCUSDT", 8, 3, [(2.0, 1.0), (1.0, 1.0)], [(3.0, 1.0)]
+    )
+    unsorted = dict(partial, bids=[["1", "1"], ["2", "1"]])
+    assert isinstance(binance.decode_frame(frame(unsorted, "btcusdt@depth5"), 3), Rejected)
+    assert binance.decode_frame(b'{"result":null,"id":4}', 0) == Control("result", 4, "null")
+    err = binance.decode_frame(b'{"error":{"code":2,"msg":"Invalid request"},"id":5}', 0)
+    assert isinstance(err, Control)
+    assert err.kind == "error"
+    assert err.request_id == 5
+    shutdown = binance.decode_frame(b'{"e":"serverShutdown","E":1}', 0)
+    assert isinstance(shutdown, Control)
+    assert shutdown.kind == "server_shutdown"
+
+
+def test_snapshot_decoding() -> None:
+    body = b'{"lastUpdateId":10,"bids":[["2.0","1.0"]],"asks":[["3.0","1.5"]]}'
+    assert binance.decode_snapshot(body, "BTCUSDT", 4) == DepthSnapshot(
+        "BTCUSDT", 10, 4, [(2.0, 1.0)], [(3.0, 1.5)]
+    )
+    crossed = b'{"lastUpdateId":10,"bids":[["3.0","1.0"]],"asks":[["3.0","1.5"]]}'
+    assert isinstance(binance.decode_snapshot(crossed, "BTCUSDT", 4), Rejected)
+
+
+def test_encoded_records_validate_against_the_contract() -> None:
+    sync = BookSync("BTCUSDT", levels=3)
+    sync.on_snapshot(DepthSnapshot("BTCUSDT", 10, 0, [(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0)]))
+    first = sync.on_diff(DepthDiff("BTCUSDT", 11, 11, 5, 6, [(100.0, 0.5)], [])).updates[0]
+    second = sync.on_diff(DepthDiff("BTCUSDT", 12, 13, 7, 8, [], [(100.5, 1.0)])).updates[0]
+    a = BookRecord.model_validate_json(codec.book_record(first, "BTCUSDT", 0.01, 9))
+    b = BookRecord.model_validate_json(codec.book_record(second, "BTCUSDT", 0.01, 10))
+    assert (a.seq, a.first_seq, a.prev_bid_px, a.bid_qty) == (11, 11, None, [0.5, 2.0])
+    assert (b.prev_bid_px, b.prev_bid_qty, b.prev_ask_px, b.ask_px) == (
+        100.0,
+        0.5,
+        101.0,
+        [100.5, 101.0],
+    )
+    t = TradeRecord.model_validate_json(
+        codec.trade_record(Trade("BTCUSDT", 1, 2.0, 3.0, False, 4, 5, 6), 7)
+    )
+    assert t.publish_time_ns == 7
+    assert not t.buyer_is_maker
+    q = QuarantineRecord.model_validate_json(
+        codec.quarantine_record(Rejected("x", None, None, 1, b"\xff" * 10_000))
+    )
+    assert len(q.frame) == codec.QUARANTINE_FRAME_BYTES
+    depth = PartialDepth("BTCUSDT", 8, 3_000_000, [(2.0, 1.0)], [(3.0, 1.0)])
+    p = BookRecord.model_validate_json(codec.partial_book_record(depth, depth, 0.01, 4))
+    assert p.event_time_ms == 3
+    assert p.prev_ask_px == 3.0
+
+
+def test_the_normalizer_quarantines_bad_frames_and_keeps_serving() -> None:
+    out: list[tuple[str, str | None, bytes]] = []
+    norm = Normalizer(lambda k, s, v: out.append((k, s, v)), clock=lambda: 99)
+    norm.add_symbol("BTCUSDT")
+    norm.on_snapshot_body(
+        b'{"lastUpdateId":10,"bids":[["100.0","1.0"]],"asks":[["101.0","1.0"]]}', "BTCUSDT", 1
+    )
+    norm.on_frame(frame(with_(U=11, u=11, b=[["100.0", "1.5"]], a=[])), 2)
+    norm.on_frame(frame(with_(U=12, u=12, b=[["NaN", "1"]])), 2)  # lost: the next diff gaps
+    norm.on_frame(frame(with_(U=13, u=13, b=[["100.0", "2.0"]], a=[])), 3)
+    kinds = [k for k, _, _ in out]
+    # snapshot, diff, book, reject, diff, reset marker
+    assert kinds == [RAW, RAW, BOOK, QUARANTINE, RAW, RAW]
+    assert orjson.loads(out[-1][2].split(b" ", 1)[1])["reason"] == "gap"
+    assert norm.wants_snapshot("BTCUSDT")
+    assert norm.quarantined["bids"] == 1
+    out.clear()
+    norm.on_snapshot_body(
+        b'{"lastUpdateId":12,"bids":[["100.0","1.0"]],"asks":[["101.0","1.0"]]}', "BTCUSDT", 4
+    )
+    assert [k for k, _, _ in out] == [RAW, BOOK]
+    assert BookRecord.model_validate_json(out[1][2]).bid_qty == [2.0]
+    out.clear()
+    trade = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": 9, "p": "1.5", "q": "2", "T": 4, "m": True}
+    norm.on_frame(frame(trade, "btcusdt@trade"), 5)
+    norm.on_frame(frame(dict(trade, s="ETHUSDT"), "ethusdt@trade"), 5)  # not ours
+    assert [k for k, _, _ in out] == [RAW, TRADES]
+    assert norm.unrouted == 1

@@ -1,0 +1,254 @@
+"""The local order book and its sync state machine (Binance's documented procedure), no I/O.
+
+`BookSync` buffers diffs until a snapshot arrives, drops what the snapshot already covers,
+requires the first applied diff to straddle the snapshot, then `U == previous u + 1`. A gap or
+a crossed book sends that one symbol back to BUFFERING, asking its owner for a new snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_left, insort
+from collections import deque
+from dataclasses import dataclass
+
+from quantcore.feed.messages import DepthDiff, DepthSnapshot, Level
+
+# (bid_px, bid_qty, ask_px, ask_qty); a side with no levels reads as None.
+TopOfBook = tuple[float | None, float | None, float | None, float | None]
+
+
+class OrderBook:
+    """Price levels of both sides, kept sorted so the top N is a slice, not a sort."""
+
+    __slots__ = ("_ask_keys", "_asks", "_bid_keys", "_bids")
+
+    def __init__(self) -> None:
+        self._bids: dict[float, float] = {}
+        self._asks: dict[float, float] = {}
+        # Bids are keyed by negated price so both key lists are ascending = best first.
+        self._bid_keys: list[float] = []
+        self._ask_keys: list[float] = []
+
+    def clear(self) -> None:
+        self._bids.clear()
+        self._asks.clear()
+        self._bid_keys.clear()
+        self._ask_keys.clear()
+
+    def load(self, bids: list[Level], asks: list[Level]) -> None:
+        self.clear()
+        self.update(bids, asks)
+
+    def update(self, bids: list[Level], asks: list[Level]) -> None:
+        _apply(self._bids, self._bid_keys, bids, -1.0)
+        _apply(self._asks, self._ask_keys, asks, 1.0)
+
+    def crossed(self) -> bool:
+        return bool(self._bid_keys and self._ask_keys) and -self._bid_keys[0] >= self._ask_keys[0]
+
+    def top_of_book(self) -> TopOfBook:
+        bid = -self._bid_keys[0] if self._bid_keys else None
+        ask = self._ask_keys[0] if self._ask_keys else None
+        return (
+            bid,
+            self._bids[bid] if bid is not None else None,
+            ask,
+            self._asks[ask] if ask is not None else None,
+        )
+
+    def bids(self, n: int) -> tuple[list[float], list[float]]:
+        bids = self._bids
+        px = [-k for k in self._bid_keys[:n]]
+        return px, [bids[p] for p in px]
+
+    def asks(self, n: int) -> tuple[list[float], list[float]]:
+        asks = self._asks
+        px = self._ask_keys[:n]
+        return px, [asks[p] for p in px]
+
+    def depth(self) -> tuple[int, int]:
+        return len(self._bid_keys), len(self._ask_keys)
+
+
+def _apply(side: dict[float, float], keys: list[float], levels: list[Level], sign: float) -> None:
+    for price, qty in levels:
+        if qty == 0.0:
+            if side.pop(price, None) is not None:
+                key = sign * price
+                del keys[bisect_left(keys, key)]
+        else:
+            if price not in side:
+                insort(keys, sign * price)
+            side[price] = qty
+
+
+class SyncState(enum.Enum):
+    BUFFERING = "buffering"  # waiting for a snapshot; diffs are kept in a bounded buffer
+    SYNCING = "syncing"  # snapshot loaded; waiting for the diff that straddles it
+    LIVE = "live"
+
+
+class Outcome(enum.Enum):
+    BUFFERED = "buffered"
+    DROPPED = "dropped"  # already covered by the snapshot or a duplicate of an applied diff
+    APPLIED = "applied"
+    GAP = "gap"  # a missing update id: resync
+    CROSSED = "crossed"  # best bid >= best ask after an update: resync
+    SNAPSHOT_STALE = "snapshot_stale"  # snapshot older than the buffered diffs: fetch again
+    SNAPSHOT_LOADED = "snapshot_loaded"
+
+
+@dataclass(frozen=True, slots=True)
+class BookUpdate:
+    """The top-N book right after one applied diff, with the top of book before it."""
+
+    diff: DepthDiff
+    bid_px: list[float]
+    bid_qty: list[float]
+    ask_px: list[float]
+    ask_qty: list[float]
+    prev_top: TopOfBook | None  # None on the first update after a (re)sync
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    outcome: Outcome
+    updates: tuple[BookUpdate, ...] = ()
+
+
+@dataclass
+class SyncCounters:
+    applied: int = 0
+    dropped: int = 0
+    gaps: int = 0
+    crossed: int = 0
+    stale_snapshots: int = 0
+    resyncs: int = 0
+    buffer_overflows: int = 0
+
+
+class BookSync:
+    """One symbol's local book and where it stands in the sync procedure.
+
+    The owner feeds it diffs (`on_diff`) and snapshots (`on_snapshot`); whenever `wants_snapshot`
+    is true it should fetch one. Every applied diff yields a `BookUpdate` to publish.
+    """
+
+    def __init__(self, symbol: str, *, levels: int = 20, max_buffer: int = 10_000) -> None:
+        self.symbol = symbol
+        self.levels = levels
+        self.book = OrderBook()
+        self.state = SyncState.BUFFERING
+        self.counters = SyncCounters()
+        self.last_update_id: int | None = None  # the last applied `u` (or the snapshot's id)
+        # Consecutive failed sync attempts: the owner backs off on it; reset once LIVE.
+        self.attempts = 0
+        self._buffer: deque[DepthDiff] = deque(maxlen=max_buffer)
+        self._fresh = True  # next update is the first after a (re)sync
+
+    @property
+    def wants_snapshot(self) -> bool:
+        return self.state is SyncState.BUFFERING
+
+    def reset(self) -> None:
+        """Forget the book and start over (e.g. after a reconnect lost frames)."""
+        self._resync()
+        self._buffer.clear()
+
+    def on_diff(self, diff: DepthDiff) -> Step:
+        state = self.state
+        if state is SyncState.LIVE:
+            last = self.last_update_id
+            assert last is not None
+            if diff.first_id == last + 1:
+                return self._apply(diff)
+            if diff.final_id <= last:
+                self.counters.dropped += 1
+                return Step(Outcome.DROPPED)
+            # A missing id (or an overlap that disagrees with what we applied): rebuild.
+            self.counters.gaps += 1
+            self._resync()
+            self._buffer.append(diff)
+            return Step(Outcome.GAP)
+        if state is SyncState.BUFFERING:
+            if len(self._buffer) == self._buffer.maxlen:
+                self.counters.buffer_overflows += 1
+            self._buffer.append(diff)
+            return Step(Outcome.BUFFERED)
+        return self._straddle(diff)
+
+    def on_snapshot(self, snapshot: DepthSnapshot) -> Step:
+        """Load a snapshot and replay the buffered diffs over it."""
+        if self.state is not SyncState.BUFFERING:
+            return Step(Outcome.DROPPED)  # a late answer to a request we no longer need
+        if self._buffer and snapshot.last_update_id + 1 < self._buffer[0].first_id:
+            # Older than everything buffered: the diffs in between are lost to us.
+            self.counters.stale_snapshots += 1
+            self.attempts += 1
+            return Step(Outcome.SNAPSHOT_STALE)
+        self.book.load(snapshot.bids, snapshot.asks)
+        if self.book.crossed():
+            self.counters.crossed += 1
+            self.attempts += 1
+            self.book.clear()
+            return Step(Outcome.CROSSED)
+        self.last_update_id = snapshot.last_update_id
+        self.state = SyncState.SYNCING
+        self._fresh = True
+        updates: list[BookUpdate] = []
+        outcome = Outcome.SNAPSHOT_LOADED
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        for i, diff in enumerate(buffered):
+            step = self.on_diff(diff)
+            updates.extend(step.updates)
+            if self.state is SyncState.BUFFERING:
+                # Resync inside the replay: keep the rest buffered for the next snapshot.
+                outcome = step.outcome
+                for rest in buffered[i + 1 :]:
+                    self._buffer.append(rest)
+                break
+        return Step(outcome, tuple(updates))
+
+    def _straddle(self, diff: DepthDiff) -> Step:
+        last = self.last_update_id
+        assert last is not None
+        if diff.final_id <= last:
+            self.counters.dropped += 1
+            return Step(Outcome.DROPPED)
+        if diff.first_id <= last + 1:
+            return self._apply(diff)
+        # The snapshot is older than the first diff we have: fetch a newer one.
+        self.counters.stale_snapshots += 1
+        self.attempts += 1
+        self.state = SyncState.BUFFERING
+        self.book.clear()
+        self._buffer.append(diff)
+        return Step(Outcome.SNAPSHOT_STALE)
+
+    def _apply(self, diff: DepthDiff) -> Step:
+        book = self.book
+        prev = None if self._fresh else book.top_of_book()
+        book.update(diff.bids, diff.asks)
+        if book.crossed():
+            self.counters.crossed += 1
+            self._resync()
+            return Step(Outcome.CROSSED)
+        self.last_update_id = diff.final_id
+        self.state = SyncState.LIVE
+        self._fresh = False
+        self.attempts = 0
+        self.counters.applied += 1
+        n = self.levels
+        bid_px, bid_qty = book.bids(n)
+        ask_px, ask_qty = book.asks(n)
+        return Step(Outcome.APPLIED, (BookUpdate(diff, bid_px, bid_qty, ask_px, ask_qty, prev),))
+
+    def _resync(self) -> None:
+        self.counters.resyncs += 1
+        self.attempts += 1
+        self.state = SyncState.BUFFERING
+        self.book.clear()
+        self.last_update_id = None
+        self._fresh = True

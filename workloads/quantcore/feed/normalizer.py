@@ -1,0 +1,172 @@
+"""Frames in, topic records out: the pure core of a feed shard (decode, sync books, encode).
+
+The shard feeds it websocket frames and REST snapshots; `records_from_recording` feeds it a
+recording. Both get exactly the same records, handed to an `emit(kind, symbol, value)` callback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+
+import orjson
+
+from quantcore.feed import binance, codec
+from quantcore.feed.book import BookSync, Outcome, Step, SyncCounters
+from quantcore.feed.messages import (
+    BookTicker,
+    DepthDiff,
+    DepthSnapshot,
+    Message,
+    PartialDepth,
+    Rejected,
+    Trade,
+)
+
+# Record kinds; the shard maps them to topic names.
+RAW = "raw"
+BOOK = "book"
+TRADES = "trades"
+QUARANTINE = "quarantine"
+
+Emit = Callable[[str, str | None, bytes], None]
+
+_RESETS = frozenset({Outcome.GAP, Outcome.CROSSED, Outcome.SNAPSHOT_STALE})
+
+# Used only until the shard learns a symbol's real tick size (Binance prices have 8 decimals).
+FALLBACK_TICK_SIZE = 1e-8
+
+
+class Normalizer:
+    """Per-symbol book sync plus encoding; knows nothing about sockets or Kafka."""
+
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        levels: int = 20,
+        tick_sizes: Mapping[str, float] | None = None,
+        max_buffer: int = 10_000,
+        partial_books: bool = False,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._emit = emit
+        self.levels = levels
+        self.tick_sizes: dict[str, float] = dict(binance.KNOWN_TICK_SIZES)
+        self.tick_sizes.update(tick_sizes or {})
+        self._max_buffer = max_buffer
+        self._clock = clock
+        # Pushed top-N books feed the book topic only when the shard keeps no local book,
+        # so the topic never carries two interleaved versions of one symbol.
+        self.partial_books = partial_books
+        self.syncs: dict[str, BookSync] = {}
+        self._partials: dict[str, PartialDepth] = {}
+        self.quarantined: Counter[str] = Counter()
+        self.messages: Counter[str] = Counter()  # by message type, e.g. "DepthDiff"
+        self.unrouted = 0  # frames for symbols this shard does not serve (late after UNSUBSCRIBE)
+
+    # --- symbols ---
+    def add_symbol(self, symbol: str) -> None:
+        if symbol not in self.syncs:
+            self.syncs[symbol] = BookSync(symbol, levels=self.levels, max_buffer=self._max_buffer)
+
+    def remove_symbol(self, symbol: str) -> None:
+        self.syncs.pop(symbol, None)
+        self._partials.pop(symbol, None)
+
+    @property
+    def symbols(self) -> Iterable[str]:
+        return self.syncs.keys()
+
+    def wants_snapshot(self, symbol: str) -> bool:
+        sync = self.syncs.get(symbol)
+        return sync is not None and sync.wants_snapshot
+
+    def counters(self, symbol: str) -> SyncCounters:
+        return self.syncs[symbol].counters
+
+    def reset(self, symbol: str, reason: str, recv_ns: int) -> None:
+        """Drop a symbol's book (its frames were interrupted) and log a reset marker."""
+        sync = self.syncs.get(symbol)
+        if sync is None:
+            return
+        sync.reset()
+        self._reset_marker(symbol, reason, recv_ns)
+
+    # --- input ---
+    def on_frame(self, frame: bytes, recv_ns: int) -> Message:
+        msg = binance.decode_frame(frame, recv_ns)
+        cls = type(msg)
+        self.messages[cls.__name__] += 1
+        if cls is DepthDiff:
+            diff: DepthDiff = msg  # type: ignore[assignment]
+            sync = self.syncs.get(diff.symbol)
+            if sync is None:
+                self.unrouted += 1
+                return msg
+            self._emit(RAW, diff.symbol, codec.raw_line(recv_ns, frame))
+            self._step(sync, sync.on_diff(diff))
+        elif cls is Trade:
+            trade: Trade = msg  # type: ignore[assignment]
+            if trade.symbol not in self.syncs:
+                self.unrouted += 1
+                return msg
+            self._emit(RAW, trade.symbol, codec.raw_line(recv_ns, frame))
+            self._emit(TRADES, trade.symbol, codec.trade_record(trade, self._clock()))
+        elif cls is BookTicker or cls is PartialDepth:
+            symbol = msg.symbol  # type: ignore[union-attr]
+            if symbol not in self.syncs:
+                self.unrouted += 1
+                return msg
+            self._emit(RAW, symbol, codec.raw_line(recv_ns, frame))
+            if cls is PartialDepth and self.partial_books:
+                self._on_partial(msg)  # type: ignore[arg-type]
+        elif cls is Rejected:
+            self.quarantine(msg)  # type: ignore[arg-type]
+        return msg
+
+    def on_snapshot_body(self, body: bytes, symbol: str, recv_ns: int) -> DepthSnapshot | Rejected:
+        """A REST depth response for `symbol`: log it verbatim, then sync the book on it."""
+        snapshot = binance.decode_snapshot(body, symbol, recv_ns)
+        if isinstance(snapshot, Rejected):
+            self.quarantine(snapshot)
+            return snapshot
+        self.on_snapshot(snapshot, body)
+        return snapshot
+
+    def on_snapshot(self, snapshot: DepthSnapshot, body: bytes | None = None) -> Step | None:
+        sync = self.syncs.get(snapshot.symbol)
+        if sync is None:
+            return None
+        if body is not None:
+            self._emit(RAW, snapshot.symbol, codec.raw_line(snapshot.recv_ns, body))
+        step = sync.on_snapshot(snapshot)
+        self._step(sync, step)
+        return step
+
+    def quarantine(self, rejected: Rejected) -> None:
+        self.quarantined[rejected.reason.split(":")[0]] += 1
+        self._emit(QUARANTINE, rejected.symbol, codec.quarantine_record(rejected))
+
+    # --- internals ---
+    def _step(self, sync: BookSync, step: Step) -> None:
+        symbol = sync.symbol
+        tick = self.tick_sizes.get(symbol, FALLBACK_TICK_SIZE)
+        for update in step.updates:
+            self._emit(BOOK, symbol, codec.book_record(update, symbol, tick, self._clock()))
+        outcome = step.outcome
+        if outcome in _RESETS:
+            self._reset_marker(symbol, outcome.value, self._clock())
+
+    def _on_partial(self, depth: PartialDepth) -> None:
+        prev = self._partials.get(depth.symbol)
+        if prev is not None and depth.last_update_id <= prev.last_update_id:
+            return  # a duplicate or an older push: books only move forward
+        self._partials[depth.symbol] = depth
+        tick = self.tick_sizes.get(depth.symbol, FALLBACK_TICK_SIZE)
+        self._emit(BOOK, depth.symbol, codec.partial_book_record(depth, prev, tick, self._clock()))
+
+    def _reset_marker(self, symbol: str, reason: str, recv_ns: int) -> None:
+        marker = orjson.dumps({"quantcore": "reset", "symbol": symbol, "reason": reason})
+        self._emit(RAW, symbol, codec.raw_line(recv_ns, marker))

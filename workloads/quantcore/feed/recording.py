@@ -1,0 +1,149 @@
+"""Recordings (`<recv ns> <json>` per line, gzip) and what a shard would publish for one.
+
+Format (see the shared data README): each line is a combined-stream frame, or a bare REST depth
+response; a bare response belongs to the symbol of the nearest depth frame before it.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from quantcore.events import BookRecord, QuarantineRecord, TradeRecord
+from quantcore.feed import binance
+from quantcore.feed.book import SyncCounters
+from quantcore.feed.normalizer import BOOK, QUARANTINE, RAW, TRADES, Normalizer
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    recv_ns: int
+    frame: bytes
+    symbol: str | None  # the stream's symbol, or the symbol a bare snapshot belongs to
+    is_snapshot: bool
+
+
+def open_text(path: str | Path) -> Iterator[bytes]:
+    p = Path(path)
+    if p.suffix == ".gz":
+        with gzip.open(p, "rb") as fh:
+            yield from fh
+    else:
+        with p.open("rb") as fh:
+            yield from fh
+
+
+def read_recording(path: str | Path) -> Iterator[Line]:
+    """Lines of one recording file, in file order, with their symbols attributed."""
+    last_depth_symbol: str | None = None
+    for raw in open_text(path):
+        raw = raw.rstrip(b"\r\n")
+        if not raw:
+            continue
+        ts, _, frame = raw.partition(b" ")
+        recv_ns = int(ts)
+        if binance.is_snapshot_body(frame):
+            yield Line(recv_ns, frame, last_depth_symbol, True)
+            continue
+        symbol = None
+        # Cheap peek at the stream name: `{"stream":"btcusdt@depth@100ms",...`
+        if frame.startswith(b'{"stream":"'):
+            end = frame.find(b'"', 11)
+            stream = frame[11:end].decode()
+            symbol = binance.symbol_of_stream(stream)
+            if "@depth" in stream:
+                last_depth_symbol = symbol
+        yield Line(recv_ns, frame, symbol, False)
+
+
+def write_line(fh: object, recv_ns: int, frame: bytes) -> None:
+    fh.write(b"%d %s\n" % (recv_ns, frame))  # type: ignore[attr-defined]
+
+
+@dataclass
+class Published:
+    """What a shard publishes for a recording, as encoded bytes per record kind, in order."""
+
+    records: list[tuple[str, str | None, bytes]] = field(default_factory=list)
+    counters: dict[str, SyncCounters] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
+
+    def values(self, kind: str) -> list[bytes]:
+        return [v for k, _, v in self.records if k == kind]
+
+
+def publish_recording(
+    *paths: str | Path, levels: int = 20, tick_sizes: dict[str, float] | None = None
+) -> Published:
+    """Run recordings (merged by receive time) through the shard's normalizer, no I/O but files.
+
+    The publish time of every record is its frame's receive time, so the result is deterministic.
+    """
+    out = Published()
+    clock_ns = [0]
+
+    def emit(kind: str, symbol: str | None, value: bytes) -> None:
+        out.records.append((kind, symbol, value))
+
+    normalizer = Normalizer(emit, levels=levels, tick_sizes=tick_sizes, clock=lambda: clock_ns[0])
+    for line in merged(*paths):
+        clock_ns[0] = line.recv_ns
+        if line.symbol is not None:
+            normalizer.add_symbol(line.symbol)
+        if line.is_snapshot:
+            if line.symbol is not None:
+                normalizer.on_snapshot_body(line.frame, line.symbol, line.recv_ns)
+        else:
+            normalizer.on_frame(line.frame, line.recv_ns)
+    out.counters = {s: normalizer.counters(s) for s in normalizer.symbols}
+    out.quarantined = dict(normalizer.quarantined)
+    return out
+
+
+def merged(*paths: str | Path) -> Iterator[Line]:
+    """Several recordings merged by receive time (each file keeps its own order)."""
+    import heapq
+
+    iters = [read_recording(p) for p in paths]
+    if len(iters) == 1:
+        return iters[0]
+    return heapq.merge(*iters, key=lambda line: line.recv_ns)
+
+
+def records_from_recording(
+    *paths: str | Path, levels: int = 20, tick_sizes: dict[str, float] | None = None
+) -> list[BookRecord | TradeRecord]:
+    """The book and trade records a shard would publish for these recordings, in order,
+    validated against the `quantcore.events` models (deterministic: publish time = receive time).
+    """
+    published = publish_recording(*paths, levels=levels, tick_sizes=tick_sizes)
+    result: list[BookRecord | TradeRecord] = []
+    for kind, _, value in published.records:
+        if kind == BOOK:
+            result.append(BookRecord.model_validate(orjson.loads(value)))
+        elif kind == TRADES:
+            result.append(TradeRecord.model_validate(orjson.loads(value)))
+    return result
+
+
+def quarantine_from_recording(*paths: str | Path) -> list[QuarantineRecord]:
+    published = publish_recording(*paths)
+    return [QuarantineRecord.model_validate(orjson.loads(v)) for v in published.values(QUARANTINE)]
+
+
+__all__ = [
+    "BOOK",
+    "QUARANTINE",
+    "RAW",
+    "TRADES",
+    "Line",
+    "Published",
+    "merged",
+    "publish_recording",
+    "read_recording",
+    "records_from_recording",
+]
