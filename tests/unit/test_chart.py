@@ -1,0 +1,316 @@
+"""The Helm chart rendered offline: lint, least-privilege RBAC derived from the operator's
+own list, one source of truth for the CRDs, the values schema, and NetworkPolicies that
+select what the operator's planner actually creates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from quantcore.operator import api, planner, rbac
+from tests.chart import CHART, ROOT, of_kind, render, run_helm, template_text
+
+Triple = tuple[str, str, str]
+
+
+def triples(rules: list[dict[str, Any]]) -> set[Triple]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def operator_triples() -> set[Triple]:
+    return triples(rbac.rules())
+
+
+def operator_rules(objects: list[dict[str, Any]], fullname: str = "qc-quantcore") -> set[Triple]:
+    """Everything bound to the operator's service account, across ClusterRoles and Roles."""
+    bound = {
+        (b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
+        for b in [*of_kind(objects, "ClusterRoleBinding"), *of_kind(objects, "RoleBinding")]
+        if any(s["name"] == fullname for s in b["subjects"])
+    }
+    out: set[Triple] = set()
+    for role in [*of_kind(objects, "ClusterRole"), *of_kind(objects, "Role")]:
+        key = (role["kind"], role["metadata"]["name"], role["metadata"].get("namespace"))
+        if key in bound:
+            out |= triples(role["rules"])
+    return out
+
+
+def test_lint_is_clean_with_every_option() -> None:
+    run_helm("lint", "--strict", str(CHART))
+    run_helm(
+        "lint",
+        "--strict",
+        str(CHART),
+        "--set",
+        "sampleMarketFeed.enabled=true,serviceMonitor.enabled=true",
+        "--set-json",
+        'operator.watchNamespaces=["a","b"]',
+    )
+
+
+def test_rbac_file_is_generated_from_the_operators_list() -> None:
+    spec = importlib.util.spec_from_file_location("rbac_rules", ROOT / "charts" / "rbac_rules.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    on_disk = (CHART / "files" / "rbac.yaml").read_text()
+    assert on_disk == module.render(), "charts/quantcore/files/rbac.yaml is stale: make chart-rbac"
+
+
+def test_cluster_wide_operator_gets_exactly_what_it_uses() -> None:
+    objects = render()
+    assert operator_rules(objects) == operator_triples()
+
+
+def test_namespaced_operator_gets_roles_only_where_it_watches() -> None:
+    objects = render({"operator.watchNamespaces": ["alpha", "beta"]})
+    roles = of_kind(objects, "Role")
+    operator_roles = [r for r in roles if r["metadata"]["name"] == "qc-quantcore-operator"]
+    assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["alpha", "beta"]
+    # Cluster-wide, only the read-only discovery of CRDs and namespaces remains.
+    cluster = triples([rule for c in of_kind(objects, "ClusterRole") for rule in c["rules"]])
+    assert {verb for _, _, verb in cluster} <= {"get", "list", "watch"}
+    assert {(g, r) for g, r, _ in cluster} == {
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("", "namespaces"),
+    }
+    assert operator_rules(objects) == operator_triples()
+    args = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=alpha" in args
+    assert "--namespace=beta" in args
+
+
+def test_no_wildcards_and_no_secrets() -> None:
+    objects = render({"operator.watchNamespaces": ["alpha"]})
+    for role in [*of_kind(objects, "ClusterRole"), *of_kind(objects, "Role")]:
+        for group, resource, verb in triples(role["rules"]):
+            assert "*" not in (group, resource, verb), role["metadata"]["name"]
+            assert resource != "secrets", "nothing in QuantCore reads secrets"
+            assert verb not in {"escalate", "bind", "impersonate"}
+
+
+def test_crds_come_from_the_repository_crds_folder() -> None:
+    link = CHART / "crds"
+    assert link.is_symlink(), "charts/quantcore/crds must link to the one crds/ folder"
+    assert link.resolve() == (ROOT / "crds").resolve()
+    rendered = render(include_crds=True)
+    crd_names = {c["metadata"]["name"] for c in of_kind(rendered, "CustomResourceDefinition")}
+    assert f"{api.PLURAL}.{api.GROUP}" in crd_names
+
+
+def test_packaged_chart_carries_the_crds_byte_for_byte(tmp_path: Path) -> None:
+    run_helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("quantcore-*.tgz")
+    with tarfile.open(archive) as tar:
+        packed = {
+            Path(m.name).name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile() and "/crds/" in m.name
+        }
+        names = tar.getnames()
+    source = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    assert source, "crds/ is empty"
+    assert packed == source
+    assert "quantcore/files/rbac.yaml" in names
+
+
+def test_sample_marketfeed_is_a_valid_spec_with_the_release_images() -> None:
+    objects = render(
+        {"sampleMarketFeed.enabled": True, "image.tag": "1.2.3", "sparkImage.tag": "1.2.3"}
+    )
+    (feed,) = of_kind(objects, api.KIND)
+    spec = api.MarketFeedSpec.model_validate(feed["spec"])
+    assert spec.image == "quantcore/runtime:1.2.3"
+    assert spec.spark.image == "quantcore/spark:1.2.3"
+    assert not of_kind(render(), api.KIND), "the sample is off by default"
+
+
+def test_image_digest_wins_over_tag() -> None:
+    digest = "sha256:" + "a" * 64
+    objects = render({"image.digest": digest})
+    container = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"quantcore/runtime@{digest}"
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"securityContext.readOnlyRootFilesystem": False}, "readOnlyRootFilesystem"),
+        ({"securityContext.allowPrivilegeEscalation": True}, "allowPrivilegeEscalation"),
+        ({"podSecurityContext.runAsNonRoot": False}, "runAsNonRoot"),
+        ({"image.tag": "latest"}, "tag"),
+        ({"operator.replicas": 2}, "replicas"),
+        ({"operator.watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
+        ({"networkPolicies.exchange.cidrs": ["example.com"]}, "cidrs"),
+        ({"unknownKey": 1}, "unknownKey"),
+    ],
+)
+def test_values_schema_rejects(values: dict[str, Any], complaint: str) -> None:
+    from tests.chart import set_args
+
+    result = run_helm("template", "qc", str(CHART), *set_args(values), check=False)
+    assert result.returncode != 0, f"{values} was accepted"
+    assert complaint in result.stderr, result.stderr
+
+
+def test_service_monitor_is_optional_and_scrapes_every_feed() -> None:
+    assert not of_kind(render(), "ServiceMonitor")
+    (monitor,) = of_kind(render({"serviceMonitor.enabled": True}), "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]["matchExpressions"][0]
+    assert selector == {"key": planner.FEED_LABEL, "operator": "Exists"}
+
+
+# ---- NetworkPolicies against what the planner creates ------------------------------------
+
+
+def planned_pods() -> dict[str, list[dict[str, Any]]]:
+    """component -> pod specs (with labels) of a sample MarketFeed's plan."""
+    feed = planner.sample_feed(serving={"autoscaling": {"minReplicas": 2, "maxReplicas": 4}})
+    out: dict[str, list[dict[str, Any]]] = {}
+    for obj in planner.plan(feed, None, ["BTCUSDT", "ETHUSDT", "SOLUSDT"]).objects:
+        if obj["kind"] in {"Deployment", "StatefulSet"}:
+            template = obj["spec"]["template"]
+            labels = template["metadata"]["labels"]
+            out.setdefault(labels[planner.COMPONENT_LABEL], []).append(
+                {"labels": labels, "spec": template["spec"]}
+            )
+        elif obj["kind"] == "SparkApplication":
+            for role in ("driver", "executor"):
+                labels = obj["spec"][role]["labels"]
+                out.setdefault(labels[planner.COMPONENT_LABEL], []).append(
+                    {"labels": labels, "spec": {"containers": []}}
+                )
+    return out
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        if expr["operator"] == "Exists" and expr["key"] not in labels:
+            return False
+        if expr["operator"] == "In" and labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def policies() -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in of_kind(render(), "NetworkPolicy")}
+
+
+def test_values_follow_the_planners_labels() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["workloads"]
+    assert values["feedLabel"] == planner.FEED_LABEL
+    assert values["componentLabel"] == planner.COMPONENT_LABEL
+    assert set(values["components"].values()) == set(planned_pods()), (
+        "every planned pod role needs its NetworkPolicy"
+    )
+
+
+def test_every_planned_pod_is_selected_by_its_policy_and_the_default_deny() -> None:
+    nps = policies()
+    role_policy = {
+        "feed": "qc-quantcore-feed-shard",
+        "stream": "qc-quantcore-stream",
+        "redis": "qc-quantcore-redis",
+        "serve": "qc-quantcore-serving",
+    }
+    for component, pods in planned_pods().items():
+        for pod in pods:
+            assert selects(nps["qc-quantcore-default-deny"]["spec"]["podSelector"], pod["labels"])
+            chosen = [n for n, p in nps.items() if selects(p["spec"]["podSelector"], pod["labels"])]
+            assert role_policy[component] in chosen, f"{component} pod not selected: {chosen}"
+            others = set(role_policy.values()) - {role_policy[component]}
+            assert not others & set(chosen), f"{component} pod picked up {others & set(chosen)}"
+
+
+def test_named_ports_in_policies_exist_on_the_planned_containers() -> None:
+    pods = planned_pods()
+    ports_of = {
+        component: {
+            p["name"]
+            for pod in group
+            for c in pod["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        for component, group in pods.items()
+    }
+    assert {"metrics"} <= ports_of["feed"]
+    assert {"grpc", "metrics"} <= ports_of["serve"]
+    assert {"redis"} <= ports_of["redis"]
+
+
+def test_redis_is_reachable_only_from_stream_and_serving() -> None:
+    redis = policies()["qc-quantcore-redis"]["spec"]
+    assert redis["egress"] == []
+    (rule,) = redis["ingress"]
+    sources = [peer["podSelector"]["matchLabels"][planner.COMPONENT_LABEL] for peer in rule["from"]]
+    assert sorted(sources) == ["serve", "stream"]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+
+
+def test_feed_shards_reach_public_exchange_addresses_and_kafka_only() -> None:
+    feed = policies()["qc-quantcore-feed-shard"]["spec"]
+    exchange, kafka = feed["egress"]
+    block = exchange["to"][0]["ipBlock"]
+    assert block["cidr"] == "0.0.0.0/0"
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(block["except"])
+    assert {p["port"] for p in exchange["ports"]} == {443, 9443}
+    assert {p["port"] for p in kafka["ports"]} == {9092, 9093}
+    (ingress,) = feed["ingress"]
+    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+
+def test_serving_accepts_grpc_from_listed_clients_only_when_listed() -> None:
+    peers = [{"namespaceSelector": {"matchLabels": {"team": "trading"}}}]
+    objects = render({"networkPolicies.servingClients.peers": peers})
+    serving = next(
+        p for p in of_kind(objects, "NetworkPolicy") if p["metadata"]["name"].endswith("-serving")
+    )
+    grpc = serving["spec"]["ingress"][0]
+    assert grpc["from"] == peers
+    assert grpc["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+
+
+def test_policies_follow_the_watched_namespaces() -> None:
+    objects = render({"operator.watchNamespaces": ["alpha", "beta"]})
+    namespaces = {
+        p["metadata"]["namespace"]
+        for p in of_kind(objects, "NetworkPolicy")
+        if p["metadata"]["name"].endswith("-default-deny")
+    }
+    assert namespaces == {"alpha", "beta"}
+    spark_accounts = {
+        (s["metadata"]["namespace"], s["metadata"]["name"])
+        for s in of_kind(objects, "ServiceAccount")
+        if s["metadata"]["name"] == "spark"
+    }
+    assert spark_accounts == {("alpha", "spark"), ("beta", "spark")}
+
+
+def test_policies_can_be_turned_off() -> None:
+    assert not of_kind(render({"networkPolicies.enabled": False}), "NetworkPolicy")
+
+
+def test_spark_service_account_is_the_one_marketfeeds_use_by_default() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert (
+        values["spark"]["serviceAccount"]["name"]
+        == api.Spark.model_fields["service_account"].default
+    )
+    assert "default-deny" in template_text()
