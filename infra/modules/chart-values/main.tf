@@ -1,0 +1,194 @@
+# What the platform's Helm releases and its first MarketFeed are given, computed from the
+# infrastructure's facts. Pure: no provider, no resource, so a test can evaluate it offline
+# and check the result against the charts' schemas (tests/unit/test_infra_values.py).
+
+variable "namespace" {
+  description = "Namespace of the operator and its MarketFeeds."
+  type        = string
+}
+
+variable "image" {
+  description = "Runtime and Spark image repositories and their shared tag."
+  type = object({
+    repository       = string
+    tag              = string
+    spark_repository = string
+  })
+}
+
+variable "vpc_cidr" {
+  description = "The VPC's CIDR: the EKS private API endpoint's network interfaces live in it."
+  type        = string
+}
+
+variable "private_subnet_cidrs" {
+  description = "CIDRs of the private subnets (where MSK brokers and ElastiCache nodes live)."
+  type        = list(string)
+}
+
+variable "kafka_mode" {
+  description = "\"in-cluster\" or \"msk\"."
+  type        = string
+  validation {
+    condition     = contains(["in-cluster", "msk"], var.kafka_mode)
+    error_message = "kafka_mode: \"in-cluster\" or \"msk\"."
+  }
+}
+
+variable "msk_bootstrap" {
+  description = "MSK plaintext bootstrap brokers (host:9092,...); required when kafka_mode is \"msk\"."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.kafka_mode != "msk" || can(regex("^[A-Za-z0-9.-]+:9092(,[A-Za-z0-9.-]+:9092)*$", var.msk_bootstrap))
+    error_message = "msk_bootstrap: host:9092[,host:9092...] when kafka_mode is \"msk\"."
+  }
+}
+
+variable "msk_brokers" {
+  description = "Number of MSK brokers (bounds the topics' replication factor)."
+  type        = number
+  default     = 0
+}
+
+variable "in_cluster_kafka" {
+  description = "Where the in-cluster (Strimzi) Kafka cluster runs."
+  type = object({
+    namespace = string
+    cluster   = string
+  })
+  default = { namespace = "kafka", cluster = "quantcore" }
+}
+
+variable "redis_mode" {
+  description = "\"in-cluster\" or \"elasticache\"."
+  type        = string
+  validation {
+    condition     = contains(["in-cluster", "elasticache"], var.redis_mode)
+    error_message = "redis_mode: \"in-cluster\" or \"elasticache\"."
+  }
+}
+
+variable "elasticache_endpoint" {
+  description = "ElastiCache primary endpoint address; required when redis_mode is \"elasticache\"."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.redis_mode != "elasticache" || can(regex("^[A-Za-z0-9.-]+$", var.elasticache_endpoint))
+    error_message = "elasticache_endpoint: a host name when redis_mode is \"elasticache\"."
+  }
+}
+
+variable "spark_role_arn" {
+  description = "IAM role the Spark service account assumes (IRSA) to write checkpoints."
+  type        = string
+}
+
+variable "checkpoint_bucket" {
+  description = "S3 bucket of the Spark checkpoints."
+  type        = string
+}
+
+variable "feed" {
+  description = "The first MarketFeed: its name and symbols."
+  type = object({
+    name    = string
+    symbols = list(string)
+  })
+}
+
+locals {
+  platform_nodes        = { "quantcore.io/pool" = "platform" }
+  spark_service_account = "spark" # MarketFeed spec.spark.serviceAccount's default
+
+  msk         = var.kafka_mode == "msk"
+  elasticache = var.redis_mode == "elasticache"
+
+  kafka_bootstrap   = local.msk ? var.msk_bootstrap : "${var.in_cluster_kafka.cluster}-kafka-bootstrap.${var.in_cluster_kafka.namespace}.svc:9092"
+  kafka_replication = local.msk ? min(3, var.msk_brokers) : 1
+  # MSK brokers have addresses in the private subnets; Strimzi's pods carry its labels. The
+  # two shapes differ in type, so a JSON round trip lets one expression choose between them.
+  kafka_peers = jsondecode(local.msk ? jsonencode([for cidr in var.private_subnet_cidrs : { ipBlock = { cidr = cidr } }]) : jsonencode([{
+    namespaceSelector = { matchLabels = { "kubernetes.io/metadata.name" = var.in_cluster_kafka.namespace } }
+    podSelector       = { matchLabels = { "strimzi.io/cluster" = var.in_cluster_kafka.cluster } }
+  }]))
+
+  # ElastiCache runs with TLS in transit, hence rediss://.
+  redis_url   = local.elasticache ? "rediss://${var.elasticache_endpoint}:6379/0" : null
+  redis_spec  = local.elasticache ? { mode = "external", url = local.redis_url } : { mode = "managed", url = null }
+  redis_peers = [for cidr in(local.elasticache ? var.private_subnet_cidrs : []) : { ipBlock = { cidr = cidr } }]
+
+  network_policies = {
+    enabled    = true
+    namespaces = [var.namespace]
+    kafka      = { peers = local.kafka_peers, ports = [9092] }
+    # The private API endpoint is a set of network interfaces inside the VPC.
+    apiServer = { peers = [{ ipBlock = { cidr = var.vpc_cidr } }], ports = [443] }
+    # Empty peers with the managed Redis: the chart's own default.
+    externalRedis = { peers = local.redis_peers, ports = [6379] }
+  }
+}
+
+output "quantcore_values" {
+  description = "Values for charts/quantcore."
+  value = {
+    image      = { repository = var.image.repository, tag = var.image.tag }
+    sparkImage = { repository = var.image.spark_repository, tag = var.image.tag }
+    operator = {
+      watchNamespaces = [var.namespace]
+      nodeSelector    = local.platform_nodes
+    }
+    # The spark-operator chart creates the Spark service account, because it carries the
+    # IRSA annotation (below); this chart must not create a second one.
+    spark           = { serviceAccount = { create = false, name = local.spark_service_account } }
+    networkPolicies = local.network_policies
+  }
+}
+
+output "spark_operator_values" {
+  description = "Values for the kubeflow spark-operator chart."
+  value = {
+    controller = { nodeSelector = local.platform_nodes }
+    webhook    = { nodeSelector = local.platform_nodes }
+    spark = {
+      jobNamespaces = [var.namespace]
+      serviceAccount = {
+        create      = true
+        name        = local.spark_service_account
+        annotations = { "eks.amazonaws.com/role-arn" = var.spark_role_arn }
+      }
+      rbac = { create = true }
+    }
+  }
+}
+
+output "marketfeed" {
+  description = "The first MarketFeed, wired to this infrastructure's Kafka, Redis and checkpoint bucket."
+  value = {
+    apiVersion = "quantcore.io/v1alpha1"
+    kind       = "MarketFeed"
+    metadata   = { name = var.feed.name, namespace = var.namespace }
+    spec = {
+      image   = "${var.image.repository}:${var.image.tag}"
+      symbols = var.feed.symbols
+      kafka   = { bootstrap = local.kafka_bootstrap, replication = local.kafka_replication }
+      spark = {
+        image          = "${var.image.spark_repository}:${var.image.tag}"
+        serviceAccount = local.spark_service_account
+        checkpoint     = "s3a://${var.checkpoint_bucket}/checkpoints/${var.feed.name}"
+      }
+      # A null url is left out of the rendered manifest (the CRD forbids it for "managed").
+      redis = { for k, v in local.redis_spec : k => v if v != null }
+    }
+  }
+}
+
+output "kafka_bootstrap" {
+  description = "Kafka bootstrap servers as the cluster's pods reach them."
+  value       = local.kafka_bootstrap
+}
+
+output "redis_url" {
+  description = "The Redis URL, or null when the operator runs Redis in the cluster."
+  value       = local.redis_url
+}

@@ -1,0 +1,41 @@
+# The platform on the cluster: the QuantCore chart (operator, CRDs, RBAC, NetworkPolicies) and
+# the kubeflow spark-operator that runs the signal job's SparkApplication.
+
+module "chart_values" {
+  source = "./modules/chart-values"
+
+  namespace            = var.namespace
+  image                = var.image
+  vpc_cidr             = var.vpc_cidr
+  private_subnet_cidrs = aws_subnet.private[*].cidr_block
+  kafka_mode           = var.kafka_mode
+  msk_bootstrap        = var.kafka_mode == "msk" ? aws_msk_cluster.this[0].bootstrap_brokers : ""
+  msk_brokers          = local.msk_brokers
+  in_cluster_kafka     = { namespace = local.kafka_namespace, cluster = local.kafka_cluster }
+  redis_mode           = var.redis_mode
+  elasticache_endpoint = var.redis_mode == "elasticache" ? aws_elasticache_replication_group.redis[0].primary_endpoint_address : ""
+  spark_role_arn       = aws_iam_role.spark.arn
+  checkpoint_bucket    = aws_s3_bucket.checkpoints.id
+  feed                 = { name = var.feed_name, symbols = var.feed_symbols }
+}
+
+resource "helm_release" "quantcore" {
+  name             = "quantcore"
+  chart            = "${path.module}/../charts/quantcore"
+  namespace        = var.namespace
+  create_namespace = true
+  values           = [yamlencode(module.chart_values.quantcore_values)]
+  depends_on       = [aws_eks_node_group.this]
+}
+
+resource "helm_release" "spark_operator" {
+  name             = "spark-operator"
+  repository       = "https://kubeflow.github.io/spark-operator"
+  chart            = "spark-operator"
+  version          = var.chart_versions.spark_operator
+  namespace        = "spark-operator"
+  create_namespace = true
+  values           = [yamlencode(module.chart_values.spark_operator_values)]
+  # Its Spark service account goes into the QuantCore namespace, which that release creates.
+  depends_on = [helm_release.quantcore]
+}
