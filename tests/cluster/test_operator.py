@@ -1,0 +1,510 @@
+"""The MarketFeed operator as a real process against a real kube-apiserver, controller-manager
+and Kafka: children created and accepted by the real third-party CRDs, resharding that leaves
+unchanged shards alone, restart after a kill, garbage collection and the topic policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from quantcore.operator import planner, rbac, topics
+from quantcore.operator.api import MarketFeedSpec
+from quantcore.operator.applier import Kube
+from quantcore.routing import CONFIGMAP_KEY, RoutingTable
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).parents[2]
+CRD = ROOT / "crds" / "marketfeed.yaml"
+SYMBOLS = [f"A{i:03d}USDT" for i in range(120)]
+FEED = "mf"
+T = TypeVar("T")
+
+
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=60,
+    )
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def crd_installed(kubeconfig: Path) -> Path:
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=quantcore-tests", "-f", str(CRD))
+    kubectl(
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/marketfeeds.quantcore.io",
+    )
+    return kubeconfig
+
+
+@pytest.fixture
+def kube(crd_installed: Path) -> Iterator[Kube]:
+    k = Kube(str(crd_installed))
+    yield k
+    k.close()
+
+
+class OperatorProcess:
+    """`quantcore operator` as a subprocess watching one namespace."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+        self.args = [
+            sys.executable, "-m", "quantcore.cli", "operator",
+            "--kubeconfig", str(kubeconfig), "--namespace", namespace,
+        ]  # fmt: skip
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+
+
+@pytest.fixture
+def operator(crd_installed: Path, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(crd_installed, namespace, tmp_path / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+    sys.stderr.write(f"--- operator log tail ---\n{op.tail()}\n")
+
+
+def manifest(namespace: str, bootstrap: str, symbols: list[str], **spec: Any) -> dict[str, Any]:
+    prefix = f"{namespace}"
+    body: dict[str, Any] = {
+        "image": "ghcr.io/quantcore/quantcore:0.1.0",
+        "symbols": symbols,
+        "sharding": {"symbolsPerShard": 10},
+        "kafka": {
+            "bootstrap": bootstrap,
+            "partitions": 8,
+            "topics": {
+                "raw": f"{prefix}.raw",
+                "book": f"{prefix}.book",
+                "trades": f"{prefix}.trades",
+                "quarantine": f"{prefix}.quarantine",
+            },
+        },
+        "spark": {"image": "ghcr.io/quantcore/quantcore-spark:0.1.0"},
+        "serving": {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}},
+        "monitoring": {"serviceMonitor": True},
+    }
+    for key, value in spec.items():
+        body[key] = value if not isinstance(value, dict) else {**body.get(key, {}), **value}
+    return {
+        "apiVersion": "quantcore.io/v1alpha1",
+        "kind": "MarketFeed",
+        "metadata": {"name": FEED, "namespace": namespace},
+        "spec": body,
+    }
+
+
+def apply(kubeconfig: Path, doc: dict[str, Any]) -> None:
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(doc))
+
+
+def feed_object(kube: Kube, namespace: str) -> dict[str, Any] | None:
+    return kube.request(
+        "GET", f"/apis/quantcore.io/v1alpha1/namespaces/{namespace}/marketfeeds/{FEED}"
+    )
+
+
+def converged(kube: Kube, namespace: str, symbols: int) -> Callable[[], dict[str, Any] | None]:
+    """Probe: the MarketFeed's status reflects its current generation and symbol count."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = feed_object(kube, namespace)
+        st = (obj or {}).get("status") or {}
+        gen = (obj or {}).get("metadata", {}).get("generation")
+        if st.get("observedGeneration") == gen and st.get("symbols") == symbols:
+            return obj
+        return None
+
+    return probe
+
+
+def children(kube: Kube, namespace: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for resource in rbac.CHILDREN:
+        listing = kube.request(
+            "GET",
+            resource.path(namespace),
+            query=[("labelSelector", f"{planner.FEED_LABEL}={FEED}")],
+        )
+        for item in (listing or {}).get("items", []):
+            out[f"{resource.kind}/{item['metadata']['name']}"] = item
+    return out
+
+
+def expected_names(doc: dict[str, Any], namespace: str, table: RoutingTable) -> set[str]:
+    from quantcore.operator.api import MarketFeed
+
+    feed = MarketFeed(
+        name=FEED,
+        namespace=namespace,
+        uid="x",
+        generation=1,
+        spec=MarketFeedSpec.model_validate(doc["spec"]),
+    )
+    return set(planner.plan(feed, table, list(table.symbols)).names())
+
+
+def routing(kube: Kube, namespace: str) -> RoutingTable:
+    cm = kube.request(
+        "GET", f"/api/v1/namespaces/{namespace}/configmaps/{planner.routing_configmap_name(FEED)}"
+    )
+    assert cm is not None
+    return RoutingTable.from_json(cm["data"][CONFIGMAP_KEY])
+
+
+def test_apply_creates_every_child_and_the_topics(
+    kube: Kube, operator: OperatorProcess, namespace: str, kafka_bootstrap: str, crd_installed: Path
+) -> None:
+    doc = manifest(namespace, kafka_bootstrap, SYMBOLS[:30])
+    apply(crd_installed, doc)
+    obj = wait_for("status of 30 symbols", converged(kube, namespace, 30))
+    table = routing(kube, namespace)
+    assert sorted(table.symbols) == SYMBOLS[:30]
+    found = children(kube, namespace)
+    want = expected_names(doc, namespace, table)
+    assert set(found) == want
+    assert {
+        "SparkApplication/mf-stream",
+        "ServiceMonitor/mf",
+        "HorizontalPodAutoscaler/mf-serve",
+    } <= want
+    uid = obj["metadata"]["uid"]
+    for name, child in found.items():
+        refs = child["metadata"]["ownerReferences"]
+        assert [(r["uid"], r["controller"]) for r in refs] == [(uid, True)], name
+    # Everything went through the API server's strict validation (fieldValidation=Strict) against
+    # the real third-party CRDs; a server-side dry run of the stored objects agrees.
+    for name in ("SparkApplication/mf-stream", "ServiceMonitor/mf"):
+        child = found[name]
+        clean = {k: child[k] for k in ("apiVersion", "kind", "spec")}
+        clean["metadata"] = {"name": child["metadata"]["name"], "namespace": namespace}
+        kubectl(
+            crd_installed,
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "--server-side",
+            "--field-manager=dry",
+            "-f",
+            "-",
+            stdin=json.dumps(clean),
+        )
+    # Status and printer columns.
+    st = obj["status"]
+    assert (st["shards"], st["partitions"]) == (3, 8)
+    assert st["routing"]["shardLoads"] == [10, 10, 10]
+    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
+    assert ready["status"] == "False"  # no kubelet: pods stay Pending
+    assert ready["reason"] == "WorkloadsNotReady"
+    row = kubectl(
+        crd_installed, "get", "marketfeed", FEED, "-n", namespace, "--no-headers"
+    ).stdout.split()
+    assert row[:5] == [FEED, "False", "30", "3", "8"]
+    # The topics exist in real Kafka with the table's partition count.
+    spec = MarketFeedSpec.model_validate(doc["spec"])
+    assert topics.existing_partitions(spec) == dict.fromkeys(topics.topic_names(spec), 8)
+
+
+def test_reshard_30_100_20_touches_only_changed_shards(
+    kube: Kube, operator: OperatorProcess, namespace: str, kafka_bootstrap: str, crd_installed: Path
+) -> None:
+    apply(crd_installed, manifest(namespace, kafka_bootstrap, SYMBOLS[:30]))
+    wait_for("30 symbols", converged(kube, namespace, 30))
+    before = children(kube, namespace)
+    t30 = routing(kube, namespace)
+
+    apply(crd_installed, manifest(namespace, kafka_bootstrap, SYMBOLS[:100]))
+    obj = wait_for("100 symbols", converged(kube, namespace, 100))
+    after = children(kube, namespace)
+    t100 = routing(kube, namespace)
+    assert (t100.shards, t100.partitions) == (10, 8)
+    assert sorted(t100.symbols) == SYMBOLS[:100]
+    for s in t30.symbols:
+        assert t100.route(s) == t30.route(s)  # no kept symbol moved shard or partition
+    unchanged = [f"ConfigMap/mf-shard-{i}" for i in range(3)] + [
+        f"Deployment/mf-feed-{i}" for i in range(3)
+    ]
+    unchanged += ["SparkApplication/mf-stream", "StatefulSet/mf-redis", "Deployment/mf-serve"]
+    for name in unchanged:
+        assert (
+            after[name]["metadata"]["resourceVersion"]
+            == before[name]["metadata"]["resourceVersion"]
+        ), name
+    assert {f"Deployment/mf-feed-{i}" for i in range(10)} <= set(after)
+    assert obj["status"]["routing"]["shardLoads"] == [10] * 10
+
+    apply(crd_installed, manifest(namespace, kafka_bootstrap, SYMBOLS[:20]))
+    wait_for("20 symbols", converged(kube, namespace, 20))
+    t20 = routing(kube, namespace)
+    assert (t20.shards, t20.partitions) == (2, 8)  # partitions never shrink
+    for s in t20.symbols:
+        assert t20.partition_of(s) == t100.partition_of(s)
+
+    def pruned() -> dict[str, dict[str, Any]] | None:
+        found = children(kube, namespace)
+        return found if "Deployment/mf-feed-2" not in found else None
+
+    final = wait_for("drained shards pruned", pruned)
+    feeds = sorted(n for n in final if n.startswith("Deployment/mf-feed-"))
+    assert feeds == ["Deployment/mf-feed-0", "Deployment/mf-feed-1"]
+    assert (
+        final["SparkApplication/mf-stream"]["metadata"]["resourceVersion"]
+        == before["SparkApplication/mf-stream"]["metadata"]["resourceVersion"]
+    )
+
+
+def test_operator_killed_mid_reconcile_converges_without_duplicates(
+    kube: Kube, operator: OperatorProcess, namespace: str, kafka_bootstrap: str, crd_installed: Path
+) -> None:
+    apply(crd_installed, manifest(namespace, kafka_bootstrap, SYMBOLS[:100]))
+    # Kill it as soon as the first child lands, i.e. in the middle of the first reconcile.
+    wait_for(
+        "the routing ConfigMap",
+        lambda: kube.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/mf-routing"),
+        timeout=60,
+    )
+    operator.kill()
+    partial = children(kube, namespace)
+    operator.start()
+    obj = wait_for("convergence after restart", converged(kube, namespace, 100))
+    found = children(kube, namespace)
+    table = routing(kube, namespace)
+    assert set(found) == expected_names(
+        manifest(namespace, kafka_bootstrap, SYMBOLS[:100]), namespace, table
+    )
+    assert set(partial) <= set(found)
+    assert table.version == 1  # the restart re-planned the same table, not a second one
+    uid = obj["metadata"]["uid"]
+    for name, child in found.items():
+        assert [r["uid"] for r in child["metadata"]["ownerReferences"]] == [uid], name
+    pods = kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments")
+    assert len((pods or {})["items"]) == 11  # 10 feed shards + serving, no duplicates
+
+
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+def test_delete_collects_children_and_honours_topic_policy(
+    kube: Kube,
+    operator: OperatorProcess,
+    namespace: str,
+    kafka_bootstrap: str,
+    crd_installed: Path,
+    policy: str,
+) -> None:
+    doc = manifest(namespace, kafka_bootstrap, SYMBOLS[:15], kafka={"deletionPolicy": policy})
+    apply(crd_installed, doc)
+    wait_for("15 symbols", converged(kube, namespace, 15))
+    assert children(kube, namespace)
+    kubectl(
+        crd_installed, "delete", "marketfeed", FEED, "-n", namespace, "--wait=true", "--timeout=60s"
+    )
+    assert feed_object(kube, namespace) is None
+    wait_for(
+        "garbage collection of every child",
+        lambda: not children(kube, namespace) or None,
+        timeout=90,
+    )
+    spec = MarketFeedSpec.model_validate(doc["spec"])
+    names = topics.topic_names(spec)
+    if policy == "Retain":
+        assert topics.existing_partitions(spec) == dict.fromkeys(names, 8)
+    else:
+        wait_for(
+            "topics deleted", lambda: topics.existing_partitions(spec) == {} or None, timeout=30
+        )
+
+
+# ---- the API server rejects what it should, saying what to fix -------------------------
+
+INVALID: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
+    ("no symbols nor universe", lambda s: s.pop("symbols"), "set exactly one of spec.symbols"),
+    (
+        "both symbols and universe",
+        lambda s: s.update(universe={"quoteAsset": "USDT", "top": 5}),
+        "set exactly one of spec.symbols",
+    ),
+    ("lower-case symbol", lambda s: s.update(symbols=["btcusdt"]), "spec.symbols[0]"),
+    ("duplicate symbol", lambda s: s.update(symbols=["BTCUSDT", "BTCUSDT"]), "Duplicate value"),
+    ("empty symbol list", lambda s: s.update(symbols=[]), "spec.symbols"),
+    ("unknown exchange", lambda s: s.update(exchange="kraken"), 'supported values: "binance"'),
+    (
+        "bad depth levels",
+        lambda s: s.update(streams={"depth": {"levels": 7}}),
+        "spec.streams.depth.levels",
+    ),
+    (
+        "zero symbols per shard",
+        lambda s: s.update(sharding={"symbolsPerShard": 0}),
+        "spec.sharding.symbolsPerShard",
+    ),
+    ("bad bootstrap", lambda s: s["kafka"].update(bootstrap="not a host"), "spec.kafka.bootstrap"),
+    ("too many partitions", lambda s: s["kafka"].update(partitions=5000), "spec.kafka.partitions"),
+    (
+        "same topic twice",
+        lambda s: s["kafka"].update(topics={"raw": "x", "book": "x"}),
+        "four different names",
+    ),
+    (
+        "bad deletion policy",
+        lambda s: s["kafka"].update(deletionPolicy="Keep"),
+        'supported values: "Retain", "Delete"',
+    ),
+    (
+        "bad memory",
+        lambda s: s["spark"].update(driver={"memory": "2GB"}),
+        "spec.spark.driver.memory",
+    ),
+    ("bad trigger", lambda s: s["spark"].update(trigger="continuous"), "spec.spark.trigger"),
+    (
+        "too few task slots",
+        lambda s: s["spark"].update(executor={"instances": 1, "cores": 1}),
+        "task slot per input partition",
+    ),
+    (
+        "external redis without url",
+        lambda s: s.update(redis={"mode": "external"}),
+        "redis.url is required",
+    ),
+    (
+        "managed redis with url",
+        lambda s: s.update(redis={"url": "redis://r:6379/0"}),
+        "redis.url is required",
+    ),
+    (
+        "replicas and autoscaling",
+        lambda s: s.update(serving={"replicas": 2, "autoscaling": {}}),
+        "not both",
+    ),
+    (
+        "autoscaling min above max",
+        lambda s: s.update(serving={"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+        "must not exceed maxReplicas",
+    ),
+    ("privileged port", lambda s: s.update(serving={"port": 80}), "spec.serving.port"),
+    ("unknown field", lambda s: s.update(shards=3), 'unknown field "spec.shards"'),
+    ("bad image", lambda s: s.update(image="Not An Image"), "spec.image"),
+    (
+        "universe top zero",
+        lambda s: (s.pop("symbols"), s.update(universe={"quoteAsset": "USDT", "top": 0})),
+        "spec.universe.top",
+    ),
+]
+
+TRANSITIONS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
+    (
+        "partitions shrink",
+        lambda s: s["kafka"].update(partitions=2),
+        "kafka.partitions can only grow",
+    ),
+    (
+        "replication change",
+        lambda s: s["kafka"].update(replication=3),
+        "kafka.replication cannot change",
+    ),
+    (
+        "topic rename",
+        lambda s: s["kafka"].update(topics={**s["kafka"]["topics"], "raw": "renamed"}),
+        "cannot be renamed",
+    ),
+]
+
+
+def _valid(namespace: str) -> dict[str, Any]:
+    return manifest(namespace, "kafka:9092", ["BTCUSDT", "ETHUSDT"])
+
+
+def test_invalid_marketfeeds_are_rejected_with_what_to_fix(
+    crd_installed: Path, namespace: str
+) -> None:
+    assert len(INVALID) + len(TRANSITIONS) >= 15
+    for label, mutate, message in INVALID:
+        doc = _valid(namespace)
+        mutate(doc["spec"])
+        result = kubectl(
+            crd_installed,
+            "create",
+            "--validate=strict",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump(doc),
+            check=False,
+        )
+        assert result.returncode != 0, f"{label}: accepted"
+        assert message in result.stderr, f"{label}: {result.stderr}"
+    # Transition rules need an existing object.
+    apply(crd_installed, _valid(namespace))
+    for label, mutate, message in TRANSITIONS:
+        doc = _valid(namespace)
+        mutate(doc["spec"])
+        result = kubectl(crd_installed, "apply", "-f", "-", stdin=yaml.safe_dump(doc), check=False)
+        assert result.returncode != 0, f"{label}: accepted"
+        assert message in result.stderr, f"{label}: {result.stderr}"
+    # Growing partitions stays allowed.
+    grown = _valid(namespace)
+    grown["spec"]["kafka"]["partitions"] = 16
+    apply(crd_installed, grown)
+
+
+def test_crd_defaults_fill_the_spec(crd_installed: Path, namespace: str) -> None:
+    doc = _valid(namespace)
+    apply(crd_installed, doc)
+    stored = json.loads(
+        kubectl(crd_installed, "get", "marketfeed", FEED, "-n", namespace, "-o", "json").stdout
+    )
+    spec = MarketFeedSpec.model_validate(stored["spec"])  # the stored object is a valid model
+    assert stored["spec"]["streams"]["depth"]["levels"] == 20
+    assert stored["spec"]["kafka"]["deletionPolicy"] == "Retain"
+    assert spec.redis.mode == "managed"
+    assert os.path.exists(CRD)
