@@ -134,8 +134,8 @@ def test_sample_marketfeed_is_a_valid_spec_with_the_release_images() -> None:
     )
     (feed,) = of_kind(objects, api.KIND)
     spec = api.MarketFeedSpec.model_validate(feed["spec"])
-    assert spec.image == "quantcore/runtime:1.2.3"
-    assert spec.spark.image == "quantcore/spark:1.2.3"
+    assert spec.image == "ghcr.io/quantcore/quantcore:1.2.3"
+    assert spec.spark.image == "ghcr.io/quantcore/quantcore-spark:1.2.3"
     assert not of_kind(render(), api.KIND), "the sample is off by default"
 
 
@@ -143,7 +143,7 @@ def test_image_digest_wins_over_tag() -> None:
     digest = "sha256:" + "a" * 64
     objects = render({"image.digest": digest})
     container = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == f"quantcore/runtime@{digest}"
+    assert container["image"] == f"ghcr.io/quantcore/quantcore@{digest}"
 
 
 @pytest.mark.parametrize(
