@@ -242,9 +242,13 @@ class MarketDataServer:
             ),
             server,
         )
-        self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address = f"{self.config.host}:{self.config.port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc reports a failed bind this way
+            raise OSError(f"cannot bind {address}: {exc}") from exc
         if self.port == 0:
-            raise OSError(f"cannot bind {self.config.host}:{self.config.port}")
+            raise OSError(f"cannot bind {address}")
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._fanout_task = asyncio.create_task(self._fanout.run(), name="redis-fanout")
