@@ -24,8 +24,9 @@ class Resource:
         return f"{base}/{name}" if name else base
 
 
-# Children are applied (patch), pruned (list, delete) and read for status (get).
-_CHILD = ("get", "list", "watch", "patch", "delete")
+# Children are applied (patch; an apply that creates also needs create), pruned (list,
+# delete) and read for the routing table and status (get). Nothing watches them.
+_CHILD = ("get", "list", "create", "patch", "delete")
 
 CHILDREN: tuple[Resource, ...] = (
     Resource("v1", "ConfigMap", "configmaps", _CHILD),
@@ -44,6 +45,8 @@ OWN: tuple[Resource, ...] = (
         "quantcore.io/v1alpha1", "MarketFeed", "marketfeeds", ("get", "list", "watch", "patch")
     ),
     Resource("quantcore.io/v1alpha1", "MarketFeed", "marketfeeds/status", ("get", "patch")),
+    # Owner references with blockOwnerDeletion need this where the admission plugin is on.
+    Resource("quantcore.io/v1alpha1", "MarketFeed", "marketfeeds/finalizers", ("update",)),
     # kopf posts k8s events for handler outcomes.
     Resource("v1", "Event", "events", ("create",)),
     Resource("events.k8s.io/v1", "Event", "events", ("create",)),
