@@ -92,7 +92,7 @@ class Universe(_Model):
         description="a followed symbol is dropped only once it ranks below top + hysteresis",
     )
     refresh_seconds: int = Field(default=300, ge=30, le=86400)
-    exclude: list[Symbol] = Field(default_factory=list, max_length=200)
+    exclude: list[Symbol] = Field(default=[], max_length=200)
     ticker_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^\s]+$",
@@ -107,7 +107,7 @@ class Depth(_Model):
 
 
 class Streams(_Model):
-    depth: Depth = Field(default_factory=Depth)
+    depth: Depth = Field(default=Depth())
     trades: bool = True
     book_ticker: bool = False
 
@@ -159,7 +159,7 @@ class Kafka(_Model):
         max_length=1024,
         description="bootstrap servers, host:port[,host:port...]",
     )
-    topics: Topics = Field(default_factory=Topics)
+    topics: Topics = Field(default=Topics())
     partitions: int = Field(
         default=6,
         ge=1,
@@ -199,8 +199,8 @@ class Spark(_Model):
     service_account: str = Field(
         default="spark", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63
     )
-    driver: PodSize = Field(default_factory=PodSize)
-    executor: Executor = Field(default_factory=Executor)
+    driver: PodSize = Field(default=PodSize())
+    executor: Executor = Field(default=Executor())
     trigger: Literal["realtime", "microbatch"] = "realtime"
     checkpoint: str = Field(
         default="file:///tmp/quantcore/checkpoints",
@@ -292,14 +292,14 @@ class MarketFeedSpec(_Model):
     image: Image = Field(description="the quantcore image for feed shards and serving")
     symbols: list[Symbol] | None = Field(default=None, min_length=1, max_length=1000)
     universe: Universe | None = None
-    streams: Streams = Field(default_factory=Streams)
-    sharding: Sharding = Field(default_factory=Sharding)
+    streams: Streams = Field(default=Streams())
+    sharding: Sharding = Field(default=Sharding())
     kafka: Kafka
     spark: Spark
-    redis: Redis = Field(default_factory=Redis)
-    serving: Serving = Field(default_factory=Serving)
-    endpoints: Endpoints = Field(default_factory=Endpoints)
-    monitoring: Monitoring = Field(default_factory=Monitoring)
+    redis: Redis = Field(default=Redis())
+    serving: Serving = Field(default=Serving())
+    endpoints: Endpoints = Field(default=Endpoints())
+    monitoring: Monitoring = Field(default=Monitoring())
 
 
 # ---- status ---------------------------------------------------------------------------
@@ -342,9 +342,9 @@ class MarketFeedStatus(_Model):
     symbols: int = 0
     shards: int = 0
     partitions: int = 0
-    routing: RoutingSummary = Field(default_factory=RoutingSummary)
+    routing: RoutingSummary = Field(default=RoutingSummary())
     topics: list[TopicStatus] = Field(default_factory=list)
-    spark: SparkStatus = Field(default_factory=SparkStatus)
+    spark: SparkStatus = Field(default=SparkStatus())
     universe: UniverseStatus | None = None
 
 
