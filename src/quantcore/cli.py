@@ -12,6 +12,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("quantcore.operator.command", "run the MarketFeed operator (kopf)"),
     "serve": ("quantcore.serve.command", "run the MarketData gRPC server over Redis"),
+    "up": ("quantcore.localmode.command", "the whole pipeline on this machine, then a live view"),
     "watch": ("quantcore.client.watch", "a live terminal table of a MarketData server's signals"),
 }
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import sys
+import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,54 +21,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import asyncio
-    import contextlib
-    import sys
-
+async def live_view(
+    target: str,
+    symbols: tuple[str, ...] = (),
+    *,
+    refresh_s: float = 0.25,
+    duration_s: float | None = None,
+    plain: bool = False,
+    banner: str = "",
+) -> None:
+    """Stream from `target` and redraw the table until cancelled (or `duration_s`)."""
     from quantcore.client.board import Board
     from quantcore.client.stream import MarketDataClient, Subscription
 
-    symbols = tuple(s.upper() for s in args.symbols)
     board = Board()
     state = {"link": "connecting"}
     client = MarketDataClient(
-        args.target,
-        Subscription(symbols=symbols),
-        on_state=lambda s: state.__setitem__("link", s),
+        target, Subscription(symbols=symbols), on_state=lambda s: state.__setitem__("link", s)
     )
-    redraw = not args.plain and sys.stdout.isatty()
+    redraw = not plain and sys.stdout.isatty()
 
     async def consume() -> None:
-        import time
-
         async for update in client.updates():
             board.apply(update, time.time_ns())
 
     async def draw() -> None:
-        import time
-
         while True:
-            status = f"{args.target}  {state['link']}  updates {client.stats.received}"
-            lines = board.render(time.time_ns(), status)
+            status = f"{target}  {state['link']}  updates {client.stats.received}  (Ctrl-C stops)"
+            lines = ([banner] if banner else []) + board.render(time.time_ns(), status)
             if redraw:
-                # Home the cursor and clear below: no scrolling, no flicker of a full clear.
+                # Home the cursor and clear below: no scrolling and no full-screen flicker.
                 sys.stdout.write("\x1b[H" + "\n".join(lines) + "\x1b[J\n")
             else:
                 sys.stdout.write("\n".join(lines) + "\n\n")
             sys.stdout.flush()
-            await asyncio.sleep(args.refresh)
+            await asyncio.sleep(refresh_s)
 
-    async def main() -> None:
-        if redraw:
-            sys.stdout.write("\x1b[2J")
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(consume()), tg.create_task(draw())]
-            if args.duration is not None:
-                await asyncio.sleep(args.duration)
-                for task in tasks:
-                    task.cancel()
+    if redraw:
+        sys.stdout.write("\x1b[2J")
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(consume()), tg.create_task(draw())]
+        if duration_s is not None:
+            await asyncio.sleep(duration_s)
+            for task in tasks:
+                task.cancel()
 
+
+def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        asyncio.run(
+            live_view(
+                args.target,
+                tuple(s.upper() for s in args.symbols),
+                refresh_s=args.refresh,
+                duration_s=args.duration,
+                plain=args.plain,
+            )
+        )
     return 0

@@ -1,0 +1,71 @@
+"""`quantcore up`: Redis, Kafka, topics, routing, (replay), feed shards, the Spark job and the
+gRPC server as local processes, then the live view. Ctrl-C stops every one of them.
+
+The routing table and topics come from the operator's own planner and topic code, fed a
+MarketFeed spec that describes this machine, so local mode cannot drift from the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from quantcore.localmode.source import default_recordings_dir
+
+STEPS = 8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        choices=["auto", "live", "replay"],
+        default="auto",
+        help="live Binance, a replay of recordings, or live when reachable (default)",
+    )
+    parser.add_argument("--symbols", nargs="+", default=None, help="default: the recorded ones")
+    parser.add_argument(
+        "--recordings",
+        type=Path,
+        default=default_recordings_dir(),
+        help="directory of <symbol>_<date>.gz recordings for replay",
+    )
+    parser.add_argument("--dir", type=Path, default=Path(".dev/up"), help="state and logs")
+    parser.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
+    parser.add_argument("--partitions", type=int, default=2, help="Kafka partitions per topic")
+    parser.add_argument("--symbols-per-shard", type=int, default=1, help="feed shard size")
+    parser.add_argument("--trigger", choices=["realtime", "microbatch"], default="realtime")
+    parser.add_argument(
+        "--ready-timeout", type=float, default=600.0, help="seconds to wait for the first signal"
+    )
+    parser.add_argument(
+        "--no-view", action="store_true", help="no live table; run until Ctrl-C or SIGTERM"
+    )
+
+
+def say(step: int | None, text: str) -> None:
+    prefix = f"[{step}/{STEPS}] " if step is not None else ""
+    print(f"quantcore up: {prefix}{text}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantcore.localmode.pipeline import Pipeline, PipelineError
+
+    pipeline = Pipeline(args, say)
+    code = 0
+    try:
+        pipeline.start()
+        pipeline.show()
+    except KeyboardInterrupt:
+        say(None, "stopping (Ctrl-C or SIGTERM)")
+    except PipelineError as exc:
+        print(f"quantcore up: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        left = pipeline.stop()
+        if left:
+            print(f"quantcore up: still running after stop: {', '.join(left)}", file=sys.stderr)
+            code = 1
+        else:
+            say(None, f"stopped {pipeline.process_count} processes; none left running")
+    return code

@@ -1,0 +1,321 @@
+"""The local pipeline's processes, started in dependency order and stopped in reverse."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+from quantcore.localmode.children import ChildFailed, Children, log_tail
+from quantcore.localmode.source import (
+    Source,
+    live_reachable,
+    recordings_in,
+    symbols_of,
+)
+from quantcore.routing import RoutingTable
+
+Say = Callable[[int | None, str], None]
+LOOPBACK = "127.0.0.1"
+
+
+class Service(Protocol):
+    def stop(self) -> None: ...
+
+
+class PipelineError(RuntimeError):
+    """A part of the pipeline could not start; the message says which and why."""
+
+
+def quantcore(*args: str) -> list[str]:
+    """argv for a `quantcore` subcommand run by this interpreter."""
+    return [sys.executable, "-m", "quantcore.cli", *args]
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM takes the same path as Ctrl-C: stop every child, then exit.
+    raise KeyboardInterrupt
+
+
+class Pipeline:
+    def __init__(self, args: argparse.Namespace, say: Say) -> None:
+        self.args = args
+        self.say = say
+        self.dir: Path = args.dir.resolve()
+        self.children = Children()
+        self._services: list[Service] = []  # Redis and Kafka from quantcore.devservices
+        self.source: Source | None = None
+        self.symbols: list[str] = []
+        self.target = ""
+        self.redis_url = ""
+        self.bootstrap = ""
+
+    @property
+    def process_count(self) -> int:
+        return len(self.children.started) + len(self._services)
+
+    # --- start -------------------------------------------------------------------
+    def start(self) -> None:
+        signal.signal(signal.SIGTERM, _terminate)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)  # ours: state of the previous run
+        self.dir.mkdir(parents=True)
+        self.source = self._choose_source()
+        self._start_services()
+        table = self._plan_and_create_topics()
+        self._start_feed(table)
+        self._start_stream()
+        self._start_server()
+        self._wait_for_signals()
+
+    def _require(self, *commands: str) -> None:
+        from quantcore.cli import SUBCOMMANDS
+
+        missing = [c for c in commands if c not in SUBCOMMANDS]
+        if missing:
+            raise PipelineError(f"`quantcore {' '.join(missing)}` is not available in this build")
+
+    def _choose_source(self) -> Source:
+        from quantcore.operator.api import Endpoints
+
+        args = self.args
+        live = Endpoints()
+        self.say(1, f"choosing the market data source ({args.source})")
+        if args.source in ("auto", "live"):
+            ok, why = live_reachable(live.rest_url)
+            if ok:
+                self.symbols = [s.upper() for s in args.symbols or ["BTCUSDT", "ETHUSDT"]]
+                self.say(1, f"source: LIVE Binance ({why})")
+                return Source("live", live.ws_url, live.rest_url, why)
+            if args.source == "live":
+                raise PipelineError(f"live Binance is unreachable: {why}")
+            self.say(1, f"live Binance unreachable ({why}); falling back to replay")
+        recordings = recordings_in(args.recordings, args.symbols)
+        if not recordings:
+            raise PipelineError(
+                f"no recordings for {args.symbols or 'any symbol'} in {args.recordings}"
+            )
+        self.symbols = symbols_of(recordings)
+        names = ", ".join(f.name for f in recordings)
+        self.say(1, f"source: REPLAY of {names} from {args.recordings}")
+        return Source("replay", "", "", "replay", recordings)
+
+    def _start_services(self) -> None:
+        from quantcore.devservices.kafka import KafkaBroker
+        from quantcore.devservices.process import ServiceError
+        from quantcore.devservices.redis import RedisServer
+
+        try:
+            self.say(2, "starting Redis")
+            redis = RedisServer(self.dir / "redis")
+            self._services.append(redis)
+            self.redis_url = redis.start()
+            self.say(2, f"Redis at {self.redis_url}")
+            self.say(3, "starting Kafka (the first run downloads its jars into the cache)")
+            kafka = KafkaBroker(self.dir / "kafka")
+            self._services.append(kafka)
+            self.bootstrap = kafka.start()
+            self.say(3, f"Kafka at {self.bootstrap}")
+        except ServiceError as exc:
+            raise PipelineError(str(exc)) from exc
+
+    def _plan_and_create_topics(self) -> RoutingTable:
+        from quantcore.operator import topics
+        from quantcore.operator.api import Kafka, MarketFeedSpec, Sharding, Spark
+        from quantcore.routing import CONFIGMAP_KEY, rebalance
+
+        args = self.args
+        spec = MarketFeedSpec(
+            image="quantcore:local",
+            symbols=self.symbols,
+            sharding=Sharding(symbols_per_shard=args.symbols_per_shard),
+            kafka=Kafka(bootstrap=self.bootstrap, partitions=args.partitions),
+            spark=Spark(image="quantcore:local", trigger=args.trigger),
+        )
+        table = rebalance(
+            None, spec.symbols or [], spec.sharding.symbols_per_shard, spec.kafka.partitions
+        )
+        outcome = topics.ensure(spec, table.partitions)
+        (self.dir / CONFIGMAP_KEY).write_text(table.to_json())
+        self.say(
+            4,
+            f"routing: {len(table.routes)} symbols on {table.shards} shard(s), "
+            f"{table.partitions} partitions; topics {', '.join(sorted(outcome.partitions))}",
+        )
+        return table
+
+    def _start_feed(self, table: RoutingTable) -> None:
+        from quantcore.devservices.ports import free_port, is_listening
+
+        assert self.source is not None
+        ws_url, rest_url = self.source.ws_url, self.source.rest_url
+        if self.source.kind == "replay":
+            self._require("replay")
+            port = free_port()
+            files = [str(f) for f in self.source.recordings]
+            child = self.children.start(
+                "replay",
+                quantcore("replay", "--port", str(port), *files),
+                self.dir / "logs" / "replay.log",
+            )
+            self._wait(lambda: is_listening(port), child.name, 60, "listening")
+            ws_url, rest_url = f"ws://{LOOPBACK}:{port}", f"http://{LOOPBACK}:{port}"
+            self.say(5, f"replay server on {ws_url}")
+        self._require("feed")
+        routing = str(self.dir / "routing.json")
+        for shard in range(table.shards):
+            self.children.start(
+                f"feed-{shard}",
+                quantcore(
+                    "feed",
+                    "--routing",
+                    routing,
+                    "--shard",
+                    str(shard),
+                    "--kafka",
+                    self.bootstrap,
+                    "--ws-url",
+                    ws_url,
+                    "--rest-url",
+                    rest_url,
+                ),
+                self.dir / "logs" / f"feed-{shard}.log",
+            )
+        self.say(5, f"{table.shards} feed shard(s) started (logs in {self.dir / 'logs'})")
+
+    def _start_stream(self) -> None:
+        self._require("stream")
+        self.say(
+            6, f"starting the Spark job (trigger {self.args.trigger}); JVM start takes a while"
+        )
+        self.children.start(
+            "stream",
+            quantcore(
+                "stream",
+                "--kafka",
+                self.bootstrap,
+                "--redis",
+                self.redis_url,
+                "--checkpoint",
+                str(self.dir / "checkpoint"),
+                "--trigger",
+                self.args.trigger,
+            ),
+            self.dir / "logs" / "stream.log",
+        )
+
+    def _start_server(self) -> None:
+        from quantcore.devservices.ports import free_port
+
+        port = self.args.port if self.args.port else free_port()
+        log = self.dir / "logs" / "serve.log"
+        child = self.children.start(
+            "serve",
+            quantcore(
+                "serve",
+                "--redis",
+                self.redis_url,
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(free_port()),
+            ),
+            log,
+        )
+        self._wait(lambda: "listening on" in log.read_text(), child.name, 60, "listening")
+        self.target = f"{LOOPBACK}:{port}"
+        self.say(7, f"gRPC MarketData on {self.target}")
+
+    def _wait_for_signals(self) -> None:
+        import redis
+
+        from quantcore import signalstore
+
+        client = redis.Redis.from_url(self.redis_url)
+        started = time.monotonic()
+        last_note = started
+        self.say(8, "waiting for the first signals (Spark compiles the job first)")
+        try:
+            while not client.exists(signalstore.state_key(self.symbols[0])):
+                self.children.check()
+                if time.monotonic() - started > self.args.ready_timeout:
+                    raise PipelineError(
+                        f"no signal in Redis after {self.args.ready_timeout:.0f}s; "
+                        f"stream log:\n{log_tail(self.dir / 'logs' / 'stream.log')}"
+                    )
+                if time.monotonic() - last_note > 15:
+                    self.say(8, f"still waiting ({time.monotonic() - started:.0f}s)")
+                    last_note = time.monotonic()
+                time.sleep(0.5)
+        except ChildFailed as exc:
+            raise PipelineError(str(exc)) from exc
+        finally:
+            client.close()
+        assert self.source is not None
+        self.say(
+            8,
+            f"READY in {time.monotonic() - started:.0f}s: source {self.source.kind}, "
+            f"symbols {' '.join(self.symbols)}, grpc {self.target}, kafka {self.bootstrap}, "
+            f"redis {self.redis_url}",
+        )
+
+    def _wait(self, probe: Callable[[], bool], name: str, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.children.check()
+            except ChildFailed as exc:
+                raise PipelineError(str(exc)) from exc
+            if probe():
+                return
+            time.sleep(0.1)
+        raise PipelineError(f"{name} not {what} after {timeout:.0f}s")
+
+    # --- run ---------------------------------------------------------------------
+    def show(self) -> None:
+        """The live view (or a quiet wait) until Ctrl-C; fails if a child dies."""
+        from quantcore.client.watch import live_view
+
+        async def watch_children() -> None:
+            while True:
+                self.children.check()
+                await asyncio.sleep(1.0)
+
+        async def main() -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(watch_children())
+                if not self.args.no_view:
+                    assert self.source is not None
+                    banner = f"quantcore up — source: {self.source.kind}"
+                    tg.create_task(live_view(self.target, tuple(self.symbols), banner=banner))
+
+        try:
+            asyncio.run(main())
+        except* ChildFailed as group:
+            raise PipelineError(str(group.exceptions[0])) from None
+
+    # --- stop --------------------------------------------------------------------
+    def stop(self) -> list[str]:
+        """Stop everything in reverse order; the names of anything still alive after."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        try:
+            self.children.stop_all()
+            for service in reversed(self._services):
+                service.stop()
+            left = self.children.leftovers()
+            for service in self._services:
+                process = getattr(service, "process", None)
+                if process is not None and process.exit_code() is None:
+                    left.append(type(service).__name__)
+            return left
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,0 +1,57 @@
+"""Where market data comes from in local mode: live Binance when reachable, else a replay.
+
+The probe is one short HTTP request, so `--source auto` decides in about a second when
+there is no route to the exchange.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+PROBE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "live" or "replay"
+    ws_url: str
+    rest_url: str
+    why: str  # shown to the user
+    recordings: tuple[Path, ...] = ()
+
+
+def live_reachable(rest_url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """GET <rest>/api/v3/ping; (reachable, reason)."""
+    url = rest_url.rstrip("/") + "/api/v3/ping"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return reply.status == 200, f"HTTP {reply.status} from {url}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"{url}: {reason}"
+
+
+def default_recordings_dir() -> Path:
+    """$QUANTCORE_RECORDINGS, else the shared recordings beside the checkout."""
+    env = os.environ.get("QUANTCORE_RECORDINGS")
+    if env:
+        return Path(env)
+    repo_root = Path(__file__).resolve().parents[3]
+    return repo_root.parent / "shared" / "data" / "binance-spot"
+
+
+def recordings_in(directory: Path, symbols: list[str] | None) -> tuple[Path, ...]:
+    """Recording files (`<symbol>_<date>.gz`) in `directory`, for `symbols` if given."""
+    files = sorted(directory.glob("*.gz"))
+    if symbols:
+        wanted = {s.lower() for s in symbols}
+        files = [f for f in files if f.name.split("_")[0] in wanted]
+    return tuple(files)
+
+
+def symbols_of(recordings: tuple[Path, ...]) -> list[str]:
+    return sorted({f.name.split("_")[0].upper() for f in recordings})
