@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import signal
 import sys
@@ -93,7 +94,8 @@ class Pipeline:
             if ok:
                 self.symbols = [s.upper() for s in args.symbols or ["BTCUSDT", "ETHUSDT"]]
                 self.say(1, f"source: LIVE Binance ({why})")
-                return Source("live", live.ws_url, live.rest_url, why)
+                ws_url = live.ws_url.rstrip("/") + "/stream"  # the combined-stream endpoint
+                return Source("live", ws_url, live.rest_url, why)
             if args.source == "live":
                 raise PipelineError(f"live Binance is unreachable: {why}")
             self.say(1, f"live Binance unreachable ({why}); falling back to replay")
@@ -152,21 +154,23 @@ class Pipeline:
         return table
 
     def _start_feed(self, table: RoutingTable) -> None:
-        from quantcore.devservices.ports import free_port, is_listening
-
         assert self.source is not None
         ws_url, rest_url = self.source.ws_url, self.source.rest_url
         if self.source.kind == "replay":
             self._require("replay")
-            port = free_port()
+            url_file = self.dir / "replay-urls.json"
             files = [str(f) for f in self.source.recordings]
             child = self.children.start(
                 "replay",
-                quantcore("replay", "--port", str(port), *files),
+                # --loop: play the recordings again and again (ids keep growing) until Ctrl-C.
+                quantcore("replay", "--port", "0", "--loop", "--url-file", str(url_file), *files),
                 self.dir / "logs" / "replay.log",
             )
-            self._wait(lambda: is_listening(port), child.name, 60, "listening")
-            ws_url, rest_url = f"ws://{LOOPBACK}:{port}", f"http://{LOOPBACK}:{port}"
+            self._wait(
+                lambda: url_file.exists() and url_file.stat().st_size > 0, child.name, 60, "serving"
+            )
+            urls = json.loads(url_file.read_text())
+            ws_url, rest_url = urls["ws_url"], urls["rest_url"]
             self.say(5, f"replay server on {ws_url}")
         self._require("feed")
         routing = str(self.dir / "routing.json")
