@@ -16,7 +16,7 @@ from types import TracebackType
 
 from quantcore.devservices import maven
 from quantcore.devservices.ports import LOOPBACK, free_port, is_listening
-from quantcore.devservices.process import ServiceError, ServiceProcess
+from quantcore.devservices.process import ServiceError, ServiceProcess, without_stack_frames
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
@@ -159,6 +159,17 @@ class KafkaBroker:
         self.process: ServiceProcess | None = None
 
     @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServiceError("not started")
+        return self.process.pid
+
+    @property
+    def marker(self) -> str:
+        """Text the broker's command line always contains (to recognise it by pid later)."""
+        return str(self.workdir / "server.properties")
+
+    @property
     def bootstrap(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
@@ -204,7 +215,7 @@ class KafkaBroker:
         with self.log.open("a") as log:
             log.write(done.stdout + done.stderr)
         if done.returncode != 0:
-            output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-30:])
+            output = "\n".join(without_stack_frames(done.stdout + done.stderr)[-30:])
             raise ServiceError(
                 f"kafka storage format failed (exit {done.returncode}) for {config}:\n{output}"
             )

@@ -19,13 +19,38 @@ class ServiceError(RuntimeError):
     """A service failed to start or to answer; the message includes its log tail."""
 
 
+def without_stack_frames(text: str) -> list[str]:
+    """Lines of `text` minus Java stack frames, which would push the error out of a tail."""
+    return [
+        line
+        for line in text.splitlines()
+        if not line.lstrip().startswith("at ") and not line.lstrip().startswith("... ")
+    ]
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
-    """The last `lines` lines of a log file, or a note that there is none."""
+    """The last `lines` lines of a log file (stack frames dropped), or a note there is none."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:]) or f"(log {path} is empty)"
+    return "\n".join(without_stack_frames(text)[-lines:]) or f"(log {path} is empty)"
+
+
+_ERROR_MARKS = (" ERROR ", " FATAL ", "Exception", "Caused by", "# ")
+
+
+def first_errors(path: Path, limit: int = 8) -> list[str]:
+    """The first error lines of a log: the cause, before shutdown noise buries it.
+
+    Kafka logs `ERROR`/`FATAL` and exceptions; redis-server marks fatal config errors `# `.
+    """
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    hits = [line for line in without_stack_frames(text) if any(m in line for m in _ERROR_MARKS)]
+    return hits[:limit]
 
 
 class ServiceProcess:
@@ -74,10 +99,12 @@ class ServiceProcess:
         raise self.failure(f"did not get {what} within {timeout:.0f}s")
 
     def failure(self, reason: str) -> ServiceError:
-        """An error naming the service, the reason and the last lines of its log."""
+        """An error naming the service, the reason, the log's first errors and its tail."""
+        errors = first_errors(self.log)
+        first = "first errors in log:\n" + "\n".join(errors) + "\n" if errors else ""
         return ServiceError(
             f"{self.name} {reason}.\ncommand: {' '.join(self.command)}\n"
-            f"log {self.log} (tail):\n{log_tail(self.log)}"
+            f"{first}log {self.log} (tail):\n{log_tail(self.log, 25)}"
         )
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -92,8 +119,23 @@ class ServiceProcess:
             self._popen.wait()
 
 
-def stop_pid(pid: int, timeout: float = 15.0) -> bool:
-    """Stop a process we started in an earlier command (by pid file); True if it was running."""
+def command_line(pid: int) -> str:
+    """The command line of a running process, or "" when there is none."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def stop_pid(pid: int, marker: str, timeout: float = 15.0) -> bool:
+    """Stop a process started by an earlier command (from its pid file).
+
+    Only if its command line contains `marker` (its config path): a pid file outliving a
+    reboot must never get an unrelated process killed. True if it was running.
+    """
+    if marker not in command_line(pid):
+        return False
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -63,6 +63,18 @@ class RedisServer:
         self.process: ServiceProcess | None = None
 
     @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServiceError("not started")
+        return self.process.pid
+
+    @property
+    def marker(self) -> str:
+        """Text the server's command line always contains: redis-server retitles itself to
+        `redis-server 127.0.0.1:PORT`, dropping the config path."""
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
 

@@ -1,0 +1,152 @@
+"""`quantcore services up|down|status|jars`: the dev services as long-lived local processes.
+
+`up` starts Kafka and Redis detached, writes `<dir>/services.env` and pid files, and puts
+Kafka's own CLI tools in `<dir>/bin`; `down` stops exactly the processes `up` started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_FILE = "services.env"
+
+
+@dataclass(frozen=True)
+class PidFile:
+    """`<dir>/services/<name>.pid`: the pid and the config path that identifies the process."""
+
+    path: Path
+
+    def write(self, pid: int, marker: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(f"{pid}\n{marker}\n")
+
+    def read(self) -> tuple[int, str] | None:
+        try:
+            pid, marker = self.path.read_text().split("\n")[:2]
+        except (FileNotFoundError, ValueError):
+            return None
+        return int(pid), marker
+
+
+def env_file_text(values: dict[str, str]) -> str:
+    """KEY=value lines, readable by `set -a; . file` and by docker/systemd env files."""
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["up", "down", "status", "jars"])
+    parser.add_argument(
+        "--dir", type=Path, default=Path(".dev"), help="state directory (default .dev)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    state: Path = args.dir.resolve()
+    if args.action == "jars":
+        return jars()
+    if args.action == "up":
+        return up(state)
+    if args.action == "down":
+        return down(state)
+    return status(state)
+
+
+def pid_files(state: Path) -> dict[str, PidFile]:
+    return {name: PidFile(state / "services" / f"{name}.pid") for name in ("kafka", "redis")}
+
+
+def running(state: Path) -> dict[str, int]:
+    """Services whose pid file points at a live process of ours."""
+    from quantcore.devservices.process import command_line
+
+    alive = {}
+    for name, pid_file in pid_files(state).items():
+        entry = pid_file.read()
+        if entry and entry[1] in command_line(entry[0]):
+            alive[name] = entry[0]
+    return alive
+
+
+def jars() -> int:
+    """Resolve the Kafka and Spark jars into the cache (what `make test` needs first)."""
+    from quantcore.devservices.kafka import kafka_jars
+    from quantcore.devservices.spark import connector_version, pyspark_version, spark_jars
+
+    kafka = kafka_jars()
+    spark = spark_jars()
+    print(f"kafka: {len(kafka)} jars in {kafka[0].parent}")
+    print(
+        f"spark: pyspark {pyspark_version()}, connector {connector_version(spark)}, "
+        f"{len(spark)} jars in {spark[0].parent}"
+    )
+    return 0
+
+
+def up(state: Path) -> int:
+    from quantcore.devservices.kafka import KafkaBroker, write_tool_wrappers
+    from quantcore.devservices.process import ServiceError
+    from quantcore.devservices.redis import RedisServer
+    from quantcore.devservices.spark import spark_jars
+
+    alive = running(state)
+    if alive:
+        print(f"services already running ({', '.join(alive)}); see {state / ENV_FILE}")
+        return 0
+    spark = spark_jars()
+    tools = write_tool_wrappers(state / "bin")
+    kafka = KafkaBroker(state / "services" / "kafka")
+    redis = RedisServer(state / "services" / "redis")
+    # The workdir is wiped so every `up` starts from an empty broker and database.
+    for service in (kafka, redis):
+        shutil.rmtree(service.workdir, ignore_errors=True)
+    pids = pid_files(state)
+    try:
+        bootstrap = kafka.start()
+        pids["kafka"].write(kafka.pid, kafka.marker)
+        url = redis.start()
+        pids["redis"].write(redis.pid, redis.marker)
+    except ServiceError as error:
+        kafka.stop()
+        redis.stop()
+        for pid_file in pids.values():
+            pid_file.path.unlink(missing_ok=True)
+        print(error, file=sys.stderr)
+        return 1
+    values = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REDIS_URL": url,
+        "SPARK_JARS": ",".join(str(j) for j in spark),
+        "KAFKA_BIN": str(state / "bin"),
+        "KAFKA_LOG": str(kafka.log),
+        "REDIS_LOG": str(redis.log),
+    }
+    (state / ENV_FILE).write_text(env_file_text(values))
+    print(env_file_text(values), end="")
+    print(f"kafka tools: {', '.join(t.name for t in tools)} in {state / 'bin'}")
+    return 0
+
+
+def down(state: Path) -> int:
+    from quantcore.devservices.process import stop_pid
+
+    for name, pid_file in pid_files(state).items():
+        entry = pid_file.read()
+        if entry is None:
+            continue
+        stopped = stop_pid(*entry, timeout=30)
+        print(f"{name}: {'stopped' if stopped else 'was not running'} (pid {entry[0]})")
+        pid_file.path.unlink(missing_ok=True)
+    (state / ENV_FILE).unlink(missing_ok=True)
+    return 0
+
+
+def status(state: Path) -> int:
+    alive = running(state)
+    for name in pid_files(state):
+        print(f"{name}: {'running, pid ' + str(alive[name]) if name in alive else 'stopped'}")
+    return 0 if alive else 3
