@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("quantcore.serve.command", "run the MarketData gRPC server over Redis"),
     "up": ("quantcore.localmode.command", "the whole pipeline on this machine, then a live view"),
     "watch": ("quantcore.client.watch", "a live terminal table of a MarketData server's signals"),
+    "services": ("quantcore.devservices.command", "start/stop local Kafka, Redis and Spark"),
 }
 
 
