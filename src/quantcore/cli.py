@@ -10,6 +10,9 @@ from collections.abc import Sequence
 # subcommand -> (module, help). Each module exposes `add_arguments(parser)` and `run(args)`
 # and keeps heavy imports (pyspark, kopf) inside `run`, so `quantcore --help` stays fast.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "feed": ("quantcore.feed.commands.feed", "run a feed shard (websocket -> books -> Kafka)"),
+    "replay": ("quantcore.feed.commands.replay", "serve recordings as Binance WS/REST"),
+    "record": ("quantcore.feed.commands.record", "record exchange websocket traffic to a file"),
     "operator": ("quantcore.operator.command", "run the MarketFeed operator (kopf)"),
     "serve": ("quantcore.serve.command", "run the MarketData gRPC server over Redis"),
     "up": ("quantcore.localmode.command", "the whole pipeline on this machine, then a live view"),

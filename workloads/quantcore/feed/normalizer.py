@@ -62,6 +62,11 @@ class Normalizer:
         self.partial_books = partial_books
         self.syncs: dict[str, BookSync] = {}
         self._partials: dict[str, PartialDepth] = {}
+        # Exchange ids already published: the overlap of a connection handover repeats frames.
+        self._last_trade: dict[str, int] = {}
+        self._last_ticker: dict[str, int] = {}
+        self.last_update: dict[str, tuple[int, int]] = {}  # symbol -> (event ms, recv ns)
+        self.duplicates = 0
         self.quarantined: Counter[str] = Counter()
         self.messages: Counter[str] = Counter()  # by message type, e.g. "DepthDiff"
         self.unrouted = 0  # frames for symbols this shard does not serve (late after UNSUBSCRIBE)
@@ -74,6 +79,9 @@ class Normalizer:
     def remove_symbol(self, symbol: str) -> None:
         self.syncs.pop(symbol, None)
         self._partials.pop(symbol, None)
+        self._last_trade.pop(symbol, None)
+        self._last_ticker.pop(symbol, None)
+        self.last_update.pop(symbol, None)
 
     @property
     def symbols(self) -> Iterable[str]:
@@ -112,6 +120,10 @@ class Normalizer:
             if trade.symbol not in self.syncs:
                 self.unrouted += 1
                 return msg
+            if trade.trade_id <= self._last_trade.get(trade.symbol, -1):
+                self.duplicates += 1
+                return msg
+            self._last_trade[trade.symbol] = trade.trade_id
             self._emit(RAW, trade.symbol, codec.raw_line(recv_ns, frame))
             self._emit(TRADES, trade.symbol, codec.trade_record(trade, self._clock()))
         elif cls is BookTicker or cls is PartialDepth:
@@ -119,6 +131,12 @@ class Normalizer:
             if symbol not in self.syncs:
                 self.unrouted += 1
                 return msg
+            if cls is BookTicker:
+                update_id = msg.update_id  # type: ignore[union-attr]
+                if update_id <= self._last_ticker.get(symbol, -1):
+                    self.duplicates += 1
+                    return msg
+                self._last_ticker[symbol] = update_id
             self._emit(RAW, symbol, codec.raw_line(recv_ns, frame))
             if cls is PartialDepth and self.partial_books:
                 self._on_partial(msg)  # type: ignore[arg-type]
@@ -155,6 +173,9 @@ class Normalizer:
         tick = self.tick_sizes.get(symbol, FALLBACK_TICK_SIZE)
         for update in step.updates:
             self._emit(BOOK, symbol, codec.book_record(update, symbol, tick, self._clock()))
+        if step.updates:
+            last = step.updates[-1].diff
+            self.last_update[symbol] = (last.event_time_ms, last.recv_ns)
         outcome = step.outcome
         if outcome in _RESETS:
             self._reset_marker(symbol, outcome.value, self._clock())

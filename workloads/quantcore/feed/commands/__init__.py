@@ -1,0 +1,1 @@
+"""The feed's `quantcore` subcommands: feed, replay, record (argument parsing only)."""

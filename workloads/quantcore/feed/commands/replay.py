@@ -1,0 +1,55 @@
+"""`quantcore replay --port P [--speed X] [--loop] FILES...`: serve recordings as Binance would."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="x recorded pace; 0 = as fast as possible"
+    )
+    parser.add_argument(
+        "--loop", action="store_true", help="start over at the end (ids keep growing)"
+    )
+    parser.add_argument("--url-file", type=Path, help="also write the URLs here (JSON)")
+    parser.add_argument("files", nargs="+", type=Path)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import logging
+    import signal
+
+    import orjson
+
+    from quantcore.feed.replay import Replay, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        replay = Replay(args.files, speed=args.speed, loop=args.loop)
+        runner, port = await serve(replay, args.host, args.port)
+        urls = {
+            "ws_url": f"ws://{args.host}:{port}/stream",
+            "rest_url": f"http://{args.host}:{port}",
+        }
+        if args.url_file:
+            args.url_file.write_bytes(orjson.dumps(urls))
+        print(f"replay ws_url={urls['ws_url']} rest_url={urls['rest_url']}", flush=True)
+        try:
+            await replay.play()
+            await asyncio.Event().wait()  # keep serving REST and idle sockets after the end
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(main())
+    return 0

@@ -1,0 +1,131 @@
+"""The shard's Kafka producer: idempotent, acks=all, key = symbol, partition from the routing table.
+
+`produce` never waits for a single message: it hands bytes to librdkafka and serves delivery
+callbacks with `poll(0)`. When librdkafka's queue is full it polls until there is room
+(back-pressure), so nothing handed to it is dropped on the floor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from quantcore.events import BOOK_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, TRADES_TOPIC
+from quantcore.feed.normalizer import BOOK, QUARANTINE, RAW, TRADES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    raw: str = RAW_TOPIC
+    book: str = BOOK_TOPIC
+    trades: str = TRADES_TOPIC
+    quarantine: str = QUARANTINE_TOPIC
+
+    @classmethod
+    def with_prefix(cls, prefix: str | None) -> Topics:
+        """`--topic-prefix acme` -> acme.raw, acme.book, ... (default: quantcore.*)."""
+        if not prefix:
+            return cls()
+        p = prefix.rstrip(".")
+        return cls(f"{p}.raw", f"{p}.book", f"{p}.trades", f"{p}.quarantine")
+
+    def by_kind(self) -> dict[str, str]:
+        return {RAW: self.raw, BOOK: self.book, TRADES: self.trades, QUARANTINE: self.quarantine}
+
+
+def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        "delivery.timeout.ms": 120_000,
+    }
+    config.update(overrides)
+    return config
+
+
+class FeedProducer:
+    """Routes normalizer output (kind, symbol, value) to topic + partition and counts deliveries."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics,
+        partition_of: Callable[[str], int | None],
+        *,
+        on_error: Callable[[str], None] | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer(producer_config(bootstrap, **dict(config or {})))
+        self._topics = topics.by_kind()
+        self._partition_of = partition_of
+        self._on_error = on_error
+        self.produced = 0
+        self.delivered = 0
+        self.failed = 0
+        self.unpartitioned = 0
+        self._since_poll = 0
+
+    def _delivery(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        log.error("delivery to %s failed: %s", msg.topic(), err)
+        if self._on_error is not None:
+            self._on_error(str(err))
+
+    def emit(self, kind: str, symbol: str | None, value: bytes) -> None:
+        """The normalizer's emit callback."""
+        topic = self._topics[kind]
+        if symbol is None:
+            # Only quarantine records can lack a symbol: let Kafka pick a partition.
+            self._produce(topic, value, None, None)
+            return
+        partition = self._partition_of(symbol)
+        if partition is None:
+            # A symbol that just left the routing table: nowhere consistent to put it.
+            self.unpartitioned += 1
+            if kind != QUARANTINE:
+                return
+        self._produce(topic, value, symbol.encode(), partition)
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int | None) -> None:
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": self._delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, value, **kwargs)
+                break
+            except BufferError:
+                # librdkafka's local queue is full: serve callbacks until it drains a little.
+                self._producer.poll(0.05)
+        self.produced += 1
+        self._since_poll += 1
+        if self._since_poll >= 1000:
+            self._since_poll = 0
+            self._producer.poll(0)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every produced message to be acknowledged; returns how many are still queued."""
+        remaining: int = self._producer.flush(timeout)
+        return remaining
+
+    @property
+    def in_flight(self) -> int:
+        return self.produced - self.delivered - self.failed

@@ -1,0 +1,422 @@
+"""A replay server that speaks Binance's protocol, so a shard cannot tell it from the exchange.
+
+WS `/stream?streams=...` (combined streams, SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS, ping/pong,
+at most 5 incoming messages a second) and REST `/api/v3/depth`, `/api/v3/exchangeInfo`,
+`/api/v3/ticker/24hr`, serving recordings at recorded pace x `speed` (0 = as fast as possible).
+The replay keeps its own true book per symbol, so a depth request at any moment gets a
+consistent snapshot. Fault switches (`POST /_replay/fault/<kind>`): disconnect, stall, gap,
+duplicate, reorder, malformed, shutdown (serverShutdown notice), throttle (HTTP 429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from quantcore.feed import binance
+from quantcore.feed.book import BookSync, SyncState
+from quantcore.feed.messages import DepthDiff, Rejected, Trade
+from quantcore.feed.recording import Line, merged
+
+log = logging.getLogger(__name__)
+
+# Each loop of a recording shifts every exchange id by this much, so ids keep growing.
+LOOP_ID_OFFSET = 10**9
+FAULT_KINDS = (
+    "disconnect",
+    "stall",
+    "gap",
+    "duplicate",
+    "reorder",
+    "malformed",
+    "shutdown",
+    "throttle",
+)
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: web.WebSocketResponse
+    streams: set[str]
+    control_times: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    stalled_until: float = 0.0
+
+
+@dataclass
+class _Faults:
+    """Pending one-shot switches; symbol None means any symbol."""
+
+    pending: Counter[tuple[str, str | None]] = field(default_factory=Counter)
+    held: dict[str, bytes] = field(default_factory=dict)  # reorder: a diff waiting for the next
+    throttle: int = 0
+
+    def take(self, kind: str, symbol: str) -> bool:
+        for key in ((kind, symbol), (kind, None)):
+            if self.pending[key] > 0:
+                self.pending[key] -= 1
+                return True
+        return False
+
+
+def _format_levels(prices: list[float], qtys: list[float]) -> list[list[str]]:
+    return [[f"{p:.8f}", f"{q:.8f}"] for p, q in zip(prices, qtys, strict=True)]
+
+
+class Replay:
+    def __init__(
+        self, paths: Sequence[str | Path], *, speed: float = 1.0, loop: bool = False
+    ) -> None:
+        self.lines: list[Line] = list(merged(*paths))
+        if not self.lines:
+            raise ValueError("the recordings are empty")
+        self.speed = speed
+        self.loop = loop
+        self.clients: set[_Client] = set()
+        self.faults = _Faults()
+        self.started = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.loop_index = 0
+        self.position = 0
+        self.sent = 0
+        self.rate_violations = 0
+        self.used_weight: deque[tuple[float, int]] = deque()
+        self.symbols = sorted({line.symbol for line in self.lines if line.symbol})
+        self.tick_sizes = self._tick_sizes()
+        self.volumes = self._volumes()
+        self._truth: dict[str, BookSync] = {}
+        self._waiting: defaultdict[str, list[asyncio.Future[bytes]]] = defaultdict(list)
+        self._reset_truth()
+
+    # --- static facts of the recording ---
+    def _tick_sizes(self) -> dict[str, float]:
+        prices: defaultdict[str, list[str]] = defaultdict(list)
+        for line in self.lines[:20_000]:
+            if line.symbol and not line.is_snapshot and b"@depth" in line.frame[:48]:
+                msg = binance.decode_frame(line.frame, line.recv_ns)
+                if isinstance(msg, DepthDiff):  # a recording may hold bad frames on purpose
+                    data = orjson.loads(line.frame)["data"]
+                    prices[line.symbol].extend(p for p, _ in data["b"][:20])
+        out = {s: binance.tick_size_from_prices(p) for s, p in prices.items()}
+        out.update({s: t for s, t in binance.KNOWN_TICK_SIZES.items() if s in out})
+        return out
+
+    def _volumes(self) -> dict[str, dict[str, float]]:
+        stats: defaultdict[str, dict[str, float]] = defaultdict(
+            lambda: {"volume": 0.0, "quoteVolume": 0.0, "count": 0, "lastPrice": 0.0}
+        )
+        for line in self.lines:
+            if line.symbol and b"@trade" in line.frame[:48]:
+                msg = binance.decode_frame(line.frame, line.recv_ns)
+                if not isinstance(msg, Trade):
+                    continue
+                p, q = msg.price, msg.qty
+                s = stats[line.symbol]
+                s["volume"] += q
+                s["quoteVolume"] += p * q
+                s["count"] += 1
+                s["lastPrice"] = p
+        return dict(stats)
+
+    def _reset_truth(self) -> None:
+        self._truth = {s: BookSync(s, levels=5000, max_buffer=100_000) for s in self.symbols}
+
+    # --- the timeline ---
+    async def play(self) -> None:
+        await self.started.wait()
+        first_ns = self.lines[0].recv_ns
+        while True:
+            offset = self.loop_index * LOOP_ID_OFFSET
+            t0 = time.monotonic()
+            for i, line in enumerate(self.lines):
+                self.position = i
+                if self.speed > 0:
+                    due = t0 + (line.recv_ns - first_ns) / 1e9 / self.speed
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                elif i % 64 == 0:
+                    await asyncio.sleep(0)
+                frame = (
+                    line.frame if offset == 0 else _shift_ids(line.frame, offset, line.is_snapshot)
+                )
+                if line.is_snapshot:
+                    self._on_recorded_snapshot(line, frame)
+                else:
+                    await self._broadcast(line, frame)
+            for symbol, held in list(self.faults.held.items()):
+                await self._send_stream(held, _stream_of(held))
+                del self.faults.held[symbol]
+            if not self.loop:
+                self.finished.set()
+                return
+            self.loop_index += 1
+            self._reset_truth()
+
+    def _on_recorded_snapshot(self, line: Line, frame: bytes) -> None:
+        symbol = line.symbol
+        if symbol is None or symbol not in self._truth:
+            return
+        snapshot = binance.decode_snapshot(frame, symbol, line.recv_ns)
+        if not isinstance(snapshot, Rejected):
+            self._truth[symbol].on_snapshot(snapshot)
+        # Requests that waited for the book get the recording's own response.
+        for waiter in self._waiting.pop(symbol, []):
+            if not waiter.done():
+                waiter.set_result(frame)
+
+    async def _broadcast(self, line: Line, frame: bytes) -> None:
+        stream = _stream_of(frame)
+        symbol = line.symbol or ""
+        is_diff = "@depth" in stream and stream.split("@")[1] == "depth"
+        if is_diff:
+            msg = binance.decode_frame(frame, line.recv_ns)
+            if isinstance(msg, DepthDiff):
+                self._truth[symbol].on_diff(msg)
+            faults = self.faults
+            if faults.take("gap", symbol):
+                return
+            if faults.take("malformed", symbol):
+                frame = frame[: len(frame) // 2]
+            if faults.take("reorder", symbol):
+                faults.held[symbol] = frame
+                return
+            await self._send_stream(frame, stream)
+            held = faults.held.pop(symbol, None)
+            if held is not None:
+                await self._send_stream(held, stream)
+            if faults.take("duplicate", symbol):
+                await self._send_stream(frame, stream)
+            return
+        await self._send_stream(frame, stream)
+
+    async def _send_stream(self, frame: bytes, stream: str) -> None:
+        now = time.monotonic()
+        for client in list(self.clients):
+            if stream in client.streams and client.stalled_until <= now and not client.ws.closed:
+                try:
+                    await client.ws.send_frame(frame, WSMsgType.TEXT)
+                    self.sent += 1
+                except (ConnectionError, RuntimeError):
+                    self.clients.discard(client)
+
+    # --- websocket ---
+    async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        streams = {s for s in request.query.get("streams", "").split("/") if s}
+        client = _Client(ws, streams)
+        self.clients.add(client)
+        self.started.set()
+        try:
+            async for msg in ws:
+                now = time.monotonic()
+                if msg.type == WSMsgType.PING:
+                    if client.stalled_until <= now:
+                        await ws.pong(msg.data)
+                    continue
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                client.control_times.append(now)
+                recent = [t for t in client.control_times if now - t < 1.0]
+                if len(recent) > binance.MAX_INCOMING_MESSAGES_PER_S:
+                    # What the exchange does to a client that floods it.
+                    self.rate_violations += 1
+                    await ws.close(code=1008, message=b"Too many requests")
+                    break
+                await ws.send_str(self._control_reply(client, msg.data))
+        finally:
+            self.clients.discard(client)
+        return ws
+
+    def _control_reply(self, client: _Client, text: str) -> str:
+        try:
+            req = orjson.loads(text)
+            method, request_id = req["method"], req.get("id")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return orjson.dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}).decode()
+        params = req.get("params", [])
+        if method == "SUBSCRIBE":
+            client.streams.update(params)
+            result: Any = None
+        elif method == "UNSUBSCRIBE":
+            client.streams.difference_update(params)
+            result = None
+        elif method == "LIST_SUBSCRIPTIONS":
+            result = sorted(client.streams)
+        else:
+            return orjson.dumps(
+                {"error": {"code": 2, "msg": "Invalid request"}, "id": request_id}
+            ).decode()
+        return orjson.dumps({"result": result, "id": request_id}).decode()
+
+    # --- REST ---
+    def _weight(self, weight: int) -> int:
+        now = time.monotonic()
+        self.used_weight.append((now, weight))
+        while self.used_weight and now - self.used_weight[0][0] > 60:
+            self.used_weight.popleft()
+        return sum(w for _, w in self.used_weight)
+
+    async def depth_handler(self, request: web.Request) -> web.Response:
+        symbol = request.query.get("symbol", "").upper()
+        limit = int(request.query.get("limit", "100"))
+        used = self._weight(binance.depth_weight(limit))
+        headers = {binance.USED_WEIGHT_HEADER: str(used)}
+        if self.faults.throttle > 0:
+            self.faults.throttle -= 1
+            headers["Retry-After"] = "1"
+            body = {"code": binance.ERROR_TOO_MANY_REQUESTS, "msg": "Too many requests."}
+            return web.json_response(body, status=binance.HTTP_TOO_MANY_REQUESTS, headers=headers)
+        truth = self._truth.get(symbol)
+        if truth is None:
+            return web.json_response(
+                {"code": -1121, "msg": "Invalid symbol."}, status=400, headers=headers
+            )
+        if truth.state is not SyncState.LIVE:
+            waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self._waiting[symbol].append(waiter)
+            body_bytes = await waiter
+            return web.Response(body=body_bytes, content_type="application/json", headers=headers)
+        bid_px, bid_qty = truth.book.bids(limit)
+        ask_px, ask_qty = truth.book.asks(limit)
+        doc = {
+            "lastUpdateId": truth.last_update_id,
+            "bids": _format_levels(bid_px, bid_qty),
+            "asks": _format_levels(ask_px, ask_qty),
+        }
+        return web.Response(
+            body=orjson.dumps(doc), content_type="application/json", headers=headers
+        )
+
+    async def exchange_info_handler(self, request: web.Request) -> web.Response:
+        wanted = set(self.symbols)
+        if "symbol" in request.query:
+            wanted = {request.query["symbol"].upper()}
+        elif "symbols" in request.query:
+            wanted = {s.upper() for s in orjson.loads(request.query["symbols"])}
+        symbols = [
+            {
+                "symbol": s,
+                "status": "TRADING",
+                "filters": [
+                    {
+                        "filterType": "PRICE_FILTER",
+                        "tickSize": f"{self.tick_sizes.get(s, 1e-8):.8f}",
+                    }
+                ],
+            }
+            for s in sorted(wanted & set(self.symbols))
+        ]
+        return web.json_response({"timezone": "UTC", "symbols": symbols})
+
+    async def ticker_handler(self, request: web.Request) -> web.Response:
+        def entry(symbol: str) -> dict[str, Any]:
+            v = self.volumes.get(
+                symbol, {"volume": 0.0, "quoteVolume": 0.0, "count": 0, "lastPrice": 0.0}
+            )
+            return {
+                "symbol": symbol,
+                "lastPrice": f"{v['lastPrice']:.8f}",
+                "volume": f"{v['volume']:.8f}",
+                "quoteVolume": f"{v['quoteVolume']:.8f}",
+                "count": int(v["count"]),
+            }
+
+        if "symbol" in request.query:
+            return web.json_response(entry(request.query["symbol"].upper()))
+        return web.json_response([entry(s) for s in self.symbols])
+
+    # --- fault switches ---
+    async def fault_handler(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind not in FAULT_KINDS:
+            return web.json_response(
+                {"error": f"unknown fault {kind!r}", "kinds": FAULT_KINDS}, status=400
+            )
+        symbol = request.query.get("symbol")
+        count = int(request.query.get("count", "1"))
+        seconds = float(request.query.get("seconds", "5"))
+        if kind == "disconnect":
+            for client in list(self.clients):
+                await client.ws.close(code=1001, message=b"replay disconnect")
+        elif kind == "stall":
+            until = time.monotonic() + seconds
+            for client in self.clients:
+                client.stalled_until = until
+        elif kind == "shutdown":
+            notice = orjson.dumps({"e": "serverShutdown", "E": time.time_ns() // 1_000_000})
+            for client in list(self.clients):
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await client.ws.send_frame(notice, WSMsgType.TEXT)
+        elif kind == "throttle":
+            self.faults.throttle += count
+        else:
+            self.faults.pending[(kind, symbol.upper() if symbol else None)] += count
+        return web.json_response({"ok": True, "kind": kind})
+
+    async def status_handler(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "clients": len(self.clients),
+                "subscriptions": sorted({s for c in self.clients for s in c.streams}),
+                "position": self.position,
+                "lines": len(self.lines),
+                "loop": self.loop_index,
+                "finished": self.finished.is_set(),
+                "sent": self.sent,
+                "rate_violations": self.rate_violations,
+                "truth": {s: t.last_update_id for s, t in self._truth.items()},
+            }
+        )
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/stream", self.ws_handler)
+        app.router.add_get(binance.DEPTH_PATH, self.depth_handler)
+        app.router.add_get(binance.EXCHANGE_INFO_PATH, self.exchange_info_handler)
+        app.router.add_get(binance.TICKER_24H_PATH, self.ticker_handler)
+        app.router.add_post("/_replay/fault/{kind}", self.fault_handler)
+        app.router.add_get("/_replay/status", self.status_handler)
+        return app
+
+
+def _stream_of(frame: bytes) -> str:
+    if frame.startswith(b'{"stream":"'):
+        end = frame.find(b'"', 11)
+        return frame[11:end].decode()
+    return ""
+
+
+def _shift_ids(frame: bytes, offset: int, is_snapshot: bool) -> bytes:
+    doc = orjson.loads(frame)
+    if is_snapshot:
+        doc["lastUpdateId"] += offset
+        return orjson.dumps(doc)
+    data = doc["data"]
+    for key in ("U", "u", "t"):
+        if key in data:
+            data[key] += offset
+    return orjson.dumps(doc)
+
+
+async def serve(replay: Replay, host: str, port: int) -> tuple[web.AppRunner, int]:
+    import socket
+
+    runner = web.AppRunner(replay.app(), access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))  # port 0: the kernel picks a free one, and we learn which
+    site = web.SockSite(runner, sock)
+    await site.start()
+    return runner, sock.getsockname()[1]

@@ -1,0 +1,269 @@
+"""A feed shard: serves the symbols its routing-table entry assigns it, from websocket to Kafka.
+
+Tasks (one TaskGroup): the routing-file watcher (a change resubscribes in place), one
+`StreamConnection` per <=1024 streams, the snapshot scheduler (staggered, backed off, within the
+weight budget), producer polling and the metrics/health endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantcore.feed import binance
+from quantcore.feed.binance import StreamConfig
+from quantcore.feed.connection import ConnectionSettings, StreamConnection
+from quantcore.feed.normalizer import Normalizer
+from quantcore.feed.producer import FeedProducer, Topics
+from quantcore.feed.snapshots import SnapshotClient, SnapshotError, backoff
+from quantcore.routing import RoutingTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    routing_path: Path
+    shard: int
+    bootstrap: str
+    ws_url: str
+    rest_url: str
+    levels: int = 20
+    metrics_port: int | None = None
+    topics: Topics = field(default_factory=Topics)
+    streams: StreamConfig = field(default_factory=StreamConfig)
+    connection: ConnectionSettings = field(default_factory=ConnectionSettings)
+    snapshot_limit: int = binance.SNAPSHOT_LIMIT
+    snapshot_concurrency: int = 4
+    weight_share: float = 0.5
+    routing_poll_s: float = 0.5
+    producer_config: dict[str, Any] = field(default_factory=dict)
+
+
+class Shard:
+    def __init__(self, config: ShardConfig) -> None:
+        self.config = config
+        self.table: RoutingTable | None = None
+        self.routing_errors = 0
+        self.started_at = time.monotonic()
+        self.symbol_added_at: dict[str, float] = {}
+        self._partitions: dict[str, int] = {}
+        self._connection_of: dict[str, StreamConnection] = {}
+        self.connections: list[StreamConnection] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self.ready = asyncio.Event()  # set once the first routing table was applied
+        self.producer: FeedProducer | None = None
+        self.normalizer: Normalizer | None = None
+        self.snapshots: SnapshotClient | None = None
+
+    # --- lifecycle ---
+    async def run(self) -> None:
+        cfg = self.config
+        self.producer = FeedProducer(
+            cfg.bootstrap, cfg.topics, self._partitions.get, config=cfg.producer_config
+        )
+        self.normalizer = Normalizer(
+            self.producer.emit,
+            levels=cfg.levels,
+            partial_books=not cfg.streams.diff_depth and bool(cfg.streams.partial_levels),
+        )
+        self.snapshots = SnapshotClient(
+            cfg.rest_url, weight_share=cfg.weight_share, limit=cfg.snapshot_limit
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._watch_routing(), name="routing")
+                tg.create_task(self._schedule_snapshots(), name="snapshots")
+                tg.create_task(self._poll_producer(), name="producer-poll")
+                if cfg.metrics_port is not None:
+                    from quantcore.feed.metrics import serve_metrics
+
+                    tg.create_task(serve_metrics(self, cfg.metrics_port), name="metrics")
+        finally:
+            await self.snapshots.close()
+            remaining = await asyncio.to_thread(self.producer.flush, 30.0)
+            if remaining:
+                log.error("%d records not acknowledged at shutdown", remaining)
+
+    # --- routing ---
+    async def _watch_routing(self) -> None:
+        path = self.config.routing_path
+        seen: tuple[int, int, int] | None = None
+        while True:
+            try:
+                st = os.stat(path)
+                signature: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except FileNotFoundError:
+                signature = None
+            if signature is not None and signature != seen:
+                seen = signature
+                try:
+                    table = RoutingTable.from_json(path.read_text())
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    # A half-written or broken file: keep serving the table we have.
+                    self.routing_errors += 1
+                    log.error(
+                        "routing file %s unreadable, keeping the current table: %s", path, exc
+                    )
+                else:
+                    self.apply_table(table)
+            await asyncio.sleep(self.config.routing_poll_s)
+
+    def apply_table(self, table: RoutingTable) -> None:
+        """Move to a new routing table: subscribe added symbols, drop removed ones, in place."""
+        assert self.normalizer is not None
+        if self.table is not None and table.version < self.table.version:
+            log.warning("ignoring routing table version %d < %d", table.version, self.table.version)
+            return
+        shard = self.config.shard
+        want = {r.symbol: r.partition for r in table.routes if r.shard == shard}
+        have = set(self.normalizer.symbols)
+        self.table = table
+        for symbol in sorted(have - want.keys()):
+            self._partitions.pop(symbol, None)
+            self.normalizer.remove_symbol(symbol)
+            self.symbol_added_at.pop(symbol, None)
+            conn = self._connection_of.pop(symbol, None)
+            if conn is not None:
+                conn.unsubscribe(self.config.streams.streams(symbol))
+        self._partitions.update(want)
+        for symbol in sorted(want.keys() - have):
+            self.normalizer.add_symbol(symbol)
+            self.symbol_added_at[symbol] = time.monotonic()
+            conn = self._connection_with_room(len(self.config.streams.streams(symbol)))
+            conn.subscribe(self.config.streams.streams(symbol))
+            self._connection_of[symbol] = conn
+        log.info("routing v%d: serving %d symbols", table.version, len(want))
+        self.ready.set()
+
+    def _connection_with_room(self, streams: int) -> StreamConnection:
+        for conn in self.connections:
+            if len(conn.streams) + streams <= binance.MAX_STREAMS_PER_CONNECTION:
+                return conn
+        conn = StreamConnection(
+            f"shard{self.config.shard}-conn{len(self.connections)}",
+            self.config.ws_url,
+            self._on_frame,
+            self._on_lost,
+            self.config.connection,
+        )
+        self.connections.append(conn)
+        assert self._tg is not None
+        self._tg.create_task(conn.run(), name=conn.name)
+        return conn
+
+    # --- data path ---
+    def _on_frame(self, frame: bytes, recv_ns: int) -> None:
+        assert self.normalizer is not None
+        self.normalizer.on_frame(frame, recv_ns)
+
+    def _on_lost(self, streams: set[str], reason: str) -> None:
+        assert self.normalizer is not None
+        now = time.time_ns()
+        for symbol in {binance.symbol_of_stream(s) for s in streams}:
+            self.normalizer.reset(symbol, reason, now)
+
+    async def _poll_producer(self) -> None:
+        assert self.producer is not None
+        while True:
+            self.producer.poll()
+            await asyncio.sleep(0.05)
+
+    # --- snapshots ---
+    async def _schedule_snapshots(self) -> None:
+        assert self.normalizer is not None
+        normalizer = self.normalizer
+        inflight: set[str] = set()
+        not_before: dict[str, float] = {}
+        limit = asyncio.Semaphore(self.config.snapshot_concurrency)
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                now = time.monotonic()
+                for symbol, sync in list(normalizer.syncs.items()):
+                    if symbol in inflight or not sync.wants_snapshot:
+                        continue
+                    due = not_before.setdefault(symbol, now + backoff(sync.attempts))
+                    if now >= due:
+                        inflight.add(symbol)
+                        tg.create_task(self._fetch(symbol, limit, inflight, not_before))
+                await asyncio.sleep(0.05)
+
+    async def _fetch(
+        self,
+        symbol: str,
+        limit: asyncio.Semaphore,
+        inflight: set[str],
+        not_before: dict[str, float],
+    ) -> None:
+        import aiohttp
+
+        assert self.normalizer is not None
+        assert self.snapshots is not None
+        try:
+            async with limit:
+                if symbol not in self.normalizer.tick_sizes:
+                    self.normalizer.tick_sizes.update(await self.snapshots.tick_sizes([symbol]))
+                response = await self.snapshots.depth(symbol)
+            if symbol in self.normalizer.syncs:
+                self.normalizer.on_snapshot_body(response.body, symbol, response.recv_ns)
+        except (SnapshotError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("snapshot %s failed: %r", symbol, exc)
+            sync = self.normalizer.syncs.get(symbol)
+            if sync is not None:
+                sync.attempts += 1
+        finally:
+            inflight.discard(symbol)
+            not_before.pop(symbol, None)
+
+    # --- state for metrics and health ---
+    def health(self) -> dict[str, Any]:
+        assert self.normalizer is not None
+        assert self.producer is not None
+        now = time.monotonic()
+        symbols = {}
+        healthy = self.table is not None
+        for symbol, sync in self.normalizer.syncs.items():
+            c = sync.counters
+            symbols[symbol] = {
+                "state": sync.state.value,
+                "applied": c.applied,
+                "dropped": c.dropped,
+                "gaps": c.gaps,
+                "crossed": c.crossed,
+                "resyncs": c.resyncs,
+                "stale_snapshots": c.stale_snapshots,
+                "last_update_id": sync.last_update_id,
+            }
+            if sync.state.value != "live" and now - self.symbol_added_at.get(symbol, now) > 60:
+                healthy = False
+        return {
+            "healthy": healthy,
+            "shard": self.config.shard,
+            "routing_version": self.table.version if self.table else None,
+            "routing_errors": self.routing_errors,
+            "symbols": symbols,
+            "quarantined": dict(self.normalizer.quarantined),
+            "messages": dict(self.normalizer.messages),
+            "produced": self.producer.produced,
+            "delivered": self.producer.delivered,
+            "delivery_failed": self.producer.failed,
+            "connections": [
+                {
+                    "name": c.name,
+                    "connected": c.connected,
+                    "streams": len(c.streams),
+                    "connects": c.connects,
+                    "reconnects": c.reconnects,
+                    "handovers": c.handovers,
+                    "stale": c.stale,
+                    "control_sent": c.control_sent,
+                }
+                for c in self.connections
+            ],
+        }
