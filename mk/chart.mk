@@ -6,6 +6,9 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV_HOME := $(QUANTCORE_CACHE)/tools/checkov-$(CHECKOV_VERSION)
 CHECKOV := $(CHECKOV_HOME)/bin/checkov
 CHART_RENDER := .dev/chart
+# helm built by `go install` has no default Kubernetes version: render for the test ground's.
+KUBE_VERSION = $(shell $(BIN)/python -c 'from quantcore.devcluster import versions; print(versions.KUBERNETES)')
+HELM_BIN = $(shell $(BIN)/python -c 'from quantcore.devcluster import binaries; print(binaries.ensure_helm())')
 
 .PHONY: helm chart-rbac chart-lint chart-render chart-checkov checkov
 
@@ -18,14 +21,13 @@ chart-rbac: setup
 	$(BIN)/python charts/rbac_rules.py > $(CHART)/files/rbac.yaml
 
 chart-lint: helm
-	$$($(BIN)/python -c 'from quantcore.devcluster import binaries; print(binaries.ensure_helm())') \
-	  lint --strict $(CHART) --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true
+	$(HELM_BIN) lint --strict $(CHART) --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true
 
 # Everything the chart can create, rendered to $(CHART_RENDER)/all.yaml for scanners.
 chart-render: helm
 	mkdir -p $(CHART_RENDER)
-	$$($(BIN)/python -c 'from quantcore.devcluster import binaries; print(binaries.ensure_helm())') \
-	  template quantcore $(CHART) --namespace quantcore --include-crds \
+	$(HELM_BIN) template quantcore $(CHART) --namespace quantcore --include-crds \
+	  --kube-version $(KUBE_VERSION) \
 	  --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true > $(CHART_RENDER)/all.yaml
 
 checkov: $(CHECKOV)

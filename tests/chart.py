@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from quantcore.devcluster import binaries
+from quantcore.devcluster import binaries, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "quantcore"
@@ -54,7 +54,18 @@ def template_text(
     namespace: str = "quantcore",
     include_crds: bool = False,
 ) -> str:
-    args = ["template", release, str(CHART), "--namespace", namespace, *set_args(values)]
+    # A helm built by `go install` carries no default Kubernetes version stamp: render for the
+    # release the test ground runs, which the chart's kubeVersion accepts.
+    args = [
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        versions.KUBERNETES,
+        *set_args(values),
+    ]
     if include_crds:
         args.append("--include-crds")
     return run_helm(*args).stdout

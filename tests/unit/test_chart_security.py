@@ -43,9 +43,9 @@ FEEDS: dict[str, dict[str, Any]] = {
 }
 
 
-def planned_objects(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def planned_objects(spec: dict[str, Any], namespace: str = "default") -> list[dict[str, Any]]:
     body = {k: v for k, v in spec.items() if v is not None}
-    feed = planner.sample_feed(**body)
+    feed = planner.sample_feed(namespace=namespace, **body)
     if "symbols" in spec and spec["symbols"] is None:
         feed = feed.model_copy(update={"spec": feed.spec.model_copy(update={"symbols": None})})
     symbols = [f"S{i}USDT" for i in range(45)]
@@ -111,7 +111,7 @@ def test_only_the_operator_mounts_a_token() -> None:
 
 def run_checkov(*args: str) -> dict[str, Any]:
     result = subprocess.run(
-        [str(checkov_binary()), "--quiet", "--output", "json", "--skip-download", *args],
+        [str(checkov_binary()), "--output", "json", "--skip-download", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -148,17 +148,25 @@ def test_checkov_passes_the_rendered_manifests(tmp_path: Path) -> None:
     # Offline checkov reports no severities, so every failure counts, not only high ones.
     assert report["failed"] == [], describe(report["failed"])
     assert report["passed"] > 50, "checkov ran its Kubernetes checks"
+    assert report["skipped"], "the suppressions beside the templates were read"
     for skipped in report["skipped"]:
-        assert len(skipped.get("suppress_comment") or "") > 15, f"no reason for {skipped}"
+        reason = skipped["check_result"].get("suppress_comment") or ""
+        assert len(reason) > 15, f"{skipped['check_id']} is suppressed without a reason"
 
 
 def test_checkov_passes_the_planned_workloads(tmp_path: Path) -> None:
     manifest = tmp_path / "planned.yaml"
-    objects = [o for o in planned_objects(FEEDS["autoscaled"]) if o["kind"] != "SparkApplication"]
-    manifest.write_text(yaml.safe_dump_all(objects))
+    planned = planned_objects(FEEDS["autoscaled"], namespace="markets")
+    # checkov does not know SparkApplication; its pods are checked above.
+    objects = [o for o in planned if o["kind"] != "SparkApplication"]
+    # The chart's NetworkPolicies for the feed's namespace belong to the same deployment.
+    policies = of_kind(render({"networkPolicies.namespaces": ["markets"]}), "NetworkPolicy")
+    manifest.write_text(yaml.safe_dump_all([*objects, *policies]))
     report = run_checkov("--framework", "kubernetes", "-f", str(manifest))
     failed = [f for f in report["failed"] if f["check_id"] not in PLANNED_ACCEPTED]
     assert failed == [], describe(failed)
+    # No stale acceptances: each one still names a check that fails for the planned pods.
+    assert {f["check_id"] for f in report["failed"]} == set(PLANNED_ACCEPTED)
 
 
 # Checks the operator's workloads fail for reasons the design accepts; the reason sits here,
@@ -167,13 +175,12 @@ PLANNED_ACCEPTED = {
     "CKV_K8S_43": "images are pinned by tag in the MarketFeed spec; digests are the user's choice",
     "CKV_K8S_40": "uids come from the images (10001, redis 999); high-uid rule is advisory",
     "CKV_K8S_15": "imagePullPolicy defaults to IfNotPresent for pinned tags",
-    "CKV_K8S_35": "no secrets are used, so none are mounted as files or env",
-    "CKV_K8S_21": "objects live in the MarketFeed's namespace, set when applied",
     "CKV_K8S_11": "feed shards and Redis set no CPU limit on purpose: throttling adds latency",
-    "CKV_K8S_31": "seccomp is set in securityContext (RuntimeDefault), not the legacy annotation",
-    "CKV_K8S_8": "feed shards have no liveness probe yet; their health endpoint is planned",
-    "CKV_K8S_9": "feed shards have no readiness probe yet; they serve no traffic",
-    "CKV_K8S_38": "tokens are off for every planned pod; the check also flags the default",
+    # Known gaps of the operator's pod specs (reported, not hidden): no liveness probes, and
+    # feed shards without a readiness probe (they serve no traffic, but a probe would gate
+    # rollouts on a healthy websocket).
+    "CKV_K8S_8": "operator gap: planned pods have no liveness probe yet",
+    "CKV_K8S_9": "operator gap: feed shards have no readiness probe yet",
 }
 
 
