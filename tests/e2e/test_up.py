@@ -1,0 +1,203 @@
+"""`quantcore up --source replay` end to end: Kafka, Redis, replay, feed shards, the Spark job
+and the gRPC server as real processes. A gRPC client subscribes to both recorded symbols and
+every book value it receives must equal a reference computed here, independently, from the
+book record with the same sequence on the Kafka `book` topic. Ctrl-C then stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from quantcore import events
+from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
+
+pytestmark = pytest.mark.e2e
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+READY = re.compile(r"READY .* grpc (\S+), kafka (\S+), redis (\S+)")
+
+
+def reference(record: events.BookRecord) -> dict[str, float]:
+    """Mid, spread and order book imbalance straight from the definitions in signals.proto."""
+    bid, ask = record.bid_px[0], record.ask_px[0]
+    ref = {
+        "best_bid": bid,
+        "best_ask": ask,
+        "best_bid_qty": record.bid_qty[0],
+        "best_ask_qty": record.ask_qty[0],
+        "mid": (bid + ask) / 2,
+        "spread": ask - bid,
+    }
+    for n in (1, 5, 10, 20):
+        b, a = sum(record.bid_qty[:n]), sum(record.ask_qty[:n])
+        ref[f"obi_{n}"] = (b - a) / (b + a) if b + a else 0.0
+    return ref
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root` (children of children included)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Output:
+    """Collects a child's output lines on a thread, so reading never blocks the test."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: re.Pattern[str], proc: subprocess.Popen[str], timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if m := pattern.search(line):
+                    return m
+            if proc.poll() is not None:
+                time.sleep(0.5)
+                pytest.fail(f"quantcore up exited with {proc.returncode}:\n{self.text()}")
+            time.sleep(0.5)
+        pytest.fail(f"quantcore up not ready after {timeout:.0f}s:\n{self.text()}")
+
+
+async def collect(target: str, per_symbol: int) -> list[signals_pb2.SignalUpdate]:
+    got: list[signals_pb2.SignalUpdate] = []
+    counts = dict.fromkeys(SYMBOLS, 0)
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = marketdata_pb2_grpc.MarketDataStub(channel).Subscribe(
+            marketdata_pb2.SubscribeRequest(symbols=list(SYMBOLS))
+        )
+        async with asyncio.timeout(300):
+            async for update in call:
+                got.append(update)
+                if update.WhichOneof("body") == "book":
+                    counts[update.symbol] += 1
+                if all(c >= per_symbol for c in counts.values()):
+                    break
+        call.cancel()
+    return got
+
+
+def book_records(
+    bootstrap: str, wanted: set[tuple[str, int]]
+) -> dict[tuple[str, int], events.BookRecord]:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"e2e-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([events.BOOK_TOPIC])
+    found: dict[tuple[str, int], events.BookRecord] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while not wanted <= set(found) and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error() is not None or msg.value() is None:
+                continue
+            record = events.BookRecord.model_validate_json(msg.value() or b"")
+            if (record.symbol, record.seq) in wanted:
+                found[(record.symbol, record.seq)] = record
+    finally:
+        consumer.close()
+    return found
+
+
+def test_up_replay_serves_reference_values_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "quantcore.cli", "up", "--source", "replay", "--no-view"]
+    argv += ["--port", "0", "--dir", str(tmp_path / "up"), "--symbols", *SYMBOLS]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    out = Output(proc)
+    try:
+        ready = out.wait_for(READY, proc, timeout=900)
+        target, bootstrap = ready.group(1).rstrip(","), ready.group(2).rstrip(",")
+        assert "source: REPLAY" in out.text()
+
+        updates = asyncio.run(collect(target, per_symbol=40))
+        books = [u for u in updates if u.WhichOneof("body") == "book"]
+        assert {u.symbol for u in books} == set(SYMBOLS)
+        # Per (symbol, kind), sequences only grow.
+        last: dict[tuple[str, str], int] = {}
+        for u in updates:
+            key = (u.symbol, u.WhichOneof("body") or "")
+            assert u.sequence > last.get(key, -1), f"{key} went back to {u.sequence}"
+            last[key] = u.sequence
+
+        records = book_records(bootstrap, {(u.symbol, u.sequence) for u in books})
+        missing = {(u.symbol, u.sequence) for u in books} - set(records)
+        assert not missing, f"updates with no book record of that sequence: {sorted(missing)[:5]}"
+        for u in books:
+            expected = reference(records[(u.symbol, u.sequence)])
+            for name, value in expected.items():
+                got = getattr(u.book, name)
+                assert got == pytest.approx(value, rel=1e-9, abs=1e-12), (
+                    f"{u.symbol} seq {u.sequence} {name}: served {got}, reference {value}"
+                )
+            assert u.hops.feed_receive_ns > 0
+            assert u.hops.server_receive_ns >= u.hops.sink_write_ns > 0
+
+        children = descendants(proc.pid)
+        assert children, "quantcore up has no child processes"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            code = proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, out.text()
+    assert "none left running" in out.text()
+    survivors = [pid for pid in children if alive(pid)]
+    assert not survivors, f"processes left after Ctrl-C: {survivors}"
