@@ -1,0 +1,367 @@
+"""End-to-end latency, feed receive -> client receive, decomposed per hop, beside a baseline
+server that polls Redis every 500 ms (as the seed project first did), in the same run.
+
+    python -m bench.end_to_end [--source up|synthetic] [--seconds 30]
+
+--source up (default): `quantcore up --source replay` (Kafka, Redis, replay, feed shards, the
+Spark job, the server); the recordings hold 2 symbols at 10 Hz of depth diffs.
+--source synthetic: no feed or Spark; a writer stamps feed_receive_ns and writes 30 symbols x
+10 Hz with the sink's layout, so only sink -> Redis -> server -> client is real.
+
+Both servers (ours: pub/sub push; baseline: 500 ms poll) read the same Redis; one client
+per server subscribes to every symbol; figures come from the hop stamps in each update.
+Goal: p99 <= 50 ms end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
+
+ROOT = Path(__file__).parents[1]
+HOPS = (
+    ("feed_receive_ns", "feed_publish_ns", "feed: receive -> producer"),
+    ("feed_publish_ns", "kafka_append_ns", "Kafka append"),
+    ("kafka_append_ns", "stream_compute_ns", "Spark: Kafka -> computed"),
+    ("stream_compute_ns", "sink_write_ns", "sink: encode"),
+    ("sink_write_ns", "server_receive_ns", "Redis write -> server has it"),
+    ("server_receive_ns", "server_send_ns", "server: queue -> write"),
+    ("server_send_ns", "client_ns", "gRPC -> client"),
+)
+READY = re.compile(r"READY .* grpc (\S+), kafka (\S+), redis (\S+)")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class PollingServer:
+    """The baseline: Subscribe answers by reading Redis every `period_s`, no pub/sub."""
+
+    def __init__(self, redis_url: str, period_s: float = 0.5) -> None:
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.period_s = period_s
+        self.server = grpc.aio.server()
+        self.port = 0
+
+    async def subscribe(
+        self, request: marketdata_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        from quantcore import signalstore
+        from quantcore.serve.encoding import stamped
+        from quantcore.serve.snapshot import read_latest
+
+        seen: dict[tuple[str, str], int] = {}
+        while True:
+            for update in await read_latest(self.redis, request.symbols, signalstore.KINDS):
+                if update.sequence > seen.get(update.key, -1):
+                    seen[update.key] = update.sequence
+                    yield stamped(update.payload, update.server_receive_ns, time.time_ns())
+            await asyncio.sleep(self.period_s)
+
+    async def start(self) -> str:
+        handler = grpc.method_handlers_generic_handler(
+            "quantcore.v1.MarketData",
+            {
+                "Subscribe": grpc.unary_stream_rpc_method_handler(
+                    self.subscribe,
+                    request_deserializer=marketdata_pb2.SubscribeRequest.FromString,
+                    response_serializer=None,
+                )
+            },
+        )
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        await self.server.stop(0.5)
+        await self.redis.aclose()
+
+
+async def measure(
+    target: str, symbols: list[str], seconds: float
+) -> list[tuple[signals_pb2.SignalUpdate, int]]:
+    out: list[tuple[signals_pb2.SignalUpdate, int]] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = marketdata_pb2_grpc.MarketDataStub(channel).Subscribe(
+            marketdata_pb2.SubscribeRequest(symbols=symbols, kinds=["book"])
+        )
+        start_ns = time.time_ns()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                async for update in call:
+                    now = time.time_ns()
+                    # Snapshot values are old by design: count only what was fed after we joined.
+                    if update.hops.feed_receive_ns >= start_ns:
+                        out.append((update, now))
+        call.cancel()
+    return out
+
+
+def report(name: str, samples: list[tuple[signals_pb2.SignalUpdate, int]]) -> None:
+    live = [(u, t) for u, t in samples if u.hops.feed_receive_ns]
+    print(f"{name}: {len(live)} book updates")
+    if not live:
+        return
+    total = [(t - u.hops.feed_receive_ns) / 1e6 for u, t in live]
+    print(
+        f"  end to end (feed receive -> client)   p50 {pct(total, 0.5):7.1f} ms"
+        f"  p99 {pct(total, 0.99):7.1f} ms"
+    )
+    for start, end, label in HOPS:
+        deltas = []
+        for u, t in live:
+            a = getattr(u.hops, start)
+            b = t if end == "client_ns" else getattr(u.hops, end)
+            if a and b:
+                deltas.append((b - a) / 1e6)
+        if deltas:
+            print(f"    {label:34} p50 {pct(deltas, 0.5):7.1f} ms  p99 {pct(deltas, 0.99):7.1f} ms")
+
+
+def visibility(
+    samples: list[tuple[signals_pb2.SignalUpdate, int]], written: dict[str, list[tuple[int, int]]]
+) -> list[float]:
+    """Per write: ms until the client held that value or a newer one (skipped values count
+    as seen when their successor arrives: that is what a reader of "the latest" experiences)."""
+    seen: dict[str, list[tuple[int, int]]] = {}
+    for u, t in samples:
+        seen.setdefault(u.symbol, []).append((u.sequence, t))
+    out = []
+    for symbol, writes in written.items():
+        arrivals = seen.get(symbol, [])
+        if not arrivals:
+            continue
+        first_seq = arrivals[0][0]
+        i = 0
+        for seq, write_ns in writes:
+            if seq < first_seq or seq > arrivals[-1][0]:
+                continue  # before the client joined, or after it left
+            while arrivals[i][0] < seq:
+                i += 1
+            out.append((arrivals[i][1] - write_ns) / 1e6)
+    return out
+
+
+async def compare(
+    target: str,
+    redis_url: str,
+    symbols: list[str],
+    seconds: float,
+    written: dict[str, list[tuple[int, int]]] | None = None,
+) -> None:
+    baseline = PollingServer(redis_url)
+    baseline_target = await baseline.start()
+    try:
+        ours, polled = await asyncio.gather(
+            measure(target, symbols, seconds), measure(baseline_target, symbols, seconds)
+        )
+    finally:
+        await baseline.stop()
+    for name, samples in (
+        ("push (quantcore serve: one pub/sub subscription, conflating queues)", ours),
+        ("baseline (polls Redis every 500 ms)", polled),
+    ):
+        report(name, samples)
+        if written:
+            v = visibility(samples, written)
+            print(
+                f"  write -> client holds it or newer ({len(v)} writes)"
+                f"  p50 {pct(v, 0.5):7.1f} ms  p99 {pct(v, 0.99):7.1f} ms"
+            )
+
+
+# --- synthetic source ---------------------------------------------------------------------
+
+
+async def synthetic_writer(
+    redis_url: str,
+    symbols: list[str],
+    rate: float,
+    stop: asyncio.Event,
+    written: dict[str, list[tuple[int, int]]],
+) -> None:
+    import redis.asyncio as aioredis
+
+    from quantcore import signalstore
+
+    client = aioredis.Redis.from_url(redis_url)
+    script = client.register_script(
+        "redis.call('HSET', KEYS[1], ARGV[1] .. '_seq', ARGV[2], ARGV[1], ARGV[3]);"
+        "redis.call('SADD', KEYS[2], ARGV[4]); redis.call('PUBLISH', ARGV[5], ARGV[3]); return 1"
+    )
+    seq = int(time.time() * 1000)
+    period = 1.0 / rate
+    next_tick = time.monotonic()
+    # Spread the symbols over the period, as independent markets would be.
+    offsets = sorted(random.random() * period for _ in symbols)
+    try:
+        while not stop.is_set():
+            seq += 1
+            for symbol, offset in zip(symbols, offsets, strict=True):
+                await asyncio.sleep(max(0.0, next_tick + offset - time.monotonic()))
+                now = time.time_ns()
+                update = signals_pb2.SignalUpdate(
+                    symbol=symbol,
+                    sequence=seq,
+                    hops=signals_pb2.Hops(feed_receive_ns=now, sink_write_ns=now),
+                    book=signals_pb2.BookSignals(mid=100.0),
+                )
+                written.setdefault(symbol, []).append((seq, now))
+                await script(
+                    keys=[signalstore.state_key(symbol), signalstore.SYMBOLS_KEY],
+                    args=[
+                        "book",
+                        seq,
+                        update.SerializeToString(),
+                        symbol,
+                        signalstore.channel(symbol),
+                    ],
+                )
+            next_tick += period
+    finally:
+        await client.aclose()
+
+
+def run_synthetic(args: argparse.Namespace) -> None:
+    from quantcore.devservices.ports import free_port
+    from quantcore.devservices.redis import RedisServer
+
+    symbols = [f"S{i:03d}USDT" for i in range(args.symbols)]
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        redis = RedisServer(Path(tmp) / "redis")
+        redis_url = redis.start()
+        port = free_port()
+        log = Path(tmp) / "serve.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "quantcore.cli",
+                    "serve",
+                    "--redis",
+                    redis_url,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            while "listening on" not in log.read_text():
+                if server.poll() is not None:
+                    raise SystemExit(log.read_text())
+                time.sleep(0.1)
+
+            async def main() -> None:
+                stop = asyncio.Event()
+                written: dict[str, list[tuple[int, int]]] = {}
+                writer = asyncio.create_task(
+                    synthetic_writer(redis_url, symbols, args.rate, stop, written)
+                )
+                await asyncio.sleep(1.0)
+                await compare(f"127.0.0.1:{port}", redis_url, symbols, args.seconds, written)
+                stop.set()
+                await writer
+
+            print(
+                f"synthetic source: {len(symbols)} symbols x {args.rate:g} Hz; hops before the "
+                "sink are not exercised (feed_receive_ns is stamped at the sink write)"
+            )
+            asyncio.run(main())
+        finally:
+            server.terminate()
+            server.wait(30)
+            redis.stop()
+
+
+def run_up(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-up-") as tmp:
+        argv = [
+            sys.executable,
+            "-m",
+            "quantcore.cli",
+            "up",
+            "--source",
+            "replay",
+            "--no-view",
+            "--port",
+            "0",
+            "--dir",
+            str(Path(tmp) / "up"),
+            "--trigger",
+            args.trigger,
+        ]
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stdout is not None
+        try:
+            match = None
+            for line in proc.stdout:
+                print("  | " + line.rstrip())
+                if match := READY.search(line):
+                    break
+            if match is None:
+                raise SystemExit("quantcore up ended before it was ready")
+            target, redis_url = match.group(1).rstrip(","), match.group(3)
+            symbols = re.search(r"symbols ([A-Z0-9 ]+), grpc", line)
+            names = symbols.group(1).split() if symbols else ["BTCUSDT", "ETHUSDT"]
+            print(
+                f"full pipeline from replay: {len(names)} symbols ({' '.join(names)}), "
+                f"depth diffs at 10 Hz, trigger {args.trigger}"
+            )
+            asyncio.run(compare(target, redis_url, names, args.seconds))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source", choices=["up", "synthetic"], default="up")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--symbols", type=int, default=30, help="synthetic only")
+    parser.add_argument("--rate", type=float, default=10.0, help="synthetic only: Hz per symbol")
+    parser.add_argument("--trigger", choices=["realtime", "microbatch"], default="realtime")
+    args = parser.parse_args()
+    if args.source == "synthetic":
+        run_synthetic(args)
+    else:
+        run_up(args)
+
+
+if __name__ == "__main__":
+    main()
