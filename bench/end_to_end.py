@@ -31,6 +31,7 @@ from pathlib import Path
 
 import grpc
 
+from quantcore.client.stream import flatten
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
 
 ROOT = Path(__file__).parents[1]
@@ -68,15 +69,18 @@ class PollingServer:
         self, request: marketdata_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         from quantcore import signalstore
-        from quantcore.serve.encoding import stamped
+        from quantcore.serve.encoding import batch, stamped
         from quantcore.serve.snapshot import read_latest
 
         seen: dict[tuple[str, str], int] = {}
         while True:
+            fresh = []
             for update in await read_latest(self.redis, request.symbols, signalstore.KINDS):
                 if update.sequence > seen.get(update.key, -1):
                     seen[update.key] = update.sequence
-                    yield stamped(update.payload, update.server_receive_ns, time.time_ns())
+                    fresh.append(stamped(update.payload, update.server_receive_ns, time.time_ns()))
+            if fresh:
+                yield batch(fresh)
             await asyncio.sleep(self.period_s)
 
     async def start(self) -> str:
@@ -111,7 +115,7 @@ async def measure(
         start_ns = time.time_ns()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                async for update in call:
+                async for update in flatten(call):
                     now = time.time_ns()
                     # Snapshot values are old by design: count only what was fed after we joined.
                     if update.hops.feed_receive_ns >= start_ns:

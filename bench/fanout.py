@@ -71,7 +71,7 @@ async def clients(args: argparse.Namespace) -> dict[str, object]:
             await done.wait()
             call.cancel()
             return
-        async for update in call:
+        async for batch in call:
             now = time.time_ns()
             if first:
                 ready += 1
@@ -79,9 +79,10 @@ async def clients(args: argparse.Namespace) -> dict[str, object]:
                 if ready == args.streams:
                     all_ready.set()
             if measuring.is_set() and not done.is_set():
-                received += 1
-                if received % args.sample_every == 0:
-                    samples.append(now - update.hops.server_receive_ns)
+                for update in batch.updates:
+                    received += 1
+                    if received % args.sample_every == 0:
+                        samples.append(now - update.hops.server_receive_ns)
             if done.is_set():
                 break
         call.cancel()

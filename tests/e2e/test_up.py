@@ -21,6 +21,7 @@ import grpc
 import pytest
 
 from quantcore import events
+from quantcore.client.stream import flatten
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
 
 pytestmark = pytest.mark.e2e
@@ -109,7 +110,7 @@ async def collect(target: str, per_symbol: int) -> list[signals_pb2.SignalUpdate
             marketdata_pb2.SubscribeRequest(symbols=list(SYMBOLS))
         )
         async with asyncio.timeout(300):
-            async for update in call:
+            async for update in flatten(call):
                 got.append(update)
                 if update.WhichOneof("body") == "book":
                     counts[update.symbol] += 1

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from quantcore.client.stream import MarketDataClient, Subscription
+from quantcore.client.stream import MarketDataClient, Subscription, flatten
 from quantcore.devservices.ports import free_port
 from quantcore.devservices.redis import RedisServer
 from quantcore.serve.server import SERVICE_NAME, MarketDataServer, ServerConfig
@@ -63,11 +63,25 @@ def target(srv: MarketDataServer) -> str:
     return f"127.0.0.1:{srv.port}"
 
 
-async def read_n(call: grpc.aio.UnaryStreamCall, n: int) -> list[signals_pb2.SignalUpdate]:
+class Updates:
+    """The updates of one Subscribe call, read one at a time across batches."""
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+        self.call = call
+        self._it = flatten(call)
+
+    async def next(self) -> signals_pb2.SignalUpdate:
+        return await anext(self._it)
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+async def read_n(updates: Updates, n: int) -> list[signals_pb2.SignalUpdate]:
     out = []
     async with asyncio.timeout(30):
         for _ in range(n):
-            out.append(await call.read())
+            out.append(await updates.next())
     return out
 
 
@@ -78,7 +92,9 @@ async def test_snapshot_first_then_every_change(server: MarketDataServer, sink: 
         await sink.book("ETHUSDT", seq, 2_500.0 + seq)
     async with grpc.aio.insecure_channel(target(server)) as channel:
         stub = marketdata_pb2_grpc.MarketDataStub(channel)
-        call = stub.Subscribe(marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT", "ethusdt"]))
+        call = Updates(
+            stub.Subscribe(marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT", "ethusdt"]))
+        )
         first = await read_n(call, 2)
         assert {(u.symbol, u.sequence, u.book.mid) for u in first} == {
             ("BTCUSDT", 5, 60_005.0),
@@ -128,7 +144,7 @@ async def test_no_gap_and_no_duplicate_at_the_seam(
                 marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT"])
             )
             async with asyncio.timeout(60):
-                async for update in call:
+                async for update in flatten(call):
                     assert update.book.mid == float(update.sequence)
                     seen.append(update.sequence)
                     if update.sequence == last:
@@ -162,7 +178,7 @@ async def test_selection_interval_snapshot_and_symbols(
         # Field selection: only book.spread (plus the always-sent identity and hops).
         req = marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT"])
         req.fields.paths.append("book.spread")
-        (masked,) = await read_n(stub.Subscribe(req), 1)
+        (masked,) = await read_n(Updates(stub.Subscribe(req)), 1)
         assert masked.WhichOneof("body") == "book"
         assert masked.book.spread == 1.0
         assert masked.book.mid == 0.0
@@ -171,8 +187,10 @@ async def test_selection_interval_snapshot_and_symbols(
 
         # Minimum interval: a burst of 200 writes in well under a second reaches a
         # 300 ms subscriber as the snapshot plus a few conflated values, ending at the last.
-        call = stub.Subscribe(
-            marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT"], min_interval_ms=300)
+        call = Updates(
+            stub.Subscribe(
+                marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT"], min_interval_ms=300)
+            )
         )
         (snapshot_value,) = await read_n(call, 1)
         for seq in range(2, 202):
@@ -180,7 +198,7 @@ async def test_selection_interval_snapshot_and_symbols(
         seen = [snapshot_value.sequence]
         async with asyncio.timeout(10):
             while seen[-1] != 201:
-                seen.append((await call.read()).sequence)
+                seen.append((await call.next()).sequence)
         assert len(seen) < 20, f"min_interval did not conflate: {len(seen)} updates"
         call.cancel()
 
@@ -190,12 +208,12 @@ async def test_selection_interval_snapshot_and_symbols(
             marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT"], kinds=["candles"]),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await read_n(stub.Subscribe(bad), 1)
+                await read_n(Updates(stub.Subscribe(bad)), 1)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         bad_mask = marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT"])
         bad_mask.fields.paths.append("book.no_such_field")
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await read_n(stub.Subscribe(bad_mask), 1)
+            await read_n(Updates(stub.Subscribe(bad_mask)), 1)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "no_such_field" in (info.value.details() or "")
 
@@ -215,11 +233,11 @@ async def test_stream_limit_refuses_with_resource_exhausted(
         async with grpc.aio.insecure_channel(target(srv)) as channel:
             stub = marketdata_pb2_grpc.MarketDataStub(channel)
             req = marketdata_pb2.SubscribeRequest(symbols=["BTCUSDT"])
-            open_calls = [stub.Subscribe(req) for _ in range(2)]
+            open_calls = [Updates(stub.Subscribe(req)) for _ in range(2)]
             for call in open_calls:
                 await read_n(call, 1)
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await read_n(stub.Subscribe(req), 1)
+                await read_n(Updates(stub.Subscribe(req)), 1)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             for call in open_calls:
                 call.cancel()
@@ -299,8 +317,10 @@ async def test_slow_consumer_is_conflated_and_memory_stays_bounded(
     rounds = 2_000
 
     async with grpc.aio.insecure_channel(addr) as stalled_channel:
-        stalled = marketdata_pb2_grpc.MarketDataStub(stalled_channel).Subscribe(
-            marketdata_pb2.SubscribeRequest(symbols=symbols)
+        stalled = Updates(
+            marketdata_pb2_grpc.MarketDataStub(stalled_channel).Subscribe(
+                marketdata_pb2.SubscribeRequest(symbols=symbols)
+            )
         )
         await read_n(stalled, 1)  # connected; from here on it reads nothing
         base_rss = rss_bytes(serve_process.proc.pid)
@@ -312,7 +332,7 @@ async def test_slow_consumer_is_conflated_and_memory_stays_bounded(
                     marketdata_pb2.SubscribeRequest(symbols=symbols)
                 )
                 async with asyncio.timeout(300):
-                    async for update in call:
+                    async for update in flatten(call):
                         assert update.sequence > last.get(update.symbol, -1)
                         last[update.symbol] = update.sequence
                         if all(last.get(s) == rounds for s in symbols):

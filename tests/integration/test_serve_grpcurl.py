@@ -122,7 +122,8 @@ async def test_grpcurl_lists_describes_and_calls_through_reflection(
     async with asyncio.timeout(60):
         out, err = await proc.communicate()
     assert b"DeadlineExceeded" in err, err.decode()
-    first = json.loads(out.decode().split("\n}\n")[0] + "\n}")
+    first_batch = json.loads(out.decode().split("\n}\n")[0] + "\n}")
+    (first,) = first_batch["updates"]
     assert first["symbol"] == "ETHUSDT"
     assert first["sequence"] == "7"
     assert first["book"]["mid"] == 2_600.25

@@ -87,7 +87,7 @@ class MarketDataClient:
                         self.subscription.request()
                     )
                     self.stats.connects += 1
-                    async for update in call:
+                    async for update in flatten(call):
                         if attempt:
                             attempt = 0
                         if not self._advance(update):
@@ -113,6 +113,15 @@ class MarketDataClient:
             return False
         self._last_seq[key] = update.sequence
         return True
+
+
+async def flatten(
+    call: AsyncIterator[marketdata_pb2.UpdateBatch],
+) -> AsyncIterator[signals_pb2.SignalUpdate]:
+    """The updates of a Subscribe call, one by one (the server sends them in batches)."""
+    async for batch in call:
+        for update in batch.updates:
+            yield update
 
 
 async def snapshot(

@@ -90,6 +90,18 @@ class ConflatingQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
+    async def get_many(self, limit: int) -> list[Update]:
+        """The next due update and every other one due now, up to `limit`: one write for
+        what piled up while the client was busy."""
+        batch = [await self.get()]
+        now = time.monotonic_ns()
+        while len(batch) < limit:
+            update, _ = self._take_due(now)
+            if update is None:
+                break
+            batch.append(update)
+        return batch
+
     def _take_due(self, now_ns: int) -> tuple[Update | None, int | None]:
         """Pop the first update whose key may be sent now; else how long until one may."""
         soonest: int | None = None

@@ -26,6 +26,25 @@ def stamped(payload: bytes, server_receive_ns: int, server_send_ns: int) -> byte
     return payload + hop_suffix(server_receive_ns, server_send_ns)
 
 
+def batch(updates: list[bytes]) -> bytes:
+    """An encoded UpdateBatch of already-encoded SignalUpdates (field 1, length-delimited)."""
+    out = bytearray()
+    for update in updates:
+        out += b"\x0a"
+        out += _varint(len(update))
+        out += update
+    return bytes(out)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def field_mask(paths: list[str]) -> FieldMask | None:
     """A validated mask over SignalUpdate, or None for "everything". Raises ValueError."""
     if not paths:

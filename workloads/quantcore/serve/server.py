@@ -41,6 +41,7 @@ class ServerConfig:
     max_streams: int = 10_000  # open Subscribe calls, over all connections
     max_streams_per_connection: int = 2_000
     max_symbols_per_request: int = 1_000
+    max_batch: int = 256  # updates per stream message
     max_request_bytes: int = 64 * 1024
     max_response_bytes: int = 16 * 1024 * 1024
     keepalive_time_ms: int = 20_000
@@ -130,15 +131,20 @@ class MarketDataService:
                 return
             while True:
                 try:
-                    update = await queue.get()
+                    updates = await queue.get_many(self._config.max_batch)
                 except QueueClosed as exc:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
                     return
-                payload = update.payload if mask is None else encoding.masked(update.payload, mask)
                 send_ns = time.time_ns()
-                metrics.SERVER_DWELL.observe(max(0, send_ns - update.server_receive_ns) / 1e9)
-                yield encoding.stamped(payload, update.server_receive_ns, send_ns)
-                metrics.UPDATES_SENT.inc()
+                encoded = []
+                for update in updates:
+                    payload = update.payload
+                    if mask is not None:
+                        payload = encoding.masked(payload, mask)
+                    encoded.append(encoding.stamped(payload, update.server_receive_ns, send_ns))
+                    metrics.SERVER_DWELL.observe(max(0, send_ns - update.server_receive_ns) / 1e9)
+                yield encoding.batch(encoded)
+                metrics.UPDATES_SENT.inc(len(updates))
         finally:
             self._fanout.detach(sub)
             self._active -= 1
