@@ -104,6 +104,16 @@ def ensure_all() -> Binaries:
     )
 
 
+def missing() -> list[Path]:
+    """Binaries not yet in the cache (what `ensure_all` would have to build)."""
+    wanted = [
+        *(versions.kubernetes_dir() / "bin" / name for name in KUBE_COMMANDS),
+        versions.etcd_dir() / "bin" / "etcd",
+        versions.helm_dir() / "helm",
+    ]
+    return [path for path in wanted if not path.exists()]
+
+
 def ensure_kubernetes() -> tuple[Path, Path]:
     root = versions.kubernetes_dir()
     bin_dir = root / "bin"
