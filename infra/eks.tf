@@ -38,8 +38,8 @@ resource "aws_eks_cluster" "this" {
     subnet_ids              = aws_subnet.private[*].id
     endpoint_private_access = true
     endpoint_public_access  = var.api_public_access
-    # Only read by EKS when the public endpoint is on; never the whole internet.
-    public_access_cidrs = var.api_public_access ? var.api_public_cidrs : ["127.0.0.1/32"]
+    # Never the whole internet (validated); unset, and unused, while the endpoint is private.
+    public_access_cidrs = var.api_public_access ? var.api_public_cidrs : null
   }
 
   encryption_config {

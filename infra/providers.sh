@@ -32,6 +32,17 @@ binary_path() { # name version
   echo "$mirror/registry.terraform.io/hashicorp/$1/$2/$platform/terraform-provider-$1_v$2"
 }
 
+if ((!check_only)); then
+  # One build at a time: a second caller (say `make test` while a build runs) reports the
+  # providers missing instead of compiling them twice into the same place.
+  mkdir -p "$mirror"
+  exec 9>"$mirror/.build.lock"
+  if ! flock -n 9; then
+    echo "providers: another build is running (lock $mirror/.build.lock); not waiting" >&2
+    check_only=1
+  fi
+fi
+
 missing=0
 for entry in "${PROVIDERS[@]}"; do
   read -r name version repo rev <<<"$entry"
