@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "up": ("quantcore.localmode.command", "the whole pipeline on this machine, then a live view"),
     "watch": ("quantcore.client.watch", "a live terminal table of a MarketData server's signals"),
     "services": ("quantcore.devservices.command", "start/stop local Kafka, Redis and Spark"),
+    "stream": ("quantcore.stream.command", "run the Spark signal job (Kafka -> signals -> Redis)"),
 }
 
 

@@ -4,14 +4,25 @@ Per symbol, one hash `qc:signal:{SYMBOL}` holds, for each kind of update ("book"
 the last accepted exchange sequence (`<kind>_seq`) and the encoded `SignalUpdate` (`<kind>`).
 Every accepted update is also PUBLISHed, as the same bytes, on `qc:updates:{SYMBOL}`; the
 serving tier holds one pattern subscription to UPDATES_PATTERN. `qc:symbols` lists every
-symbol ever written.
+symbol ever written. Writes go through one Lua script (a monotonic compare-and-set), so a
+replayed, duplicated or reordered update can never move a symbol's value backwards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
+
 KINDS = ("book", "trades")
 SYMBOLS_KEY = "qc:symbols"
 UPDATES_PATTERN = "qc:updates:*"
+# Input the stream job refused: a set of "topic/partition/offset", so a record replayed after
+# a restart is counted once (SCARD is the count).
+MALFORMED_KEY = "qc:stream:malformed"
 
 
 def state_key(symbol: str) -> str:
@@ -24,3 +35,73 @@ def channel(symbol: str) -> str:
 
 def seq_field(kind: str) -> str:
     return f"{kind}_seq"
+
+
+# KEYS: state hash, symbols set. ARGV: kind, sequence (canonical decimal), payload, symbol,
+# channel. Sequences are compared as decimal strings (longer is larger, then lexicographic)
+# because Lua numbers are doubles and exchange ids need not stay below 2^53.
+# Returns 1 when the update was newer and is now stored and published, else 0.
+CAS_SCRIPT = """
+local field = ARGV[1] .. '_seq'
+local new = ARGV[2]
+local old = redis.call('HGET', KEYS[1], field)
+if old and (#new < #old or (#new == #old and new <= old)) then
+  return 0
+end
+redis.call('HSET', KEYS[1], field, new, ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[3])
+return 1
+"""
+
+
+class SignalWriter:
+    """Writes updates with the compare-and-set script (EVALSHA; loaded again after a FLUSH)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._cas = client.register_script(CAS_SCRIPT)
+
+    def write(self, symbol: str, kind: str, sequence: int, payload: bytes) -> bool:
+        """Store and publish `payload` if `sequence` is newer than the stored one."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        if sequence < 0:
+            raise ValueError(f"{symbol}: negative sequence {sequence}")
+        accepted = self._cas(
+            keys=[state_key(symbol), SYMBOLS_KEY],
+            args=[kind, str(sequence), payload, symbol, channel(symbol)],
+        )
+        return bool(accepted)
+
+    def record_malformed(self, topic: str, partition: int, offset: int) -> None:
+        self._client.sadd(MALFORMED_KEY, f"{topic}/{partition}/{offset}")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The last accepted update of one kind for one symbol."""
+
+    sequence: int
+    payload: bytes  # an encoded quantcore.v1.SignalUpdate
+
+
+def snapshot(fields: Mapping[bytes, bytes]) -> dict[str, Stored]:
+    """Decode a state hash (HGETALL of state_key) into kind -> Stored; absent kinds are left out."""
+    out: dict[str, Stored] = {}
+    for kind in KINDS:
+        seq = fields.get(seq_field(kind).encode())
+        payload = fields.get(kind.encode())
+        if seq is not None and payload is not None:
+            out[kind] = Stored(int(seq), payload)
+    return out
+
+
+def read_snapshot(client: redis.Redis, symbol: str) -> dict[str, Stored]:
+    """The stored updates of `symbol` (the client must not decode responses: payloads are bytes)."""
+    fields: Mapping[bytes, bytes] = client.hgetall(state_key(symbol))  # type: ignore[assignment]
+    return snapshot(fields)
+
+
+def malformed_count(client: redis.Redis) -> int:
+    return int(client.scard(MALFORMED_KEY))

@@ -1,0 +1,67 @@
+"""`quantcore stream`: run the signal engine (Kafka book/trades topics -> Redis) until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from quantcore.events import BOOK_TOPIC, TRADES_TOPIC
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT[,...]")
+    parser.add_argument("--redis", required=True, help="redis://HOST:PORT/DB")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
+    parser.add_argument("--trigger", choices=("realtime", "microbatch"), default="realtime")
+    parser.add_argument("--book-topic", default=BOOK_TOPIC)
+    parser.add_argument("--trades-topic", default=TRADES_TOPIC)
+    parser.add_argument("--max-levels", type=int, default=20, help="levels for obi_max")
+    parser.add_argument(
+        "--realtime-batch", default="30 seconds", help="real-time mode batch (checkpoint) length"
+    )
+    parser.add_argument("--microbatch-interval", default="0 seconds")
+    parser.add_argument("--watermark", default="2 seconds", help="allowed trade lateness")
+    parser.add_argument(
+        "--jars", default="", help="comma-separated connector jars (default: resolve and cache)"
+    )
+    parser.add_argument("--threads", type=int, default=8, help="local[N] task slots")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from quantcore.stream.job import StreamConfig, build_session, start
+
+    config = StreamConfig(
+        kafka=args.kafka,
+        redis_url=args.redis,
+        checkpoint=args.checkpoint,
+        trigger=args.trigger,
+        book_topic=args.book_topic,
+        trades_topic=args.trades_topic,
+        max_levels=args.max_levels,
+        realtime_batch=args.realtime_batch,
+        microbatch_interval=args.microbatch_interval,
+        watermark=args.watermark,
+    )
+    if args.jars:
+        jars = [j for j in args.jars.split(",") if j]
+    else:
+        from quantcore.devservices.spark import spark_jars
+
+        jars = [str(j) for j in spark_jars()]
+    spark = build_session(jars, threads=args.threads)
+    queries = start(spark, config)
+    try:
+        spark.streams.awaitAnyTermination()
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        for query in queries:
+            failure = query.exception()
+            if failure is not None:
+                log.error("query %s failed: %s", query.name, failure)
+            query.stop()
+    return 1 if any(q.exception() is not None for q in queries) else 0

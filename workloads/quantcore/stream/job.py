@@ -1,0 +1,128 @@
+"""The stream job: Kafka source -> signal expressions -> Redis sink, one streaming query per
+output, each with its own checkpoint directory and trigger.
+
+Which trigger serves what (pyspark 4.3, the Kafka connector's real-time support):
+- book signals: real-time mode by default (`--trigger realtime`): long-running tasks read
+  Kafka continuously and hand each row to the `foreach` writer as it arrives; micro-batch
+  with `--trigger microbatch`.
+- malformed-trade counting: the same trigger as the book query (stateless).
+- trade flow: see TRADE_FLOW_REALTIME; windowed aggregation with watermark, update mode.
+Real-time mode needs one task slot per Kafka partition for as long as the query runs, so
+the local master gets enough threads for every partition of every query (threads, not cores).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from quantcore.events import BOOK_TOPIC, TRADES_TOPIC, BookRecord, TradeRecord
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+log = logging.getLogger(__name__)
+
+Trigger = Literal["realtime", "microbatch"]
+# Whether the trade-flow aggregation runs in real-time mode when real-time is chosen.
+TRADE_FLOW_REALTIME = False
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    kafka: str
+    redis_url: str
+    checkpoint: Path
+    trigger: Trigger = "realtime"
+    book_topic: str = BOOK_TOPIC
+    trades_topic: str = TRADES_TOPIC
+    max_levels: int = 20
+    # Real-time mode: how long one batch (and so one checkpoint interval) lasts.
+    realtime_batch: str = "30 seconds"
+    # Micro-batch mode: the trigger interval ("0 seconds": start the next batch at once).
+    microbatch_interval: str = "0 seconds"
+    # How late a trade may arrive (by trade time) and still count in its windows.
+    watermark: str = "2 seconds"
+    starting_offsets: str = "earliest"
+
+    def __post_init__(self) -> None:
+        if self.trigger not in ("realtime", "microbatch"):
+            raise ValueError(f"trigger must be realtime or microbatch, got {self.trigger!r}")
+        if not 1 <= self.max_levels <= 1000:
+            raise ValueError(f"max_levels must be within 1..1000, got {self.max_levels}")
+
+
+def session_conf(threads: int = 8) -> dict[str, str]:
+    """Spark settings the job relies on, over quantcore.devservices.spark's local defaults."""
+    return {
+        "spark.master": f"local[{threads}]",
+        # Real-time mode requires state store checkpoint format v2 (RocksDB).
+        "spark.sql.streaming.stateStore.checkpointFormatVersion": "2",
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+    }
+
+
+def build_session(jars: list[str], threads: int = 8) -> SparkSession:
+    from quantcore.devservices import spark
+
+    # Python workers must import quantcore: run them in this interpreter.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return spark.build_session("quantcore-stream", jars, **session_conf(threads))
+
+
+def _source(spark: SparkSession, config: StreamConfig, topic: str) -> DataFrame:
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", config.kafka)
+        .option("subscribe", topic)
+        .option("startingOffsets", config.starting_offsets)
+        .option("failOnDataLoss", "false")
+        .option("includeHeaders", "false")
+        .load()
+    )
+
+
+def _triggered(writer: DataStreamWriter, config: StreamConfig, realtime: bool) -> DataStreamWriter:
+    if realtime:
+        # pyspark ships no typing overload for realTime yet.
+        return writer.trigger(realTime=config.realtime_batch)  # type: ignore[call-overload]
+    return writer.trigger(processingTime=config.microbatch_interval)
+
+
+def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
+    """Start every query of the job; returns them running."""
+    from quantcore.stream import signals
+    from quantcore.stream.sink import RedisSink
+
+    realtime = config.trigger == "realtime"
+    book = signals.book_signals(
+        signals.parse(_source(spark, config, config.book_topic), BookRecord), config.max_levels
+    )
+    trades_parsed = signals.parse(_source(spark, config, config.trades_topic), TradeRecord)
+    bad_trades = signals.malformed(trades_parsed, signals.trade_valid())
+    flow = signals.trade_flow(
+        signals.parse(_source(spark, config, config.trades_topic), TradeRecord), config.watermark
+    )
+    plan = [
+        ("book", book, "book", realtime),
+        ("trades-malformed", bad_trades, "trades", realtime),
+        ("trade-flow", flow, "trades", realtime and TRADE_FLOW_REALTIME),
+    ]
+    queries = []
+    for name, frame, kind, rt in plan:
+        writer = (
+            frame.writeStream.queryName(name)
+            .outputMode("update")
+            .option("checkpointLocation", str(config.checkpoint / name))
+            .foreach(RedisSink(config.redis_url, kind))
+        )
+        queries.append(_triggered(writer, config, rt).start())
+        log.info("started %s (%s)", name, "real-time" if rt else "micro-batch")
+    return queries
