@@ -94,6 +94,14 @@ resource "aws_route_table_association" "private" {
   route_table_id = aws_route_table.private[count.index].id
 }
 
+# S3 through a gateway endpoint: checkpoint writes skip the NAT gateway (and its per-GB fee).
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = aws_vpc.this.id
+  service_name      = "com.amazonaws.${var.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = aws_route_table.private[*].id
+}
+
 # VPC flow logs (rejected and accepted traffic) to CloudWatch, for incident forensics.
 resource "aws_cloudwatch_log_group" "flow" {
   name              = "/aws/vpc/${var.name}/flow"

@@ -6,7 +6,6 @@ module "chart_values" {
 
   namespace            = var.namespace
   image                = var.image
-  vpc_cidr             = var.vpc_cidr
   private_subnet_cidrs = aws_subnet.private[*].cidr_block
   kafka_mode           = var.kafka_mode
   msk_bootstrap        = var.kafka_mode == "msk" ? aws_msk_cluster.this[0].bootstrap_brokers : ""

@@ -35,7 +35,6 @@ BASE_INPUTS: dict[str, Any] = {
         "tag": "0.1.0",
         "spark_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/quantcore/spark",
     },
-    "vpc_cidr": "10.40.0.0/16",
     "private_subnet_cidrs": ["10.40.0.0/18", "10.40.64.0/18", "10.40.128.0/18"],
     "spark_role_arn": SPARK_ROLE,
     "checkpoint_bucket": "quantcore-checkpoints-20261123",
@@ -195,6 +194,11 @@ def test_in_cluster_mode_points_at_strimzi_and_the_operators_redis(
         }
     ]
     assert result["quantcore_values"]["networkPolicies"]["externalRedis"]["peers"] == []
+    # S3 (checkpoints) and STS (IRSA) have public addresses: 443 stays open to any address.
+    assert result["quantcore_values"]["networkPolicies"]["apiServer"] == {
+        "peers": [],
+        "ports": [443],
+    }
 
 
 def test_managed_mode_points_at_msk_and_elasticache_over_tls(managed: dict[str, Any]) -> None:

@@ -16,11 +16,6 @@ variable "image" {
   })
 }
 
-variable "vpc_cidr" {
-  description = "The VPC's CIDR: the EKS private API endpoint's network interfaces live in it."
-  type        = string
-}
-
 variable "private_subnet_cidrs" {
   description = "CIDRs of the private subnets (where MSK brokers and ElastiCache nodes live)."
   type        = list(string)
@@ -122,8 +117,10 @@ locals {
     enabled    = true
     namespaces = [var.namespace]
     kafka      = { peers = local.kafka_peers, ports = [9092] }
-    # The private API endpoint is a set of network interfaces inside the VPC.
-    apiServer = { peers = [{ ipBlock = { cidr = var.vpc_cidr } }], ports = [443] }
+    # Any address on 443: besides the API server (network interfaces in the VPC), the Spark
+    # job reaches S3 (checkpoints) and STS (IRSA) through this rule; the chart has no rule
+    # of its own for object storage yet.
+    apiServer = { peers = [], ports = [443] }
     # Empty peers with the managed Redis: the chart's own default.
     externalRedis = { peers = local.redis_peers, ports = [6379] }
   }

@@ -1,5 +1,14 @@
-# Persistent volumes: the EBS CSI driver as an EKS add-on, with its own IRSA role (the nodes'
-# role has no EBS rights). In-cluster Kafka keeps its log on these volumes.
+# EKS add-ons managed here: the VPC CNI with its network-policy agent on (EKS does not enforce
+# NetworkPolicies otherwise, and charts/quantcore ships one per workload), and the EBS CSI
+# driver with its own IRSA role (the nodes' role has no EBS rights) for in-cluster Kafka.
+
+resource "aws_eks_addon" "vpc_cni" {
+  cluster_name = aws_eks_cluster.this.name
+  addon_name   = "vpc-cni"
+  # EKS installs the CNI itself at creation; take it over with our configuration.
+  resolve_conflicts_on_create = "OVERWRITE"
+  configuration_values        = jsonencode({ enableNetworkPolicy = "true" })
+}
 
 data "aws_iam_policy_document" "ebs_csi_assume" {
   statement {
