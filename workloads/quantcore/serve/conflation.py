@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Key = tuple[str, str]  # (symbol, kind)
 
@@ -25,10 +25,11 @@ class Update:
     sequence: int
     payload: bytes  # the SignalUpdate bytes as the sink wrote them
     server_receive_ns: int
+    key: Key = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> Key:
-        return (self.symbol, self.kind)
+    def __post_init__(self) -> None:
+        # Built once per update, not once per client it is offered to.
+        object.__setattr__(self, "key", (self.symbol, self.kind))
 
 
 class QueueClosed(Exception):

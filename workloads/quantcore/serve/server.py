@@ -129,6 +129,7 @@ class MarketDataService:
             except RedisError as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
                 return
+            conflated = 0
             while True:
                 try:
                     updates = await queue.get_many(self._config.max_batch)
@@ -145,6 +146,9 @@ class MarketDataService:
                     metrics.SERVER_DWELL.observe(max(0, send_ns - update.server_receive_ns) / 1e9)
                 yield encoding.batch(encoded)
                 metrics.UPDATES_SENT.inc(len(updates))
+                if queue.conflated != conflated:
+                    metrics.UPDATES_CONFLATED.inc(queue.conflated - conflated)
+                    conflated = queue.conflated
         finally:
             self._fanout.detach(sub)
             self._active -= 1
