@@ -300,7 +300,11 @@ def run_synthetic(args: argparse.Namespace) -> None:
             asyncio.run(main())
         finally:
             server.terminate()
-            server.wait(30)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
             redis.stop()
 
 

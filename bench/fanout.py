@@ -282,7 +282,11 @@ def parent(args: argparse.Namespace) -> None:
                 asyncio.run(run_all(args, f"127.0.0.1:{port}", redis_url, server))
             finally:
                 server.terminate()
-                server.wait(30)
+                try:
+                    server.wait(30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
         finally:
             redis.stop()
 
