@@ -6,7 +6,9 @@ already ship) into the cache; `build_session` starts a local[2] SparkSession tha
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +104,9 @@ def build_session(app_name: str, jars: list[str], **conf: str) -> SparkSession:
     """
     from pyspark.sql import SparkSession
 
+    # Python workers (foreach writers, UDFs) must run in this interpreter, whose packages
+    # (redis, quantcore) they import; pyspark otherwise starts `python3` from PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in session_conf(app_name, jars, conf).items():
         builder = builder.config(key, value)
