@@ -45,11 +45,18 @@ def write_routing(path: Path, symbols: dict[str, int], version: int) -> None:
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 240.0) -> float:
     """Poll until `check()`; returns the seconds it took (fails with `what` on timeout)."""
     start = time.monotonic()
-    while not check():
+    last_error: OSError | None = None
+    while True:
+        try:
+            if check():
+                return time.monotonic() - start
+        except OSError as exc:  # a busy process may answer its status endpoint late
+            last_error = exc
+        else:
+            last_error = None
         if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out waiting for {what}")
+            pytest.fail(f"timed out waiting for {what} (last error: {last_error!r})")
         time.sleep(0.1)
-    return time.monotonic() - start
 
 
 def consume(bootstrap: str, topic: str, expect: int | None = None, idle: float = 5.0) -> list[Any]:

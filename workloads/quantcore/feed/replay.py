@@ -95,6 +95,11 @@ class Replay:
         self.volumes = self._volumes()
         self._truth: dict[str, BookSync] = {}
         self._waiting: defaultdict[str, list[asyncio.Future[bytes]]] = defaultdict(list)
+        # The recording's own snapshot answers the first depth request of each loop, even a
+        # late one (it stays valid for a client that buffered from the start): that is what
+        # makes a replay reproduce the recording's counts exactly.
+        self._recorded: dict[str, bytes] = {}
+        self._recorded_served: set[str] = set()
         self._reset_truth()
 
     # --- static facts of the recording ---
@@ -129,6 +134,8 @@ class Replay:
 
     def _reset_truth(self) -> None:
         self._truth = {s: BookSync(s, levels=5000, max_buffer=100_000) for s in self.symbols}
+        self._recorded = {}
+        self._recorded_served = set()
 
     # --- the timeline ---
     async def play(self) -> None:
@@ -139,13 +146,14 @@ class Replay:
             t0 = time.monotonic()
             for i, line in enumerate(self.lines):
                 self.position = i
+                delay = 0.0
                 if self.speed > 0:
                     due = t0 + (line.recv_ns - first_ns) / 1e9 / self.speed
                     delay = due - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 elif i % 64 == 0:
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # behind schedule: still let REST and control in
                 frame = (
                     line.frame if offset == 0 else _shift_ids(line.frame, offset, line.is_snapshot)
                 )
@@ -169,6 +177,7 @@ class Replay:
         snapshot = binance.decode_snapshot(frame, symbol, line.recv_ns)
         if not isinstance(snapshot, Rejected):
             self._truth[symbol].on_snapshot(snapshot)
+        self._recorded[symbol] = frame
         # Requests that waited for the book get the recording's own response.
         for waiter in self._waiting.pop(symbol, []):
             if not waiter.done():
@@ -282,7 +291,12 @@ class Replay:
             return web.json_response(
                 {"code": -1121, "msg": "Invalid symbol."}, status=400, headers=headers
             )
+        if symbol not in self._recorded_served and symbol in self._recorded:
+            self._recorded_served.add(symbol)
+            recorded = self._recorded[symbol]
+            return web.Response(body=recorded, content_type="application/json", headers=headers)
         if truth.state is not SyncState.LIVE:
+            self._recorded_served.add(symbol)
             waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self._waiting[symbol].append(waiter)
             body_bytes = await waiter
