@@ -89,7 +89,8 @@ resource "aws_msk_cluster" "this" {
     }
   }
 
-  # checkov:skip=CKV_AWS_292:Client authentication (IAM or SASL/SCRAM) needs credentials in every feed shard and the Spark job, which the MarketFeed cannot carry yet; the security group admits only the EKS cluster.
+  # No client authentication: IAM or SASL/SCRAM needs credentials in every feed shard and the
+  # Spark job, which the MarketFeed cannot carry yet; the security group admits only the cluster.
   client_authentication {
     unauthenticated = true
   }
