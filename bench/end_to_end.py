@@ -212,10 +212,7 @@ async def synthetic_writer(
     from quantcore import signalstore
 
     client = aioredis.Redis.from_url(redis_url)
-    script = client.register_script(
-        "redis.call('HSET', KEYS[1], ARGV[1] .. '_seq', ARGV[2], ARGV[1], ARGV[3]);"
-        "redis.call('SADD', KEYS[2], ARGV[4]); redis.call('PUBLISH', ARGV[5], ARGV[3]); return 1"
-    )
+    script = client.register_script(signalstore.CAS_SCRIPT)  # the sink's own write
     seq = int(time.time() * 1000)
     period = 1.0 / rate
     next_tick = time.monotonic()
@@ -238,7 +235,7 @@ async def synthetic_writer(
                     keys=[signalstore.state_key(symbol), signalstore.SYMBOLS_KEY],
                     args=[
                         "book",
-                        seq,
+                        str(seq),
                         update.SerializeToString(),
                         symbol,
                         signalstore.channel(symbol),

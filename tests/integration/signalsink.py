@@ -1,7 +1,5 @@
-"""A test-side stand-in for the stream job's Redis sink: same layout, same atomicity.
-
-It writes SignalUpdates the way quantcore.signalstore describes (compare sequence, HSET,
-SADD, PUBLISH in one server-side step), so serving tests need no Spark.
+"""A test-side stand-in for the stream job's Redis sink: the sink's own Lua script
+(quantcore.signalstore.CAS_SCRIPT) driven from asyncio, so serving tests need no Spark.
 """
 
 from __future__ import annotations
@@ -12,16 +10,6 @@ import redis.asyncio as aioredis
 
 from quantcore import signalstore
 from quantcore.v1 import signals_pb2
-
-# KEYS[1] state hash, KEYS[2] symbols set; ARGV: kind, seq, payload, channel, symbol.
-_CAS_PUBLISH = """
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. '_seq') or '-1')
-if tonumber(ARGV[2]) <= current then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1] .. '_seq', ARGV[2], ARGV[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[4], ARGV[3])
-return 1
-"""
 
 
 def book_update(symbol: str, sequence: int, mid: float, padding: int = 0) -> bytes:
@@ -56,12 +44,12 @@ def _varint(value: int) -> bytes:
 class SignalSink:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._script = redis.register_script(_CAS_PUBLISH)
+        self._script = redis.register_script(signalstore.CAS_SCRIPT)
 
     async def write(self, symbol: str, kind: str, sequence: int, payload: bytes) -> bool:
         accepted = await self._script(
             keys=[signalstore.state_key(symbol), signalstore.SYMBOLS_KEY],
-            args=[kind, sequence, payload, signalstore.channel(symbol), symbol],
+            args=[kind, str(sequence), payload, symbol, signalstore.channel(symbol)],
         )
         return bool(accepted)
 
@@ -78,10 +66,10 @@ class SignalSink:
                     keys=[signalstore.state_key(symbol), signalstore.SYMBOLS_KEY],
                     args=[
                         "book",
-                        sequence,
+                        str(sequence),
                         book_update(symbol, sequence, mid, padding),
-                        signalstore.channel(symbol),
                         symbol,
+                        signalstore.channel(symbol),
                     ],
                     client=pipe,
                 )
