@@ -239,7 +239,7 @@ def test_rendered_chart_passes_server_side_dry_run(kubeconfig: Path, namespace: 
                 namespace=namespace_of,
                 field_manager="chart-dry-run",
                 dry_run="All",
-                field_validation="Strict",
+                query_params=[("fieldValidation", "Strict")],
             )
         # The dry run is a real validation: a bad sample spec is refused by the CRD's schema.
         feed = next(o for o in objects if o["kind"] == api.KIND)
@@ -427,8 +427,9 @@ def test_restricted_namespace_admits_every_pod_the_platform_creates(
             },
         )
         values = chart_values(namespace)
-        with installed(kubeconfig, namespace, values):  # the `spark` service account, RBAC
-            chart_objects = render(values, namespace=namespace)
+        # Installed first: the pods' service accounts (the operator's, `spark`) must exist.
+        with installed(kubeconfig, namespace, values) as release:
+            chart_objects = render(values, release=release, namespace=namespace)
             feed = planner.sample_feed(
                 name="demo",
                 namespace=namespace,
@@ -473,5 +474,5 @@ def test_restricted_namespace_admits_every_pod_the_platform_creates(
                     namespace=namespace,
                     field_manager="pss-check",
                     dry_run="All",
-                    field_validation="Strict",
+                    query_params=[("fieldValidation", "Strict")],
                 )
