@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jars", default="", help="comma-separated connector jars (default: resolve and cache)"
     )
+    parser.add_argument(
+        "--starting-offsets",
+        choices=("earliest", "latest"),
+        default="earliest",
+        help="where a query without a checkpoint starts reading",
+    )
     parser.add_argument("--threads", type=int, default=8, help="local[N] task slots")
 
 
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         realtime_batch=args.realtime_batch,
         microbatch_interval=args.microbatch_interval,
         watermark=args.watermark,
+        starting_offsets=args.starting_offsets,
     )
     if args.jars:
         jars = [j for j in args.jars.split(",") if j]

@@ -1,0 +1,212 @@
+"""Kafka-in to Redis-publish latency of `quantcore stream`, real-time vs micro-batch, one run.
+
+For each trigger mode the job runs as it does under `quantcore up` (a `quantcore stream`
+subprocess) against a fresh local Kafka and Redis. The bench produces synthetic 20-level book
+records at fixed rates, stamping each with its send time, and a Redis subscriber measures
+send -> PUBLISH-received latency (and Kafka append -> received). It prints p50/p99 per rate,
+the highest rate whose p99 stays under 250 ms, and the micro-batch / real-time ratio.
+
+    python -m bench.stream_latency [--seconds 10] [--rates 300,1000,3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from quantcore import signalstore
+from quantcore.devservices.kafka import KafkaBroker
+from quantcore.devservices.redis import RedisServer
+from quantcore.devservices.spark import spark_jars
+from quantcore.v1 import signals_pb2
+
+SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")
+P99_BOUND_MS = 250.0
+
+
+def book_record(symbol: str, seq: int, now_ns: int) -> bytes:
+    shift = (seq % 7) * 0.01
+    return json.dumps(
+        {
+            "symbol": symbol,
+            "seq": seq,
+            "first_seq": seq,
+            "event_time_ms": now_ns // 1_000_000,
+            "recv_time_ns": now_ns,
+            "publish_time_ns": now_ns,
+            "tick_size": 0.01,
+            "bid_px": [100.0 + shift - 0.01 * k for k in range(20)],
+            "bid_qty": [1.0 + (seq + k) % 5 for k in range(20)],
+            "ask_px": [100.01 + shift + 0.01 * k for k in range(20)],
+            "ask_qty": [2.0 + (seq * k) % 3 for k in range(20)],
+            "prev_bid_px": 100.0,
+            "prev_bid_qty": 1.0,
+            "prev_ask_px": 100.01,
+            "prev_ask_qty": 2.0,
+        }
+    ).encode()
+
+
+class Latencies:
+    def __init__(self, url: str) -> None:
+        self.samples: list[tuple[int, float, float]] = []  # (seq, send->recv ms, append->recv ms)
+        self._pubsub = redis.Redis.from_url(url).pubsub()
+        self._pubsub.psubscribe(signalstore.UPDATES_PATTERN)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._pubsub.get_message(timeout=0.2)
+            if msg is None or msg["type"] != "pmessage":
+                continue
+            now = time.time_ns()
+            u = signals_pb2.SignalUpdate.FromString(msg["data"])
+            if u.WhichOneof("body") == "book":
+                self.samples.append(
+                    (
+                        u.sequence,
+                        (now - u.hops.feed_publish_ns) / 1e6,
+                        (now - u.hops.kafka_append_ns) / 1e6,
+                    )
+                )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._pubsub.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, args) -> dict:
+    tag = f"{trigger}-{int(time.time())}"
+    book, trades = f"book-{tag}", f"trades-{tag}"
+    admin = AdminClient({"bootstrap.servers": kafka})
+    for fut in admin.create_topics([NewTopic(t, 2, 1) for t in (book, trades)]).values():
+        fut.result(30)
+    log = work / f"stream-{trigger}.log"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "quantcore.cli", "stream", "--kafka", kafka, "--redis", redis_url,
+         "--checkpoint", str(work / f"ck-{tag}"), "--trigger", trigger, "--book-topic", book,
+         "--trades-topic", trades, "--jars", jars, "--realtime-batch", "5 minutes",
+         "--starting-offsets", "latest"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    lat = Latencies(redis_url)
+    producer = Producer({"bootstrap.servers": kafka, "linger.ms": 0, "acks": "1"})
+    seq = [0]
+
+    def send(rate: float, seconds: float) -> tuple[int, int]:
+        first = seq[0] + 1
+        start = time.monotonic()
+        n = int(rate * seconds)
+        for i in range(n):
+            target = start + i / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            seq[0] += 1
+            symbol = SYMBOLS[seq[0] % len(SYMBOLS)]
+            producer.produce(book, book_record(symbol, seq[0], time.time_ns()), symbol,
+                             partition=SYMBOLS.index(symbol) % 2)  # fmt: skip
+            producer.poll(0)
+        producer.flush(10)
+        return first, seq[0]
+
+    result: dict = {"trigger": trigger, "steps": []}
+    try:
+        # Warm up until the job answers (JVM start, query planning, first batch).
+        deadline = time.monotonic() + args.startup_timeout
+        while not lat.samples and time.monotonic() < deadline and job.poll() is None:
+            send(20, 1.0)
+        if not lat.samples:
+            result["error"] = f"no update within {args.startup_timeout:.0f}s (log: {log})"
+            return result
+        send(100, 3.0)  # settle
+        for rate in args.rates:
+            first, last = send(rate, args.seconds)
+            time.sleep(3.0)  # drain
+            window = [s for s in lat.samples if first <= s[0] <= last]
+            sent = last - first + 1
+            step = {"rate": rate, "sent": sent, "received": len(window)}
+            if window:
+                e2e = [s[1] for s in window]
+                step.update(p50=percentile(e2e, 0.5), p99=percentile(e2e, 0.99),
+                            append_p50=percentile([s[2] for s in window], 0.5))  # fmt: skip
+            result["steps"].append(step)
+            print(f"  {trigger:10s} {rate:6.0f}/s sent {sent} received {len(window)} "
+                  f"p50 {step.get('p50', float('nan')):8.1f} ms p99 {step.get('p99', float('nan')):8.1f} ms",
+                  flush=True)  # fmt: skip
+    finally:
+        lat.close()
+        job.send_signal(signal.SIGTERM)
+        try:
+            job.wait(60)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            job.wait(10)
+    return result
+
+
+def sustained(result: dict) -> float:
+    ok = [s["rate"] for s in result["steps"]
+          if s.get("p99", float("inf")) < P99_BOUND_MS and s["received"] >= 0.99 * s["sent"]]  # fmt: skip
+    return max(ok, default=0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rates", default="300,1000,3000")
+    parser.add_argument("--modes", default="realtime,microbatch")
+    parser.add_argument("--startup-timeout", type=float, default=240.0)
+    args = parser.parse_args()
+    args.rates = [float(r) for r in args.rates.split(",")]
+    jars = ",".join(str(j) for j in spark_jars())
+    with tempfile.TemporaryDirectory(prefix="qc-bench-stream-") as tmp:
+        work = Path(tmp)
+        with KafkaBroker(work / "kafka") as kafka, RedisServer(work / "redis") as redis_url:
+            results = {
+                m: run_mode(m, kafka, redis_url, jars, work, args) for m in args.modes.split(",")
+            }
+            for r in results.values():
+                if "error" in r:
+                    print(f"  {r['trigger']}: {r['error']}")
+                    print((work / f"stream-{r['trigger']}.log").read_text(errors="replace")[-2000:])
+    print("\nmode         rate/s   p50 ms   p99 ms  (highest rate with p99 < 250 ms)")
+    for r in results.values():
+        for s in r["steps"]:
+            print(f"{r['trigger']:12s} {s['rate']:6.0f} {s.get('p50', float('nan')):8.1f} "
+                  f"{s.get('p99', float('nan')):8.1f}")  # fmt: skip
+        print(f"{r['trigger']:12s} sustained: {sustained(r):.0f}/s")
+    at300 = {
+        m: next((s for s in r["steps"] if s["rate"] == 300 and "p99" in s), None)
+        for m, r in results.items()
+    }
+    rt, mb = at300.get("realtime"), at300.get("microbatch")
+    if rt is not None and mb is not None:
+        print(
+            f"micro-batch / real-time at 300/s: p50 x{mb['p50'] / rt['p50']:.1f}, p99 x{mb['p99'] / rt['p99']:.1f}"
+        )
+    else:
+        print("ratio at 300/s: not available (a mode delivered no updates at 300/s)")
+
+
+if __name__ == "__main__":
+    main()
