@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -71,3 +72,94 @@ def test_stream_from_kafka_writes_latest_value_per_key_to_redis(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     assert client.hgetall("seq") == {s: "50" for s in symbols}
     assert int(client.get("batches") or 0) >= 1
+
+
+class RedisForeachWriter:
+    """A Structured Streaming foreach writer: one Redis SET per row, as rows arrive."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def open(self, partition_id: int, epoch_id: int) -> bool:
+        self.client = redis.Redis.from_url(self.url)
+        return True
+
+    def process(self, row) -> None:
+        self.client.set(f"rt:{row.symbol}", row.price)
+
+    def close(self, error: BaseException | None) -> None:
+        self.client.close()
+
+
+def test_real_time_trigger_streams_kafka_rows_to_redis_while_the_batch_runs(
+    kafka_bootstrap: str, redis_url: str, spark_jars: list[str], tmp_path
+) -> None:
+    """Real-time mode (trigger(realTime=...), update mode) with a foreach sink.
+
+    Spark 4.x allowlists only console, memory, foreach and kafka sinks for real-time mode;
+    foreachBatch is refused (checked below), so the sink here is a row-wise foreach writer.
+    """
+    topic = "real-time"
+    create_topic(kafka_bootstrap, topic, partitions=1)  # one partition: one task slot
+    spark = build_session("test-real-time", spark_jars)
+    rows = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
+        .selectExpr("CAST(key AS STRING) AS symbol", "CAST(value AS STRING) AS price")
+    )
+    query = (
+        rows.writeStream.outputMode("update")
+        .foreach(RedisForeachWriter(redis_url))
+        .option("checkpointLocation", str(tmp_path / "checkpoint"))
+        .trigger(realTime="30 seconds")
+        .start()
+    )
+    try:
+        produce(kafka_bootstrap, topic, [(f"SYM{i}", {"p": i}) for i in range(20)])
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        expected = {f"rt:SYM{i}": json.dumps({"p": i}) for i in range(20)}
+        deadline = time.monotonic() + 240
+        seen: dict[str, str | None] = {}
+        while time.monotonic() < deadline and query.exception() is None:
+            seen = dict(zip(expected, client.mget(list(expected)), strict=True))
+            if seen == expected:
+                break
+            time.sleep(0.2)
+        assert query.exception() is None, query.exception()
+        assert seen == expected
+        # The rows reached Redis inside a long-running real-time batch, not at its end.
+        assert query.isActive
+    finally:
+        query.stop()
+
+
+def test_real_time_trigger_refuses_foreach_batch(
+    kafka_bootstrap: str, spark_jars: list[str], tmp_path
+) -> None:
+    spark = build_session("test-real-time", spark_jars)
+    rows = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .option("subscribe", "real-time-refused")
+        .load()
+    )
+
+    def run_for_two_minutes() -> None:
+        query = (
+            rows.writeStream.outputMode("update")
+            .foreachBatch(lambda batch, batch_id: None)
+            .option("checkpointLocation", str(tmp_path / "checkpoint"))
+            .trigger(realTime="10 seconds")
+            .start()
+        )
+        try:
+            query.awaitTermination(120)
+        finally:
+            query.stop()
+
+    with pytest.raises(Exception, match=r"(?i)real.?time") as refusal:
+        run_for_two_minutes()
+    print("real-time mode refused foreachBatch:", str(refusal.value).splitlines()[0])

@@ -107,6 +107,8 @@ def build_session(app_name: str, jars: list[str], **conf: str) -> SparkSession:
     # Python workers (foreach writers, UDFs) must run in this interpreter, whose packages
     # (redis, quantcore) they import; pyspark otherwise starts `python3` from PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Spark otherwise binds its block manager to the first non-loopback address it finds.
+    os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
     builder = SparkSession.builder
     for key, value in session_conf(app_name, jars, conf).items():
         builder = builder.config(key, value)
