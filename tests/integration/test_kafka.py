@@ -64,9 +64,13 @@ def test_ten_thousand_messages_round_trip_in_order_per_key(kafka_bootstrap: str)
             idle_polls = 0 if batch else idle_polls + 1
             for message in batch:
                 assert message.error() is None, message.error()
-                key = message.key().decode()
-                received[key].append(int(message.value()))
-                partitions_per_key[key].add(message.partition())
+                raw_key, value, partition = message.key(), message.value(), message.partition()
+                assert raw_key is not None
+                assert value is not None
+                assert partition is not None
+                key = raw_key.decode()
+                received[key].append(int(value))
+                partitions_per_key[key].add(partition)
                 count += 1
     finally:
         consumer.close()

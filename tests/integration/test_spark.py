@@ -114,7 +114,8 @@ def test_real_time_trigger_streams_kafka_rows_to_redis_while_the_batch_runs(
         rows.writeStream.outputMode("update")
         .foreach(RedisForeachWriter(redis_url))
         .option("checkpointLocation", str(tmp_path / "checkpoint"))
-        .trigger(realTime="30 seconds")
+        # pyspark's typing overloads predate the realTime keyword; the runtime accepts it.
+        .trigger(realTime="30 seconds")  # type: ignore[call-overload]
         .start()
     )
     try:
@@ -122,7 +123,7 @@ def test_real_time_trigger_streams_kafka_rows_to_redis_while_the_batch_runs(
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         expected = {f"rt:SYM{i}": json.dumps({"p": i}) for i in range(20)}
         deadline = time.monotonic() + 240
-        seen: dict[str, str | None] = {}
+        seen: dict[str, str | bytes | None] = {}
         while time.monotonic() < deadline and query.exception() is None:
             seen = dict(zip(expected, client.mget(list(expected)), strict=True))
             if seen == expected:
@@ -152,7 +153,7 @@ def test_real_time_trigger_refuses_foreach_batch(
             rows.writeStream.outputMode("update")
             .foreachBatch(lambda batch, batch_id: None)
             .option("checkpointLocation", str(tmp_path / "checkpoint"))
-            .trigger(realTime="10 seconds")
+            .trigger(realTime="10 seconds")  # type: ignore[call-overload]
             .start()
         )
         try:
