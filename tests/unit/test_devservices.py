@@ -1,0 +1,115 @@
+"""Pure parts of quantcore.devservices: generated configs, poms, jar names, log excerpts."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from quantcore.devservices.command import PidFile, env_file_text
+from quantcore.devservices.kafka import TOOLS, new_cluster_id, server_properties, tool_wrapper
+from quantcore.devservices.maven import Artifact, pom_for
+from quantcore.devservices.process import first_errors, log_tail, without_stack_frames
+from quantcore.devservices.redis import redis_config
+from quantcore.devservices.spark import artifact_name, connector_for, session_conf
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def test_server_properties_describe_one_loopback_kraft_node(tmp_path: Path) -> None:
+    props = parse_properties(server_properties(tmp_path, 9092, 9093, {"num.partitions": "3"}))
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
+    assert props["log.dirs"] == str(tmp_path)
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["num.partitions"] == "3"  # extras override defaults
+
+
+def test_cluster_id_is_22_url_safe_characters() -> None:
+    ids = {new_cluster_id() for _ in range(50)}
+    assert len(ids) == 50
+    assert all(len(i) == 22 and "=" not in i and "+" not in i for i in ids)
+
+
+def test_artifact_coordinates_parse_and_reject_bad_input() -> None:
+    assert Artifact.parse("org.apache.kafka:kafka_2.13:4.1.1") == Artifact(
+        "org.apache.kafka", "kafka_2.13", "4.1.1"
+    )
+    for bad in ["org.apache.kafka:kafka_2.13", "a::1", "a:b:c:d"]:
+        with pytest.raises(ValueError, match="group:artifact:version"):
+            Artifact.parse(bad)
+
+
+def test_pom_declares_every_artifact() -> None:
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pom = ET.fromstring(pom_for("k", [Artifact("g", "a", "1"), Artifact("h", "b", "2")]))
+    deps = [
+        tuple(d.find(f"m:{f}", ns).text for f in ("groupId", "artifactId", "version"))  # type: ignore[union-attr]
+        for d in pom.iterfind("m:dependencies/m:dependency", ns)
+    ]
+    assert deps == [("g", "a", "1"), ("h", "b", "2")]
+
+
+@pytest.mark.parametrize(
+    ("jar", "name"),
+    [
+        ("kafka-clients-3.9.2.jar", "kafka-clients"),
+        ("zstd-jni-1.5.6-10.jar", "zstd-jni"),
+        ("spark-sql-kafka-0-10_2.13-4.2.0.jar", "spark-sql-kafka-0-10_2.13"),
+        ("commons-pool2-2.13.1.jar", "commons-pool2"),
+    ],
+)
+def test_artifact_name_strips_the_version(jar: str, name: str) -> None:
+    assert artifact_name(jar) == name
+
+
+def test_connector_follows_pyspark_except_where_maven_lacks_it() -> None:
+    assert connector_for("4.1.1") == "4.1.1"
+    assert connector_for("4.3.0") == "4.2.0"
+
+
+def test_session_conf_layers_defaults_jars_and_overrides() -> None:
+    conf = session_conf("app", ["/a.jar", "/b.jar"], {"spark.sql.shuffle.partitions": "8"})
+    assert conf["spark.master"] == "local[2]"
+    assert conf["spark.jars"] == "/a.jar,/b.jar"
+    assert conf["spark.ui.enabled"] == "false"
+    assert conf["spark.sql.shuffle.partitions"] == "8"
+
+
+def test_redis_config_is_loopback_without_persistence(tmp_path: Path) -> None:
+    lines = dict(line.split(" ", 1) for line in redis_config(6390, tmp_path).splitlines())
+    assert lines["bind"] == "127.0.0.1"
+    assert lines["port"] == "6390"
+    assert lines["save"] == '""'
+    assert lines["appendonly"] == "no"
+
+
+def test_tool_wrapper_runs_the_tool_main_class_with_arguments(tmp_path: Path) -> None:
+    script = tool_wrapper("kafka-topics", [tmp_path / "a.jar"], tmp_path / "log4j2.properties")
+    assert script.startswith("#!/bin/sh\n")
+    assert TOOLS["kafka-topics"] in script
+    assert script.rstrip().endswith('"$@"')
+
+
+def test_log_excerpts_keep_the_cause_and_drop_stack_frames(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text(
+        "[t] INFO starting\n[t] ERROR bind failed\njava.net.BindException: in use\n"
+        "\tat a.b(C.java:1)\n\t... 3 more\n" + "[t] INFO shutting down\n" * 100
+    )
+    assert first_errors(log) == ["[t] ERROR bind failed", "java.net.BindException: in use"]
+    assert "\tat a.b" not in "\n".join(without_stack_frames(log.read_text()))
+    assert log_tail(log, 2) == "[t] INFO shutting down\n[t] INFO shutting down"
+    assert "no log" in log_tail(tmp_path / "missing.log")
+
+
+def test_env_file_and_pid_file_round_trip(tmp_path: Path) -> None:
+    assert env_file_text({"A": "1", "B": "x,y"}) == "A=1\nB=x,y\n"
+    pid_file = PidFile(tmp_path / "s" / "kafka.pid")
+    assert pid_file.read() is None
+    pid_file.write(1234, "/w/server.properties")
+    assert pid_file.read() == (1234, "/w/server.properties")
