@@ -360,6 +360,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--symbols", type=int, default=30, help="synthetic only")
     parser.add_argument("--rate", type=float, default=10.0, help="synthetic only: Hz per symbol")
+    parser.add_argument(
+        "--warmup", type=float, default=90.0, help="up only: seconds between ready and measuring"
+    )
     parser.add_argument("--trigger", choices=["realtime", "microbatch"], default="realtime")
     args = parser.parse_args()
     if args.source == "synthetic":
