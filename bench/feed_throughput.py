@@ -3,7 +3,8 @@
 Runs, in one go:
 1. baseline: the pure decode + validate + book + encode path (no sockets, no Kafka) over the
    recordings' diff-depth frames, in this process;
-2. the real thing: `quantcore replay --speed 0 --loop` serving only diff depth as fast as it can,
+2. the same path producing into a real local Kafka broker, in this process (no sockets);
+3. the real thing: `quantcore replay --speed 0 --loop` serving only diff depth as fast as it can,
    a `quantcore feed` shard subscribed to it producing into a real local Kafka broker. The
    shard's rate is diffs decoded per CPU-second of the shard process (= per core), read from its
    /healthz and /proc; its memory is its RSS.
@@ -53,6 +54,30 @@ def baseline(repeat: int = 3) -> tuple[float, int]:
     return best, diffs
 
 
+def in_process_kafka(bootstrap: str, prefix: str, passes: int = 4) -> tuple[float, int, int]:
+    """Decode + book + encode + produce into real Kafka, no sockets: diffs per CPU-second
+    (this process, including librdkafka's threads), until every record is acknowledged."""
+    from quantcore.feed.producer import FeedProducer, Topics
+
+    lines = [ln for ln in merged(*FILES) if ln.is_snapshot or b"@depth" in ln.frame[:40]]
+    diffs = sum(not ln.is_snapshot for ln in lines)
+    producer = FeedProducer(bootstrap, Topics.with_prefix(prefix), {"BTCUSDT": 1, "ETHUSDT": 2}.get)
+    start = time.process_time()
+    for _ in range(passes):
+        norm = Normalizer(producer.emit)  # a fresh sync per pass: the recording replays whole
+        for s in ("BTCUSDT", "ETHUSDT"):
+            norm.add_symbol(s)
+        for ln in lines:
+            if ln.is_snapshot:
+                assert ln.symbol is not None
+                norm.on_snapshot_body(ln.frame, ln.symbol, ln.recv_ns)
+            else:
+                norm.on_frame(ln.frame, ln.recv_ns)
+    remaining = producer.flush(120)
+    cpu = time.process_time() - start
+    return diffs * passes / cpu, producer.delivered, remaining
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
@@ -73,6 +98,12 @@ def shard_run(seconds: float, workdir: Path) -> dict[str, float]:
     with KafkaBroker(workdir / "kafka") as bootstrap:
         prefix = "bench"
         create_topics(bootstrap, prefix, 4)
+        inproc, delivered, remaining = in_process_kafka(bootstrap, prefix)
+        print(
+            f"in-process into Kafka (no websocket): {inproc:,.0f} diffs/s per core "
+            f"({delivered:,} records acknowledged, {remaining} left)",
+            flush=True,
+        )
         routing = workdir / "routing.json"
         table = RoutingTable.of(
             [Route("BTCUSDT", 0, 1), Route("ETHUSDT", 0, 2)], partitions=4, shards=1, version=1

@@ -151,8 +151,8 @@ class StreamConnection:
         from websockets.asyncio.client import connect
         from websockets.exceptions import WebSocketException
 
-        streams = sorted(self.streams)
-        url = binance.combined_url(self.ws_url, streams[:URL_STREAMS])
+        in_url = sorted(self.streams)[:URL_STREAMS]
+        url = binance.combined_url(self.ws_url, in_url)
         try:
             ws = await asyncio.wait_for(
                 connect(
@@ -173,9 +173,13 @@ class StreamConnection:
         self._links.add(link)
         link.reader = asyncio.create_task(self._read(link), name=f"{self.name}-reader")
         self.connects += 1
-        rest = streams[URL_STREAMS:]
-        if rest:
-            self._queue("SUBSCRIBE", rest)
+        # Streams beyond the URL, and any (un)subscription made while we were connecting.
+        missing = sorted(self.streams.difference(in_url))
+        if missing:
+            self._queue("SUBSCRIBE", missing)
+        gone = sorted(set(in_url) - self.streams)
+        if gone:
+            self._queue("UNSUBSCRIBE", gone)
         return link
 
     async def _read(self, link: _Link) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
@@ -90,6 +91,8 @@ class Replay:
         self.sent = 0
         self.rate_violations = 0
         self.used_weight: deque[tuple[float, int]] = deque()
+        self._streams = [_stream_of(line.frame) for line in self.lines]
+        self._diff = [s.count("@") >= 1 and s.split("@")[1] == "depth" for s in self._streams]
         self.symbols = sorted({line.symbol for line in self.lines if line.symbol})
         self.tick_sizes = self._tick_sizes()
         self.volumes = self._volumes()
@@ -134,6 +137,9 @@ class Replay:
 
     def _reset_truth(self) -> None:
         self._truth = {s: BookSync(s, levels=5000, max_buffer=100_000) for s in self.symbols}
+        # Frames not yet folded into the true book: it is brought up to date only when a
+        # snapshot must be synthesized, so fast replays do not pay for a second book.
+        self._pending: defaultdict[str, list[tuple[bytes, int, bool]]] = defaultdict(list)
         self._recorded = {}
         self._recorded_served = set()
 
@@ -154,13 +160,14 @@ class Replay:
                     await asyncio.sleep(delay)
                 elif i % 64 == 0:
                     await asyncio.sleep(0)  # behind schedule: still let REST and control in
-                frame = (
-                    line.frame if offset == 0 else _shift_ids(line.frame, offset, line.is_snapshot)
-                )
+                stream = self._streams[i]
+                if not (line.is_snapshot or self._diff[i] or self._wanted(stream)):
+                    continue  # nobody listens: skip the work
+                frame = line.frame if offset == 0 else _shift_ids(line.frame, offset)
                 if line.is_snapshot:
                     self._on_recorded_snapshot(line, frame)
                 else:
-                    await self._broadcast(line, frame)
+                    await self._broadcast(line, frame, stream, self._diff[i])
             for symbol, held in list(self.faults.held.items()):
                 await self._send_stream(held, _stream_of(held))
                 del self.faults.held[symbol]
@@ -174,23 +181,20 @@ class Replay:
         symbol = line.symbol
         if symbol is None or symbol not in self._truth:
             return
-        snapshot = binance.decode_snapshot(frame, symbol, line.recv_ns)
-        if not isinstance(snapshot, Rejected):
-            self._truth[symbol].on_snapshot(snapshot)
+        self._pending[symbol].append((frame, line.recv_ns, True))
         self._recorded[symbol] = frame
         # Requests that waited for the book get the recording's own response.
         for waiter in self._waiting.pop(symbol, []):
             if not waiter.done():
                 waiter.set_result(frame)
 
-    async def _broadcast(self, line: Line, frame: bytes) -> None:
-        stream = _stream_of(frame)
+    def _wanted(self, stream: str) -> bool:
+        return any(stream in client.streams for client in self.clients)
+
+    async def _broadcast(self, line: Line, frame: bytes, stream: str, is_diff: bool) -> None:
         symbol = line.symbol or ""
-        is_diff = "@depth" in stream and stream.split("@")[1] == "depth"
         if is_diff:
-            msg = binance.decode_frame(frame, line.recv_ns)
-            if isinstance(msg, DepthDiff):
-                self._truth[symbol].on_diff(msg)
+            self._pending[symbol].append((frame, line.recv_ns, False))
             faults = self.faults
             if faults.take("gap", symbol):
                 return
@@ -286,7 +290,7 @@ class Replay:
             headers["Retry-After"] = "1"
             body = {"code": binance.ERROR_TOO_MANY_REQUESTS, "msg": "Too many requests."}
             return web.json_response(body, status=binance.HTTP_TOO_MANY_REQUESTS, headers=headers)
-        truth = self._truth.get(symbol)
+        truth = self._true_book(symbol)
         if truth is None:
             return web.json_response(
                 {"code": -1121, "msg": "Invalid symbol."}, status=400, headers=headers
@@ -311,6 +315,21 @@ class Replay:
         return web.Response(
             body=orjson.dumps(doc), content_type="application/json", headers=headers
         )
+
+    def _true_book(self, symbol: str) -> BookSync | None:
+        truth = self._truth.get(symbol)
+        if truth is None:
+            return None
+        for frame, recv_ns, is_snapshot in self._pending.pop(symbol, []):
+            if is_snapshot:
+                snapshot = binance.decode_snapshot(frame, symbol, recv_ns)
+                if not isinstance(snapshot, Rejected):
+                    truth.on_snapshot(snapshot)
+            else:
+                msg = binance.decode_frame(frame, recv_ns)
+                if isinstance(msg, DepthDiff):  # a bad frame changes nothing at the exchange
+                    truth.on_diff(msg)
+        return truth
 
     async def exchange_info_handler(self, request: web.Request) -> web.Response:
         wanted = set(self.symbols)
@@ -389,7 +408,7 @@ class Replay:
                 "finished": self.finished.is_set(),
                 "sent": self.sent,
                 "rate_violations": self.rate_violations,
-                "truth": {s: t.last_update_id for s, t in self._truth.items()},
+                "truth": {s: t.last_update_id for s in self.symbols if (t := self._true_book(s))},
             }
         )
 
@@ -411,16 +430,12 @@ def _stream_of(frame: bytes) -> str:
     return ""
 
 
-def _shift_ids(frame: bytes, offset: int, is_snapshot: bool) -> bytes:
-    doc = orjson.loads(frame)
-    if is_snapshot:
-        doc["lastUpdateId"] += offset
-        return orjson.dumps(doc)
-    data = doc["data"]
-    for key in ("U", "u", "t"):
-        if key in data:
-            data[key] += offset
-    return orjson.dumps(doc)
+_ID_FIELDS = re.compile(rb'"(U|u|t|lastUpdateId)":(\d+)')
+
+
+def _shift_ids(frame: bytes, offset: int) -> bytes:
+    """Add `offset` to every exchange id in a frame (update ids, trade ids, snapshot id)."""
+    return _ID_FIELDS.sub(lambda m: b'"%s":%d' % (m.group(1), int(m.group(2)) + offset), frame)
 
 
 async def serve(replay: Replay, host: str, port: int) -> tuple[web.AppRunner, int]:
