@@ -147,6 +147,7 @@ class KafkaBroker:
         workdir: Path,
         *,
         port: int | None = None,
+        die_with_parent: bool = False,
         start_timeout: float = 120.0,
         extra_properties: dict[str, str] | None = None,
     ) -> None:
@@ -154,6 +155,8 @@ class KafkaBroker:
         self.port = port or free_port()
         self.controller_port = free_port()
         self.start_timeout = start_timeout
+        # True for test fixtures: the service ends with the process that started it.
+        self.die_with_parent = die_with_parent
         self.extra_properties = extra_properties or {}
         self.log = self.workdir / "kafka.log"
         self.process: ServiceProcess | None = None
@@ -189,6 +192,7 @@ class KafkaBroker:
             [*java_command(jars, "kafka.Kafka", broker_log4j), str(config)],
             self.log,
             self.workdir,
+            die_with_parent=self.die_with_parent,
         )
         self.process.start()
         try:

@@ -7,6 +7,7 @@ itself in the test output instead of timing out silently.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -56,11 +57,20 @@ def first_errors(path: Path, limit: int = 8) -> list[str]:
 class ServiceProcess:
     """A child process whose stdout and stderr go to `log`."""
 
-    def __init__(self, name: str, command: Sequence[str], log: Path, cwd: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        log: Path,
+        cwd: Path,
+        *,
+        die_with_parent: bool = False,
+    ) -> None:
         self.name = name
         self.command = list(command)
         self.log = log
         self.cwd = cwd
+        self.die_with_parent = die_with_parent
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,6 +91,7 @@ class ServiceProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_terminate_with_parent if self.die_with_parent else None,
             )
 
     def exit_code(self) -> int | None:
@@ -117,6 +128,14 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self._popen.kill()
             self._popen.wait()
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies, so a test run
+    that is killed outright (no fixture teardown) leaves no broker behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def command_line(pid: int) -> str:

@@ -52,12 +52,15 @@ class RedisServer:
         workdir: Path,
         *,
         port: int | None = None,
+        die_with_parent: bool = False,
         start_timeout: float = 30.0,
         extra_config: dict[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.start_timeout = start_timeout
+        # True for test fixtures: the service ends with the process that started it.
+        self.die_with_parent = die_with_parent
         self.extra_config = extra_config or {}
         self.log = self.workdir / "redis.log"
         self.process: ServiceProcess | None = None
@@ -86,7 +89,13 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "redis.conf"
         config.write_text(redis_config(self.port, self.workdir, self.extra_config))
-        self.process = ServiceProcess("redis", [binary, str(config)], self.log, self.workdir)
+        self.process = ServiceProcess(
+            "redis",
+            [binary, str(config)],
+            self.log,
+            self.workdir,
+            die_with_parent=self.die_with_parent,
+        )
         self.process.start()
         try:
             self.process.wait_ready(
