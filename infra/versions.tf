@@ -1,5 +1,4 @@
-# Terraform and provider versions. Providers are pinned exactly: what `make infra-validate`
-# checks (built from source, see providers.sh) is what `terraform init` installs.
+# Terraform and provider versions, pinned exactly so every `terraform init` installs the same.
 terraform {
   # 1.9+: variable validations may refer to other variables.
   required_version = ">= 1.9.0, < 2.0.0"
