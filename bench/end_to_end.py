@@ -112,14 +112,16 @@ async def measure(
         call = marketdata_pb2_grpc.MarketDataStub(channel).Subscribe(
             marketdata_pb2.SubscribeRequest(symbols=symbols, kinds=["book"])
         )
-        start_ns = time.time_ns()
+        snapshot_pending = set(symbols)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 async for update in flatten(call):
                     now = time.time_ns()
-                    # Snapshot values are old by design: count only what was fed after we joined.
-                    if update.hops.feed_receive_ns >= start_ns:
-                        out.append((update, now))
+                    # The first value per symbol is the snapshot, old by design: not a latency.
+                    if update.symbol in snapshot_pending:
+                        snapshot_pending.discard(update.symbol)
+                        continue
+                    out.append((update, now))
         call.cancel()
     return out
 
@@ -341,6 +343,8 @@ def run_up(args: argparse.Namespace) -> None:
             target, redis_url = match.group(1).rstrip(","), match.group(3)
             symbols = re.search(r"symbols ([A-Z0-9 ]+), grpc", line)
             names = symbols.group(1).split() if symbols else ["BTCUSDT", "ETHUSDT"]
+            print(f"ready; letting the pipeline run {args.warmup:g} s before measuring")
+            time.sleep(args.warmup)
             print(
                 f"full pipeline from replay: {len(names)} symbols ({' '.join(names)}), "
                 f"depth diffs at 10 Hz, trigger {args.trigger}"
