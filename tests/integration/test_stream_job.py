@@ -102,6 +102,7 @@ def records() -> list[BookRecord | TradeRecord]:
     return records_from_recording(*RECORDINGS)
 
 
+@pytest.mark.timeout(2400)
 @pytest.mark.parametrize("trigger", ["microbatch"])
 def test_job_matches_reference_through_sigkill_and_replays(
     kafka_bootstrap, redis_url, spark_jars, records, tmp_path, trigger
@@ -138,7 +139,8 @@ def test_job_matches_reference_through_sigkill_and_replays(
                     producer.produce(topics[1], bad, "ETHUSDT", partition=1)
         producer.flush(30)
         job = _start_job(kafka_bootstrap, redis_url, checkpoint, topics, log, trigger)
-        _wait(lambda: len(sub.updates) >= 200, 400, "the first updates", job, log)
+        # Generous: JVM start and planning take minutes on a loaded 2-core machine.
+        _wait(lambda: len(sub.updates) >= 200, 900, "the first updates", job, log)
         # Mid-stream: more input arrives, then the job dies without any chance to clean up.
         for rec in records[half : half + 2000]:
             produce(rec)
@@ -170,7 +172,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
                     return False
             return signalstore.malformed_count(client) - malformed_before >= 4
 
-        _wait(done, 500, "the final state in Redis", job, log)
+        _wait(done, 900, "the final state in Redis", job, log)
         time.sleep(3)  # let replays of the stale stretch arrive (they must change nothing)
         job.send_signal(signal.SIGTERM)
         try:

@@ -1,14 +1,20 @@
 """The stream job: Kafka source -> signal expressions -> Redis sink, one streaming query per
 output, each with its own checkpoint directory and trigger.
 
-Which trigger serves what (pyspark 4.3, the Kafka connector's real-time support):
-- book signals: real-time mode by default (`--trigger realtime`): long-running tasks read
-  Kafka continuously and hand each row to the `foreach` writer as it arrives; micro-batch
-  with `--trigger microbatch`.
-- malformed-trade counting: the same trigger as the book query (stateless).
-- trade flow: see TRADE_FLOW_REALTIME; windowed aggregation with watermark, update mode.
-Real-time mode needs one task slot per Kafka partition for as long as the query runs, so
-the local master gets enough threads for every partition of every query (threads, not cores).
+What real-time mode (`trigger(realTime=...)`, pyspark 4.3) accepts, from its allowlist
+(RealTimeModeAllowlist) and error conditions: source Kafka only; sinks Kafka, console, memory
+and `foreach` (ForeachWriterTable, so a Python `foreach` writer is accepted, `foreachBatch`
+is not); projections, filters, generators, unions, broadcast joins, streaming aggregation and
+deduplication with pipelined shuffles; output mode update only; async progress tracking
+with checkpoint interval 0; state store checkpoint format v2. Each long-running task holds
+a slot per Kafka partition for the whole batch (`realtime_batch`, also the checkpoint
+interval), so the local master gets threads for every partition of every query.
+
+Which trigger serves what:
+- book signals: real-time by default (`--trigger realtime`), micro-batch on request;
+- malformed-trade counting: the same trigger as the book query (stateless);
+- trade flow: micro-batch always (TRADE_FLOW_REALTIME): its windowed aggregation passes
+  the allowlist, but it has not been verified in real-time mode here.
 """
 
 from __future__ import annotations
