@@ -29,10 +29,12 @@ def test_server_properties_describe_one_loopback_kraft_node(tmp_path: Path) -> N
     assert props["num.partitions"] == "3"  # extras override defaults
 
 
-def test_cluster_id_is_22_url_safe_characters() -> None:
-    ids = {new_cluster_id() for _ in range(50)}
-    assert len(ids) == 50
+def test_cluster_id_is_22_url_safe_characters_never_starting_with_a_dash() -> None:
+    # One id in 64 would start with "-" by chance; 2,000 draws make missing that unlikely.
+    ids = {new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
     assert all(len(i) == 22 and "=" not in i and "+" not in i for i in ids)
+    assert not any(i.startswith("-") for i in ids)
 
 
 def test_artifact_coordinates_parse_and_reject_bad_input() -> None:
