@@ -59,6 +59,11 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 240.0) -> fl
         time.sleep(0.1)
 
 
+def acknowledged(shard: ShardProcess) -> bool:
+    health = shard.health()
+    return bool(health["delivered"] == health["produced"])
+
+
 def consume(bootstrap: str, topic: str, expect: int | None = None, idle: float = 5.0) -> list[Any]:
     """Every message of `topic` from the beginning (until `expect` seen, or `idle` s of silence)."""
     from confluent_kafka import Consumer, TopicPartition
@@ -137,10 +142,7 @@ def test_recordings_through_the_shard_into_kafka(
             return symbols["BTCUSDT"]["applied"] >= 3449 and symbols["ETHUSDT"]["applied"] >= 3432
 
         wait_for("both books to apply every diff", synced)
-        wait_for(
-            "every record acknowledged",
-            lambda: shard.health()["delivered"] == shard.health()["produced"],
-        )
+        wait_for("every record acknowledged", lambda: acknowledged(shard))
         health = shard.health()
         metrics = shard.metrics()
     btc, eth = health["symbols"]["BTCUSDT"], health["symbols"]["ETHUSDT"]
@@ -233,11 +235,11 @@ def test_fault_switches_resync_without_invalid_books_or_loss(
                 continue
             # Everything else must lose the book and get it back.
             timings[kind] = wait_for(f"{kind}: resync", resynced(before))
-        wait_for(
-            "every record acknowledged",
-            lambda: shard.health()["delivered"] == shard.health()["produced"],
-        )
+        replay.stop()  # no more frames: the counts read below are final
+        wait_for("every record acknowledged", lambda: acknowledged(shard))
         health = shard.health()
+        time.sleep(1)
+        assert shard.health()["produced"] == health["produced"]  # nothing more is coming
     print("resync seconds after each fault:", {k: round(v, 2) for k, v in timings.items()})
     assert health["delivery_failed"] == 0
     assert health["quarantined"].get("invalid json", 0) >= 1  # the malformed frame
@@ -301,6 +303,8 @@ def test_reassignment_in_place_without_restart_or_gap(
         health = shard.health()
         assert shard.pid == pid
         assert shard.alive()
+        # The replay closes a socket that sends more than 5 control messages a second.
+        assert replay.status()["rate_violations"] == 0
     conn = health["connections"][0]
     assert conn["connects"] == 1  # one socket the whole time: resubscribed in place
     assert conn["control_sent"] >= 2  # SUBSCRIBE + UNSUBSCRIBE
@@ -386,10 +390,7 @@ def test_bad_input_is_quarantined_and_the_shard_keeps_serving(
         wait_for(
             "every good diff applied", lambda: shard.health()["symbols"]["BTCUSDT"]["applied"] >= 60
         )
-        wait_for(
-            "every record acknowledged",
-            lambda: shard.health()["delivered"] == shard.health()["produced"],
-        )
+        wait_for("every record acknowledged", lambda: acknowledged(shard))
         health = shard.health()
         metrics = shard.metrics()
         assert shard.alive()
