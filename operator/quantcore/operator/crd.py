@@ -66,9 +66,16 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["x-kubernetes-list-type"] = "map"
             out["x-kubernetes-list-map-keys"] = ["type"]
     if "default" in node and node["default"] is not None:
-        # Object defaults become {} so the API server fills nested defaults itself.
-        out["default"] = {} if isinstance(node["default"], dict) else node["default"]
+        # Object defaults are written out in full: the API server checks a default against
+        # the CEL rules before it fills nested defaults.
+        out["default"] = _without_none(node["default"])
     return out
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
