@@ -42,6 +42,7 @@ class ServerConfig:
     max_streams_per_connection: int = 2_000
     max_symbols_per_request: int = 1_000
     max_batch: int = 256  # updates per stream message
+    redis_connections: int = 16  # for snapshot reads
     max_request_bytes: int = 64 * 1024
     max_response_bytes: int = 16 * 1024 * 1024
     keepalive_time_ms: int = 20_000
@@ -223,7 +224,13 @@ class MarketDataServer:
         self.port = 0
         self._health = health.aio.HealthServicer()
         self._fanout = Fanout(config.redis_url, on_link_change=self._link_changed)
-        self._redis = aioredis.Redis.from_url(config.redis_url)
+        # Snapshot reads wait for one of a few connections instead of failing when a
+        # thousand clients subscribe at once.
+        self._redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                config.redis_url, max_connections=config.redis_connections, timeout=10
+            )
+        )
         self.service = MarketDataService(config, self._redis, self._fanout)
         self._server: grpc.aio.Server | None = None
         self._fanout_task: asyncio.Task[None] | None = None
