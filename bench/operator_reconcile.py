@@ -213,7 +213,12 @@ def main() -> None:
             kube = Kube(str(kubeconfig))
             crds.install(kube._api, crds.third_party_crd_paths())
             kubectl(
-                kubeconfig, "apply", "--server-side", "-f", str(ROOT / "crds" / "marketfeed.yaml")
+                kubeconfig,
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                str(ROOT / "crds" / "marketfeed.yaml"),
             )
             kubectl(
                 kubeconfig, "wait", "--for=condition=Established", "crd/marketfeeds.quantcore.io"

@@ -58,7 +58,15 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) ->
 
 @pytest.fixture(scope="module")
 def crd_installed(kubeconfig: Path) -> Path:
-    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=quantcore-tests", "-f", str(CRD))
+    kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=quantcore-tests",
+        "-f",
+        str(CRD),
+    )
     kubectl(
         kubeconfig,
         "wait",

@@ -60,7 +60,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") == "array":
         out["items"] = _structural(node["items"], defs)
         items = out["items"]
-        if items.get("type") in ("string", "integer"):
+        if items.get("type") == "string":  # symbol lists
             out["x-kubernetes-list-type"] = "set"  # the API server rejects duplicates
         elif "type" in items.get("required", []):  # conditions: one entry per type
             out["x-kubernetes-list-type"] = "map"
