@@ -115,9 +115,11 @@ def test_external_redis_creates_no_redis() -> None:
     assert args == ["serve", "--redis", "redis://r:6379/0", "--port", "50051"]
 
 
-def test_redis_memory_grows_with_symbols_and_levels() -> None:
-    assert planner.redis_memory_mib(1000, 20) > planner.redis_memory_mib(100, 20)
-    assert planner.redis_memory_mib(1000, 20) > planner.redis_memory_mib(1000, 5)
+def test_redis_memory_grows_with_symbols_and_levels_in_doublings() -> None:
+    assert planner.redis_memory_mib(100_000, 20) > planner.redis_memory_mib(100, 20)
+    assert planner.redis_memory_mib(50_000, 20) > planner.redis_memory_mib(50_000, 5)
+    # A 30 -> 100 reshard does not resize (and so does not restart) Redis.
+    assert planner.redis_memory_mib(30, 20) == planner.redis_memory_mib(100, 20)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -90,9 +90,11 @@ def executor_instances(spec: MarketFeedSpec, partitions: int) -> int:
 
 
 def redis_memory_mib(symbols: int, levels: int) -> int:
-    """Redis maxmemory: a signal hash (~1 KiB) plus a book snapshot per symbol, with headroom."""
+    """Redis maxmemory in MiB: a signal hash (~1 KiB) plus a book snapshot per symbol, x4."""
     per_symbol_bytes = 1024 + levels * 2 * 48
-    return 64 + math.ceil(symbols * per_symbol_bytes * 4 / 2**20)
+    need = 64 + math.ceil(symbols * per_symbol_bytes * 4 / 2**20)
+    # Rounded up to a power of two: a new size restarts Redis, so only doublings may.
+    return int(2 ** math.ceil(math.log2(need)))
 
 
 def _spark_memory(quantity: str) -> str:
