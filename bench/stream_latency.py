@@ -89,6 +89,21 @@ class Latencies:
         self._pubsub.close()
 
 
+def drain(lat: Latencies, first: int, last: int, idle_s: float) -> list[tuple[int, float, float]]:
+    """The samples of sequences first..last, waiting while they still arrive (a lagging job
+    shows as high latency, not as lost updates)."""
+    count, idle_since = -1, time.monotonic()
+    while True:
+        window = [s for s in lat.samples if first <= s[0] <= last]
+        if len(window) >= last - first + 1:
+            return window
+        if len(window) != count:
+            count, idle_since = len(window), time.monotonic()
+        elif time.monotonic() - idle_since > idle_s:
+            return window
+        time.sleep(0.5)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -141,8 +156,7 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
         send(100, 3.0)  # settle
         for rate in args.rates:
             first, last = send(rate, args.seconds)
-            time.sleep(3.0)  # drain
-            window = [s for s in lat.samples if first <= s[0] <= last]
+            window = drain(lat, first, last, args.drain_seconds)
             sent = last - first + 1
             step = {"rate": rate, "sent": sent, "received": len(window)}
             if window:
@@ -176,6 +190,9 @@ def main() -> None:
     parser.add_argument("--rates", default="300,1000,3000")
     parser.add_argument("--modes", default="realtime,microbatch")
     parser.add_argument("--startup-timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--drain-seconds", type=float, default=20.0, help="give up after no progress"
+    )
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
     jars = ",".join(str(j) for j in spark_jars())
