@@ -39,7 +39,8 @@ def topic_config(spec: MarketFeedSpec) -> dict[str, str]:
 def _admin(bootstrap: str):  # type: ignore[no-untyped-def]
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+    # log_level 4: warnings and worse (info-level noise on every client teardown otherwise).
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "log_level": 4})
 
 
 def existing_partitions(spec: MarketFeedSpec) -> dict[str, int]:
