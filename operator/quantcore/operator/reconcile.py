@@ -127,10 +127,15 @@ def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> 
 
     # The routing table first (shards read it), then everything else in parallel.
     routing, *rest = plan.objects
-    applied = [applier.apply(routing, feed)]
-    with ThreadPoolExecutor(APPLY_THREADS) as pool:
-        applied += list(pool.map(lambda o: applier.apply(o, feed), rest))
-    pruned = applier.prune(feed, plan.objects, rbac.CHILDREN)
+    try:
+        applied = [applier.apply(routing, feed)]
+        with ThreadPoolExecutor(APPLY_THREADS) as pool:
+            applied += list(pool.map(lambda o: applier.apply(o, feed), rest))
+        pruned = applier.prune(feed, plan.objects, rbac.CHILDREN)
+    except KubeError as exc:
+        # Missing RBAC or a rejected child: say so in Degraded (kopf also posts an Event).
+        reason = "Forbidden" if exc.status == 403 else "ApplyFailed"
+        raise blocked(reason, f"applying children: {exc}") from exc
 
     spark = next(o for o in applied if o["kind"] == "SparkApplication")
     app_state = (spark.get("status") or {}).get("applicationState") or {}
