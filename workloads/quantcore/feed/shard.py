@@ -35,6 +35,7 @@ class ShardConfig:
     rest_url: str
     levels: int = 20
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     topics: Topics = field(default_factory=Topics)
     streams: StreamConfig = field(default_factory=StreamConfig)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
@@ -43,6 +44,11 @@ class ShardConfig:
     weight_share: float = 0.5
     routing_poll_s: float = 0.5
     producer_config: dict[str, Any] = field(default_factory=dict)
+
+
+def assignment(table: RoutingTable, shard: int) -> dict[str, int]:
+    """symbol -> partition for the symbols `table` assigns to `shard`."""
+    return {r.symbol: r.partition for r in table.routes if r.shard == shard}
 
 
 class Shard:
@@ -84,7 +90,9 @@ class Shard:
                 if cfg.metrics_port is not None:
                     from quantcore.feed.metrics import serve_metrics
 
-                    tg.create_task(serve_metrics(self, cfg.metrics_port), name="metrics")
+                    tg.create_task(
+                        serve_metrics(self, cfg.metrics_port, cfg.metrics_host), name="metrics"
+                    )
         finally:
             await self.snapshots.close()
             remaining = await asyncio.to_thread(self.producer.flush, 30.0)
@@ -121,8 +129,7 @@ class Shard:
         if self.table is not None and table.version < self.table.version:
             log.warning("ignoring routing table version %d < %d", table.version, self.table.version)
             return
-        shard = self.config.shard
-        want = {r.symbol: r.partition for r in table.routes if r.shard == shard}
+        want = assignment(table, self.config.shard)
         have = set(self.normalizer.symbols)
         self.table = table
         for symbol in sorted(have - want.keys()):

@@ -1,12 +1,58 @@
-"""`quantcore feed --routing FILE --shard N --kafka BOOTSTRAP --ws-url URL --rest-url URL`."""
+"""`quantcore feed --routing FILE --shard N --kafka BOOTSTRAP --ws-url URL --rest-url URL`.
+
+The operator passes the stream settings and topic names as `QUANTCORE_*` environment variables
+(see the planner's shard Deployment); they are the argparse defaults, so a flag still wins.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quantcore.events import BOOK_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, TRADES_TOPIC
+
+if TYPE_CHECKING:
+    from quantcore.feed.shard import ShardConfig
+
+# The planner's metrics containerPort: inside a pod the shard serves /metrics and /healthz
+# there on every interface unless told otherwise, so probes and scrapes reach it.
+POD_METRICS_PORT = "9090"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def _interval(text: str) -> str:
+    """The operator's interval in ms ("100", "1000") or Binance's spelling ("100ms")."""
+    value = text.strip().lower().removesuffix("ms")
+    if value not in ("100", "1000"):
+        raise argparse.ArgumentTypeError(f"depth interval {text!r}: expected 100 or 1000 (ms)")
+    return f"{value}ms"
+
+
+def env_flag(value: bool | str, name: str) -> bool:
+    """A flag's value: a bool from the command line or an env string such as "true"/"false"."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{name}={value!r}: expected true or false")
+
+
+def _in_pod(environ: Mapping[str, str]) -> bool:
+    return "KUBERNETES_SERVICE_HOST" in environ
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    env = os.environ if environ is None else environ
+    in_pod = _in_pod(env)
     parser.add_argument(
         "--routing", required=True, type=Path, help="routing table JSON (re-read on change)"
     )
@@ -16,20 +62,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ws-url", required=True, help="combined-stream endpoint, e.g. wss://host/stream"
     )
     parser.add_argument("--rest-url", required=True, help="REST base URL for depth snapshots")
-    parser.add_argument("--depth-levels", type=int, default=20, help="levels in each book record")
+    # String defaults go through `type`, so a bad env value is a clean usage error.
     parser.add_argument(
-        "--metrics-port", type=int, default=None, help="Prometheus /metrics and /healthz"
+        "--depth-levels",
+        type=int,
+        default=env.get("QUANTCORE_DEPTH_LEVELS", "20"),
+        help="levels in each book record (env QUANTCORE_DEPTH_LEVELS)",
     )
     parser.add_argument(
-        "--topic-prefix", default=None, help="topics <prefix>.raw/.book/.trades/.quarantine"
+        "--metrics-port",
+        type=int,
+        default=env.get("QUANTCORE_METRICS_PORT", POD_METRICS_PORT if in_pod else None),
+        help="Prometheus /metrics and /healthz (env QUANTCORE_METRICS_PORT; 9090 in a pod)",
     )
-    parser.add_argument("--diff-speed", choices=["100ms", "1000ms"], default="100ms")
+    parser.add_argument(
+        "--metrics-host",
+        default=env.get("QUANTCORE_METRICS_HOST", "0.0.0.0" if in_pod else "127.0.0.1"),
+        help="address the metrics endpoint binds (env QUANTCORE_METRICS_HOST; all in a pod)",
+    )
+    parser.add_argument(
+        "--topic-prefix",
+        default=None,
+        help="topics <prefix>.raw/.book/.trades/.quarantine (overrides the per-topic names)",
+    )
+    for kind, default in (
+        ("raw", RAW_TOPIC),
+        ("book", BOOK_TOPIC),
+        ("trades", TRADES_TOPIC),
+        ("quarantine", QUARANTINE_TOPIC),
+    ):
+        var = f"QUANTCORE_TOPIC_{kind.upper()}"
+        parser.add_argument(
+            f"--topic-{kind}", default=env.get(var, default), help=f"{kind} topic (env {var})"
+        )
+    parser.add_argument(
+        "--diff-speed",
+        type=_interval,
+        choices=["100ms", "1000ms"],
+        default=env.get("QUANTCORE_DEPTH_INTERVAL_MS", "100"),
+        help="diff-depth interval (env QUANTCORE_DEPTH_INTERVAL_MS: 100 or 1000)",
+    )
     parser.add_argument(
         "--partial-depth", type=int, choices=[5, 10, 20], default=None, help="also take depthN"
     )
     parser.add_argument("--no-diff-depth", action="store_true", help="book from partial depth only")
-    parser.add_argument("--no-trades", action="store_true")
-    parser.add_argument("--no-book-ticker", action="store_true")
+    parser.add_argument(
+        "--trades",
+        action=argparse.BooleanOptionalAction,
+        default=env.get("QUANTCORE_TRADES", "true"),
+        help="take the trade stream (env QUANTCORE_TRADES)",
+    )
+    parser.add_argument(
+        "--book-ticker",
+        action=argparse.BooleanOptionalAction,
+        default=env.get("QUANTCORE_BOOK_TICKER", "true"),
+        help="take the bookTicker stream (env QUANTCORE_BOOK_TICKER)",
+    )
     parser.add_argument("--snapshot-limit", type=int, default=1000)
     parser.add_argument(
         "--idle-probe", type=float, default=10.0, help="seconds of silence before a ping"
@@ -38,21 +126,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
-def run(args: argparse.Namespace) -> int:
-    import asyncio
-    import contextlib
-    import logging
-    import signal
-
+def shard_config(args: argparse.Namespace) -> ShardConfig:
+    """The shard's configuration from parsed arguments (raises ValueError on a bad env flag)."""
     from quantcore.feed.binance import StreamConfig
     from quantcore.feed.connection import ConnectionSettings
     from quantcore.feed.producer import Topics
-    from quantcore.feed.shard import Shard, ShardConfig
+    from quantcore.feed.shard import ShardConfig
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    config = ShardConfig(
+    if args.topic_prefix:
+        topics = Topics.with_prefix(args.topic_prefix)
+    else:
+        topics = Topics(args.topic_raw, args.topic_book, args.topic_trades, args.topic_quarantine)
+    return ShardConfig(
         routing_path=args.routing,
         shard=args.shard,
         bootstrap=args.kafka,
@@ -60,19 +145,38 @@ def run(args: argparse.Namespace) -> int:
         rest_url=args.rest_url,
         levels=args.depth_levels,
         metrics_port=args.metrics_port,
-        topics=Topics.with_prefix(args.topic_prefix),
+        metrics_host=args.metrics_host,
+        topics=topics,
         streams=StreamConfig(
             diff_depth=not args.no_diff_depth,
             diff_speed=args.diff_speed,
             partial_levels=args.partial_depth,
-            trades=not args.no_trades,
-            book_ticker=not args.no_book_ticker,
+            trades=env_flag(args.trades, "QUANTCORE_TRADES"),
+            book_ticker=env_flag(args.book_ticker, "QUANTCORE_BOOK_TICKER"),
         ),
         connection=ConnectionSettings(
             idle_probe_s=args.idle_probe, pong_timeout_s=args.pong_timeout
         ),
         snapshot_limit=args.snapshot_limit,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import logging
+    import signal
+
+    from quantcore.feed.shard import Shard
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        config = shard_config(args)
+    except ValueError as exc:
+        logging.getLogger(__name__).error("bad configuration: %s", exc)
+        return 2
 
     async def main() -> None:
         # SIGTERM (kubelet, tests) cancels the shard so it flushes the producer on the way out.
