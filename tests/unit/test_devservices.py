@@ -12,7 +12,7 @@ from quantcore.devservices.kafka import TOOLS, new_cluster_id, server_properties
 from quantcore.devservices.maven import Artifact, pom_for
 from quantcore.devservices.process import first_errors, log_tail, without_stack_frames
 from quantcore.devservices.redis import redis_config
-from quantcore.devservices.spark import artifact_name, connector_for, session_conf
+from quantcore.devservices.spark import artifact_name, session_conf
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -67,11 +67,6 @@ def test_pom_declares_every_artifact() -> None:
 )
 def test_artifact_name_strips_the_version(jar: str, name: str) -> None:
     assert artifact_name(jar) == name
-
-
-def test_connector_follows_pyspark_except_where_maven_lacks_it() -> None:
-    assert connector_for("4.1.1") == "4.1.1"
-    assert connector_for("4.3.0") == "4.2.0"
 
 
 def test_session_conf_layers_defaults_jars_and_overrides() -> None:

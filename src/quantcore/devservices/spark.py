@@ -39,16 +39,6 @@ def pyspark_version() -> str:
     return version("pyspark")
 
 
-# pyspark releases whose jars are not on Maven yet (4.3.0 reached the Python registry
-# first): use the newest published connector of the same major version instead.
-CONNECTOR_FALLBACK: dict[str, str] = {"4.3.0": "4.2.0"}
-
-
-def connector_for(spark: str) -> str:
-    """The spark-sql-kafka connector version to use with pyspark `spark`."""
-    return CONNECTOR_FALLBACK.get(spark, spark)
-
-
 def connector_version(jars: list[Path]) -> str:
     """The version of the resolved spark-sql-kafka connector jar."""
     for jar in jars:
@@ -77,7 +67,8 @@ def spark_jars() -> list[Path]:
     Jars pyspark already bundles (slf4j, lz4, snappy, zstd, ...) are left out so the
     classpath holds one version of each.
     """
-    connector = connector_for(pyspark_version())
+    # The connector is the same release as pyspark (pyproject pins one that Maven has).
+    connector = pyspark_version()
     resolved = maven.resolve(
         f"spark-kafka-{SCALA_VERSION}-{connector}",
         [f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_VERSION}:{connector}"],

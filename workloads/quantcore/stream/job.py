@@ -1,7 +1,7 @@
 """The stream job: Kafka source -> signal expressions -> Redis sink, one streaming query per
 output, each with its own checkpoint directory and trigger.
 
-What real-time mode (`trigger(realTime=...)`, pyspark 4.3) accepts, from its allowlist
+What real-time mode (`trigger(realTime=...)`, pyspark 4.2) accepts, from its allowlist
 (RealTimeModeAllowlist) and error conditions: source Kafka only; sinks Kafka, console, memory
 and `foreach` (ForeachWriterTable, so a Python `foreach` writer is accepted, `foreachBatch`
 is not); projections, filters, generators, unions, broadcast joins, streaming aggregation and
