@@ -24,12 +24,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from quantcore import signalstore
 from quantcore.events import BookRecord, TradeRecord
 from quantcore.feed.recording import records_from_recording
+from quantcore.localmode.source import default_recordings_dir
 from quantcore.v1 import signals_pb2
 from tests.unit import stream_reference as ref
 
 pytestmark = pytest.mark.integration
 
-RECORDINGS = sorted(Path("/work/shared/data/binance-spot").glob("*.gz"))
+RECORDINGS = sorted(default_recordings_dir().glob("*.gz"))
 PARTITION = {"BTCUSDT": 0, "ETHUSDT": 1}
 BOOK_FIELDS = [f.name for f in signals_pb2.BookSignals.DESCRIPTOR.fields]
 FLOW_FIELDS = [

@@ -3,20 +3,19 @@ the plain-Python reference (absolute tolerance 1e-9); malformed records are flag
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from quantcore.devservices.spark import build_session
 from quantcore.events import BookRecord
 from quantcore.feed.recording import records_from_recording
+from quantcore.localmode.source import default_recordings_dir
 from quantcore.stream import signals
 from quantcore.v1 import signals_pb2
 from tests.unit import stream_reference as ref
 
 pytestmark = pytest.mark.integration
 
-RECORDINGS = sorted(Path("/work/shared/data/binance-spot").glob("*.gz"))
+RECORDINGS = sorted(default_recordings_dir().glob("*.gz"))
 BOOK_FIELDS = [f.name for f in signals_pb2.BookSignals.DESCRIPTOR.fields]
 
 
