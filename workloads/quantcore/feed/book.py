@@ -19,14 +19,19 @@ TopOfBook = tuple[float | None, float | None, float | None, float | None]
 
 
 class OrderBook:
-    """Price levels of both sides, kept sorted so the top N is a slice, not a sort."""
+    """Price levels of both sides, kept sorted so the top N is a slice, not a sort.
+
+    Each side's key list is ascending with the BEST price LAST: most changes land near the
+    top of the book, and inserting or deleting near the end of a Python list moves few
+    elements (at the front it would move the whole list, thousands of levels deep).
+    """
 
     __slots__ = ("_ask_keys", "_asks", "_bid_keys", "_bids")
 
     def __init__(self) -> None:
         self._bids: dict[float, float] = {}
         self._asks: dict[float, float] = {}
-        # Bids are keyed by negated price so both key lists are ascending = best first.
+        # Bids are keyed by price, asks by negated price: both ascending = best last.
         self._bid_keys: list[float] = []
         self._ask_keys: list[float] = []
 
@@ -41,15 +46,17 @@ class OrderBook:
         self.update(bids, asks)
 
     def update(self, bids: list[Level], asks: list[Level]) -> None:
-        _apply(self._bids, self._bid_keys, bids, -1.0)
-        _apply(self._asks, self._ask_keys, asks, 1.0)
+        if bids:
+            _apply_bids(self._bids, self._bid_keys, bids)
+        if asks:
+            _apply_asks(self._asks, self._ask_keys, asks)
 
     def crossed(self) -> bool:
-        return bool(self._bid_keys and self._ask_keys) and -self._bid_keys[0] >= self._ask_keys[0]
+        return bool(self._bid_keys and self._ask_keys) and self._bid_keys[-1] >= -self._ask_keys[-1]
 
     def top_of_book(self) -> TopOfBook:
-        bid = -self._bid_keys[0] if self._bid_keys else None
-        ask = self._ask_keys[0] if self._ask_keys else None
+        bid = self._bid_keys[-1] if self._bid_keys else None
+        ask = -self._ask_keys[-1] if self._ask_keys else None
         return (
             bid,
             self._bids[bid] if bid is not None else None,
@@ -59,27 +66,37 @@ class OrderBook:
 
     def bids(self, n: int) -> tuple[list[float], list[float]]:
         bids = self._bids
-        px = [-k for k in self._bid_keys[:n]]
+        px = self._bid_keys[: -n - 1 : -1]  # the last n, best first
         return px, [bids[p] for p in px]
 
     def asks(self, n: int) -> tuple[list[float], list[float]]:
         asks = self._asks
-        px = self._ask_keys[:n]
+        px = [-k for k in self._ask_keys[: -n - 1 : -1]]
         return px, [asks[p] for p in px]
 
     def depth(self) -> tuple[int, int]:
         return len(self._bid_keys), len(self._ask_keys)
 
 
-def _apply(side: dict[float, float], keys: list[float], levels: list[Level], sign: float) -> None:
+def _apply_bids(side: dict[float, float], keys: list[float], levels: list[Level]) -> None:
     for price, qty in levels:
         if qty == 0.0:
             if side.pop(price, None) is not None:
-                key = sign * price
-                del keys[bisect_left(keys, key)]
+                del keys[bisect_left(keys, price)]
         else:
             if price not in side:
-                insort(keys, sign * price)
+                insort(keys, price)
+            side[price] = qty
+
+
+def _apply_asks(side: dict[float, float], keys: list[float], levels: list[Level]) -> None:
+    for price, qty in levels:
+        if qty == 0.0:
+            if side.pop(price, None) is not None:
+                del keys[bisect_left(keys, -price)]
+        else:
+            if price not in side:
+                insort(keys, -price)
             side[price] = qty
 
 
