@@ -324,24 +324,38 @@ def test_operator_reconciles_with_the_charts_service_account(
         sa_config = service_account_kubeconfig(kubeconfig, namespace, account, tmp_path)
         feed_name = "sample"
         with operator_process(sa_config, namespace, tmp_path / "operator.log") as log:
-            # Every child exists: each was server-side applied with the chart's token.
+
+            def converged() -> bool:
+                # Every child exists (each server-side applied with the chart's token) and the
+                # status, written through marketfeeds/status, describes this generation.
+                feed = get_feed(dyn, namespace, feed_name)
+                status = feed.get("status") or {}
+                return (
+                    not missing_children(dyn, namespace, feed_name)
+                    and status.get("observedGeneration") == feed["metadata"]["generation"]
+                )
+
             wait_until(
-                lambda: not missing_children(dyn, namespace, feed_name),
+                converged,
                 timeout=120,
                 describe=lambda: (
                     f"the operator did not reconcile with the chart's RBAC; missing "
-                    f"{missing_children(dyn, namespace, feed_name)}\n--- log ---\n"
+                    f"{missing_children(dyn, namespace, feed_name)}; status "
+                    f"{get_feed(dyn, namespace, feed_name).get('status')}\n--- log ---\n"
                     f"{log()[-6000:]}"
                 ),
             )
+            feed = get_feed(dyn, namespace, feed_name)
+            types = {c["type"] for c in feed["status"].get("conditions", [])}
+            assert {"Ready", "Progressing", "Degraded"} <= types, feed["status"]
+            degraded = condition(feed, "Degraded")
+            assert degraded is not None
+            assert degraded["status"] == "False", degraded
+            assert feed["status"]["shards"] == 2
+            assert feed["status"]["symbols"] == 3
             assert "forbidden" not in log().lower(), log()[-4000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator gap: a 403 from the API server becomes a kopf TemporaryError (logged) but "
-    "neither an Event on the MarketFeed nor a Degraded=True condition",
-)
 def test_a_missing_verb_fails_loudly(
     kubeconfig: Path, namespace: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:

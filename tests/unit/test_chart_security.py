@@ -176,11 +176,6 @@ PLANNED_ACCEPTED = {
     "CKV_K8S_40": "uids come from the images (10001, redis 999); high-uid rule is advisory",
     "CKV_K8S_15": "imagePullPolicy defaults to IfNotPresent for pinned tags",
     "CKV_K8S_11": "feed shards and Redis set no CPU limit on purpose: throttling adds latency",
-    # Known gaps of the operator's pod specs (reported, not hidden): no liveness probes, and
-    # feed shards without a readiness probe (they serve no traffic, but a probe would gate
-    # rollouts on a healthy websocket).
-    "CKV_K8S_8": "operator gap: planned pods have no liveness probe yet",
-    "CKV_K8S_9": "operator gap: feed shards have no readiness probe yet",
 }
 
 

@@ -191,6 +191,9 @@ def shard_deployment(feed: MarketFeed, shard: int) -> Obj:
         spec.endpoints.ws_url,
         "--rest-url",
         spec.endpoints.rest_url,
+        # /metrics for Prometheus and /healthz (503 until the shard is healthy) for the probe.
+        "--metrics-port",
+        str(METRICS_PORT),
     ]
     env = [
         {"name": "QUANTCORE_DEPTH_LEVELS", "value": str(spec.streams.depth.levels)},
@@ -226,6 +229,23 @@ def shard_deployment(feed: MarketFeed, shard: int) -> Obj:
                             "args": args,
                             "env": env,
                             "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+                            # /healthz is 503 without a routing table or with a symbol not
+                            # live for over a minute: such a shard shows as not available.
+                            "readinessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "metrics"},
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 5,
+                                "failureThreshold": 3,
+                            },
+                            # Alive while its event loop answers; not /healthz, which an
+                            # exchange outage turns to 503 and a restart would not fix.
+                            "livenessProbe": {
+                                "httpGet": {"path": "/metrics", "port": "metrics"},
+                                "initialDelaySeconds": 10,
+                                "periodSeconds": 20,
+                                "timeoutSeconds": 5,
+                                "failureThreshold": 3,
+                            },
                             "resources": {
                                 "requests": {"cpu": "100m", "memory": "128Mi"},
                                 "limits": {"memory": "512Mi"},
@@ -364,6 +384,11 @@ def redis_objects(feed: MarketFeed, symbols: int) -> list[Obj]:
                                 "limits": {"memory": f"{mib + mib // 2}Mi"},
                             },
                             "readinessProbe": {"tcpSocket": {"port": "redis"}},
+                            "livenessProbe": {
+                                "tcpSocket": {"port": "redis"},
+                                "initialDelaySeconds": 10,
+                                "periodSeconds": 20,
+                            },
                             "securityContext": security,
                             "volumeMounts": [{"name": "data", "mountPath": "/data"}, _TMP_MOUNT],
                         }
@@ -409,6 +434,13 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                             {"name": "metrics", "containerPort": METRICS_PORT},
                         ],
                         "readinessProbe": {"grpc": {"port": port}},
+                        # The port, not gRPC health: NOT_SERVING while Redis is away is
+                        # for readiness; a restart would not bring Redis back.
+                        "livenessProbe": {
+                            "tcpSocket": {"port": port},
+                            "initialDelaySeconds": 10,
+                            "periodSeconds": 20,
+                        },
                         "resources": {
                             "requests": {"cpu": "200m", "memory": "128Mi"},
                             "limits": {"memory": "512Mi"},
