@@ -9,20 +9,19 @@ wrapper of its own. The wrapper's go.mod is generated here; nothing built lands 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from quantcore.devcluster import versions
+from quantcore.devservices.cache import cache_lock
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager")
 # Builds run beside other work on a small machine: keep them polite.
@@ -118,7 +117,7 @@ def ensure_kubernetes() -> tuple[Path, Path]:
     root = versions.kubernetes_dir()
     bin_dir = root / "bin"
     wanted = [bin_dir / name for name in KUBE_COMMANDS]
-    with _locked(root):
+    with cache_lock(root):
         if all(path.exists() for path in wanted):
             return wanted[0], wanted[1]
         started = time.monotonic()
@@ -151,7 +150,7 @@ def ensure_kubernetes() -> tuple[Path, Path]:
 def ensure_etcd() -> Path:
     root = versions.etcd_dir()
     binary = root / "bin" / "etcd"
-    with _locked(root):
+    with cache_lock(root):
         if binary.exists():
             return binary
         started = time.monotonic()
@@ -189,7 +188,7 @@ def ensure_etcd() -> Path:
 def ensure_helm() -> Path:
     root = versions.helm_dir()
     binary = root / "helm"
-    with _locked(root):
+    with cache_lock(root):
         if binary.exists():
             return binary
         started = time.monotonic()
@@ -257,15 +256,3 @@ def _record_build_time(root: Path, what: str, started: float) -> None:
     seconds = round(time.monotonic() - started, 1)
     with (root / "build-times.log").open("a") as log:
         log.write(f"{datetime.now(UTC).isoformat()} {what} {seconds}s\n")
-
-
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """Serialise builds of one version across processes (pytest workers, make, helpers)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
