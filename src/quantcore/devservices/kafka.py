@@ -12,11 +12,10 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
-from types import TracebackType
 
 from quantcore.devservices import maven
 from quantcore.devservices.ports import LOOPBACK, free_port, is_listening
-from quantcore.devservices.process import ServiceError, ServiceProcess, without_stack_frames
+from quantcore.devservices.process import ManagedService, ServiceError, without_stack_frames
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
@@ -145,8 +144,10 @@ def broker_answers(bootstrap: str) -> bool:
     return bool(metadata.brokers)
 
 
-class KafkaBroker:
+class KafkaBroker(ManagedService):
     """One KRaft broker living in `workdir` (config, data and log); stop() ends it."""
+
+    stop_timeout = 30.0
 
     def __init__(
         self,
@@ -157,21 +158,12 @@ class KafkaBroker:
         start_timeout: float = 120.0,
         extra_properties: dict[str, str] | None = None,
     ) -> None:
-        self.workdir = Path(workdir)
+        super().__init__(
+            workdir, "kafka.log", die_with_parent=die_with_parent, start_timeout=start_timeout
+        )
         self.port = port or free_port()
         self.controller_port = free_port()
-        self.start_timeout = start_timeout
-        # True for test fixtures: the service ends with the process that started it.
-        self.die_with_parent = die_with_parent
         self.extra_properties = extra_properties or {}
-        self.log = self.workdir / "kafka.log"
-        self.process: ServiceProcess | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise ServiceError("not started")
-        return self.process.pid
 
     @property
     def marker(self) -> str:
@@ -193,21 +185,12 @@ class KafkaBroker:
         )
         broker_log4j = log4j_config(self.workdir, "INFO")
         self._format(jars, config)
-        self.process = ServiceProcess(
+        self._launch(
             "kafka",
             [*java_command(jars, "kafka.Kafka", broker_log4j), str(config)],
-            self.log,
-            self.workdir,
-            die_with_parent=self.die_with_parent,
+            lambda: broker_answers(self.bootstrap),
+            "answering metadata",
         )
-        self.process.start()
-        try:
-            self.process.wait_ready(
-                lambda: broker_answers(self.bootstrap), self.start_timeout, "answering metadata"
-            )
-        except ServiceError:
-            self.process.stop()
-            raise
         return self.bootstrap
 
     def _format(self, jars: list[Path], config: Path) -> None:
@@ -229,21 +212,6 @@ class KafkaBroker:
             raise ServiceError(
                 f"kafka storage format failed (exit {done.returncode}) for {config}:\n{output}"
             )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(timeout=30)
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def tool_wrapper(name: str, jars: list[Path], log_config: Path) -> str:

@@ -1,4 +1,5 @@
-"""One service process: started in its own session with output in a log file, stopped for sure.
+"""One service process: started in its own session with output in a log file, stopped for sure;
+and `ManagedService`, the start/stop/`with` lifecycle Kafka and Redis share on top of it.
 
 Start failures raise `ServiceError` carrying the log's tail, so a broken service explains
 itself in the test output instead of timing out silently.
@@ -14,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
 
 
 class ServiceError(RuntimeError):
@@ -128,6 +130,64 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self._popen.kill()
             self._popen.wait()
+
+
+class ManagedService:
+    """What every dev service shares: a `workdir`, one `ServiceProcess`, a start that waits
+    for readiness (stopping the process if it never gets there), stop, and `with` support.
+
+    Subclasses implement `start()` (prepare config, then `_launch`) returning the address."""
+
+    # Seconds `stop` gives the process after SIGTERM before SIGKILL.
+    stop_timeout = 15.0
+
+    def __init__(
+        self, workdir: Path, log_name: str, *, die_with_parent: bool, start_timeout: float
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.start_timeout = start_timeout
+        # True for test fixtures: the service ends with the process that started it.
+        self.die_with_parent = die_with_parent
+        self.log = self.workdir / log_name
+        self.process: ServiceProcess | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServiceError("not started")
+        return self.process.pid
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def _launch(
+        self, name: str, command: Sequence[str], probe: Callable[[], bool], what: str
+    ) -> None:
+        """Start `command` and wait until `probe` holds; on failure stop it and re-raise."""
+        self.process = ServiceProcess(
+            name, command, self.log, self.workdir, die_with_parent=self.die_with_parent
+        )
+        self.process.start()
+        try:
+            self.process.wait_ready(probe, self.start_timeout, what)
+        except ServiceError:
+            self.process.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(timeout=self.stop_timeout)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def _terminate_with_parent() -> None:

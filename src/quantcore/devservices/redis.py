@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import TracebackType
 
 from quantcore.devservices.ports import LOOPBACK, free_port, is_listening
-from quantcore.devservices.process import ServiceError, ServiceProcess
+from quantcore.devservices.process import ManagedService, ServiceError
 
 
 def redis_config(port: int, workdir: Path, extra: dict[str, str] | None = None) -> str:
@@ -44,7 +43,7 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
-class RedisServer:
+class RedisServer(ManagedService):
     """One redis-server living in `workdir`; stop() ends it."""
 
     def __init__(
@@ -56,20 +55,11 @@ class RedisServer:
         start_timeout: float = 30.0,
         extra_config: dict[str, str] | None = None,
     ) -> None:
-        self.workdir = Path(workdir)
+        super().__init__(
+            workdir, "redis.log", die_with_parent=die_with_parent, start_timeout=start_timeout
+        )
         self.port = port or free_port()
-        self.start_timeout = start_timeout
-        # True for test fixtures: the service ends with the process that started it.
-        self.die_with_parent = die_with_parent
         self.extra_config = extra_config or {}
-        self.log = self.workdir / "redis.log"
-        self.process: ServiceProcess | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise ServiceError("not started")
-        return self.process.pid
 
     @property
     def marker(self) -> str:
@@ -89,36 +79,10 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "redis.conf"
         config.write_text(redis_config(self.port, self.workdir, self.extra_config))
-        self.process = ServiceProcess(
+        self._launch(
             "redis",
             [binary, str(config)],
-            self.log,
-            self.workdir,
-            die_with_parent=self.die_with_parent,
+            lambda: is_listening(self.port) and redis_answers(self.url),
+            "answering PING",
         )
-        self.process.start()
-        try:
-            self.process.wait_ready(
-                lambda: is_listening(self.port) and redis_answers(self.url),
-                self.start_timeout,
-                "answering PING",
-            )
-        except ServiceError:
-            self.process.stop()
-            raise
         return self.url
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
