@@ -80,6 +80,7 @@ class FeedProducer:
         self.failed = 0
         self.unpartitioned = 0
         self._since_poll = 0
+        self._keys: dict[str, bytes] = {}  # symbol -> its Kafka key, encoded once
 
     def _delivery(self, err: Any, msg: Any) -> None:
         if err is None:
@@ -90,11 +91,11 @@ class FeedProducer:
             self._on_error(str(err))
 
     def emit(self, kind: str, symbol: str | None, value: bytes) -> None:
-        """The normalizer's emit callback."""
+        """The normalizer's emit callback (the hot path: two calls per applied diff)."""
         topic = self._topics[kind]
         if symbol is None:
             # Only quarantine records can lack a symbol: let Kafka pick a partition.
-            self._produce(topic, value, None, None)
+            self._produce(topic, value, None, -1)
             return
         partition = self._partition_of(symbol)
         if partition is None:
@@ -102,14 +103,25 @@ class FeedProducer:
             self.unpartitioned += 1
             if kind != QUARANTINE:
                 return
-        self._produce(topic, value, symbol.encode(), partition)
+            partition = -1  # librdkafka's "unassigned"
+        key = self._keys.get(symbol)
+        if key is None:
+            key = self._keys[symbol] = symbol.encode()
+        try:
+            self._producer.produce(topic, value, key, partition)
+        except BufferError:
+            self._produce(topic, value, key, partition)
+            return
+        self.produced += 1
+        self._since_poll += 1
+        if self._since_poll >= 1000:
+            self._since_poll = 0
+            self._producer.poll(0)
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int | None) -> None:
-        # -1 is librdkafka's "unassigned": only used for quarantine records without a symbol.
-        part = -1 if partition is None else partition
+    def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, part)
+                self._producer.produce(topic, value, key, partition)
                 break
             except BufferError:
                 # librdkafka's local queue is full: serve callbacks until it drains a little.

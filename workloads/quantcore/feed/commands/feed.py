@@ -186,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await Shard(config).run()
 
+    # uvloop: the shard spends much of its CPU in the event loop (one websocket read per frame).
+    import uvloop
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        uvloop.run(main())
     return 0
