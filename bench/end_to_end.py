@@ -31,6 +31,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.serve_process import stop_server
 from quantcore.client.stream import flatten
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
 
@@ -298,12 +299,7 @@ def run_synthetic(args: argparse.Namespace) -> None:
             )
             asyncio.run(main())
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server)
             redis.stop()
 
 

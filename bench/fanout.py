@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.serve_process import start_server, stop_server
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -214,20 +216,6 @@ async def measure(
     }
 
 
-def start_server(redis_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "quantcore.cli", "serve", "--redis", redis_url]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--max-streams", "100000"]
-    with log.open("wb") as out:
-        server = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while "listening on" not in log.read_text():
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise SystemExit(f"quantcore serve did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-    return server
-
-
 async def run_all(
     args: argparse.Namespace, target: str, redis_url: str, server: subprocess.Popen[bytes]
 ) -> None:
@@ -281,12 +269,7 @@ def parent(args: argparse.Namespace) -> None:
             try:
                 asyncio.run(run_all(args, f"127.0.0.1:{port}", redis_url, server))
             finally:
-                server.terminate()
-                try:
-                    server.wait(30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+                stop_server(server)
         finally:
             redis.stop()
 
