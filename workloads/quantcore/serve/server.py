@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 import redis.asyncio as aioredis
+from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.exceptions import RedisError
@@ -97,14 +98,20 @@ class MarketDataService:
     def active_streams(self) -> int:
         return self._active
 
+    def _scope(
+        self, request: marketdata_pb2.SubscribeRequest | marketdata_pb2.SnapshotRequest
+    ) -> tuple[frozenset[str] | None, frozenset[str], FieldMask | None]:
+        """The symbols, kinds and field mask a request asks for; ValueError if it is invalid."""
+        symbols, kinds = selection(
+            request.symbols, request.kinds, self._config.max_symbols_per_request
+        )
+        return symbols, kinds, encoding.field_mask(list(request.fields.paths))
+
     async def subscribe(
         self, request: marketdata_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         try:
-            symbols, kinds = selection(
-                request.symbols, request.kinds, self._config.max_symbols_per_request
-            )
-            mask = encoding.field_mask(list(request.fields.paths))
+            symbols, kinds, mask = self._scope(request)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
@@ -159,10 +166,7 @@ class MarketDataService:
         self, request: marketdata_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> marketdata_pb2.Snapshot:
         try:
-            symbols, kinds = selection(
-                request.symbols, request.kinds, self._config.max_symbols_per_request
-            )
-            mask = encoding.field_mask(list(request.fields.paths))
+            symbols, kinds, mask = self._scope(request)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # abort raises; this line only tells the type checker
