@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -11,6 +12,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from quantcore.devservices.spark import build_session
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +32,17 @@ def produce(bootstrap: str, topic: str, records: list[tuple[str, dict[str, objec
     assert producer.flush(30) == 0
 
 
+def kafka_from_earliest(spark: SparkSession, bootstrap: str, topic: str) -> DataFrame:
+    """A streaming read of `topic` from its first offset (key and value as Kafka binaries)."""
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
+    )
+
+
 def test_stream_from_kafka_writes_latest_value_per_key_to_redis(
     kafka_bootstrap: str, redis_url: str, spark_jars: list[str], tmp_path
 ) -> None:
@@ -38,13 +53,7 @@ def test_stream_from_kafka_writes_latest_value_per_key_to_redis(
     produce(kafka_bootstrap, topic, records)
 
     spark = build_session("test-spark-to-redis", spark_jars)
-    source = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", kafka_bootstrap)
-        .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
-        .load()
-    )
+    source = kafka_from_earliest(spark, kafka_bootstrap, topic)
     parsed = source.selectExpr(
         "CAST(key AS STRING) AS symbol",
         "CAST(get_json_object(CAST(value AS STRING), '$.seq') AS BIGINT) AS seq",
@@ -102,13 +111,8 @@ def test_real_time_trigger_streams_kafka_rows_to_redis_while_the_batch_runs(
     topic = "real-time"
     create_topic(kafka_bootstrap, topic, partitions=1)  # one partition: one task slot
     spark = build_session("test-real-time", spark_jars)
-    rows = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", kafka_bootstrap)
-        .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
-        .load()
-        .selectExpr("CAST(key AS STRING) AS symbol", "CAST(value AS STRING) AS price")
+    rows = kafka_from_earliest(spark, kafka_bootstrap, topic).selectExpr(
+        "CAST(key AS STRING) AS symbol", "CAST(value AS STRING) AS price"
     )
     query = (
         rows.writeStream.outputMode("update")
