@@ -65,3 +65,26 @@ def test_unchanged_observation_gives_an_equal_status() -> None:
     assert later == first  # transition times kept, so no status write
     assert first.routing.shard_loads == [2, 1]
     assert status.as_patch(first)["observedGeneration"] == 3
+
+
+def test_an_event_is_due_only_when_degraded_starts_or_changes() -> None:
+    table = rebalance(None, ["BTCUSDT"], 10, 1)
+    forbidden = status.Observed(
+        generation=1, table=table, failures=(status.Problem("Forbidden", "no patch"),), now=NOW
+    )
+    first = status.as_patch(status.build(forbidden))
+    announced = status.newly_degraded(None, first)
+    assert announced is not None
+    assert (announced["reason"], announced["message"]) == ("Forbidden", "no patch")
+    # The same failure on the next retry: no second Event.
+    assert status.newly_degraded(first, first) is None
+    # A different failure: announced again.
+    kafka = status.Observed(
+        generation=1, table=table, failures=(status.Problem("KafkaUnavailable", "down"),), now=NOW
+    )
+    changed = status.newly_degraded(first, status.as_patch(status.build(kafka)))
+    assert changed is not None
+    assert changed["reason"] == "KafkaUnavailable"
+    # Healthy again: nothing to announce.
+    healthy = status.Observed(generation=1, table=table, spark_state="RUNNING", now=NOW)
+    assert status.newly_degraded(first, status.as_patch(status.build(healthy))) is None

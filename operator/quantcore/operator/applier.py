@@ -18,8 +18,10 @@ FIELD_MANAGER = "quantcore-operator"
 
 
 class KubeError(Exception):
+    """An API call that failed: `status` is the HTTP status, 0 when no answer came back."""
+
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+        super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
 
@@ -50,6 +52,7 @@ class Kube:
     ) -> dict[str, Any] | None:
         """One API call; None for 404, KubeError for any other failure."""
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError as TransportError
 
         headers = {"Accept": "application/json", "Content-Type": content_type}
         params = self._api.param_serialize(
@@ -66,6 +69,11 @@ class Kube:
             status = response.status
         except ApiException as exc:
             status, raw = exc.status or 0, (exc.body or b"")
+        except (TransportError, OSError) as exc:
+            # A timeout or refused connection (a busy API server): a KubeError like any other,
+            # so the reconcile reports it in status and retries soon, instead of kopf's
+            # minute-long backoff for unexpected exceptions with the status left untouched.
+            raise KubeError(0, f"no answer from the API server: {exc}") from exc
         if status == 404:
             return None
         text = raw.decode() if isinstance(raw, bytes) else str(raw)

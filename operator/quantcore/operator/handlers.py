@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from quantcore.operator import api, topics
+from quantcore.operator import api, status, topics
 from quantcore.operator.applier import Kube, KubeError
 from quantcore.operator.reconcile import RetryLater, reconcile
 
@@ -42,24 +42,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.kube = Kube()
 
 
-def _degraded(status: Any) -> dict[str, Any] | None:
-    conditions = (status or {}).get("conditions") or []
-    return next((dict(c) for c in conditions if c.get("type") == "Degraded"), None)
-
-
 def _warn_if_new(body: kopf.Body, status_patch: dict[str, Any]) -> None:
     """A Warning Event on the MarketFeed when it becomes Degraded or the reason changes.
 
     kopf's own log lines are not posted as Events (settings.posting.loggers is off), and a
     retry every 15 s should not repeat the same Event, so only a change is announced.
     """
-    now, before = _degraded(status_patch), _degraded(body.get("status"))
-    if now is None or now.get("status") != "True":
-        return
-    key = ("status", "reason", "message")
-    if before is not None and all(before.get(k) == now.get(k) for k in key):
-        return
-    kopf.event(body, type="Warning", reason=now["reason"], message=now["message"])
+    degraded = status.newly_degraded(body.get("status"), status_patch)
+    if degraded is not None:
+        kopf.event(body, type="Warning", reason=degraded["reason"], message=degraded["message"])
 
 
 def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> None:
@@ -73,7 +64,7 @@ def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> No
             _warn_if_new(body, exc.status_patch)
             raise kopf.TemporaryError(str(exc), delay=15) from exc
         except KubeError as exc:
-            # Reading the routing table failed (the apply's failures arrive as RetryLater).
+            # Not classified by the reconcile (its API failures arrive as RetryLater).
             reason = "Forbidden" if exc.status == 403 else "ApiError"
             kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1000])
             if exc.status in (400, 422):  # the plan itself is invalid: retrying cannot help

@@ -97,7 +97,7 @@ def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> 
     feed = MarketFeed.from_object(body)
     previous = _previous_status(body)
     applier = Applier(kube)
-    current = current_table(applier, feed)
+    current: RoutingTable | None = None
 
     def blocked(reason: str, message: str) -> RetryLater:
         observed = status.Observed(
@@ -108,6 +108,12 @@ def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> 
         )
         new = status.build(observed, previous)
         return RetryLater(message, status.as_patch(new))
+
+    try:
+        current = current_table(applier, feed)
+    except KubeError as exc:
+        reason = "Forbidden" if exc.status == 403 else "ApiUnavailable"
+        raise blocked(reason, f"reading the routing table: {exc}") from exc
 
     try:
         symbols, refreshed_at = resolve_symbols(feed, current, previous, now)

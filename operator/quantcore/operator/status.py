@@ -165,6 +165,22 @@ def build(observed: Observed, previous: MarketFeedStatus | None = None) -> Marke
     )
 
 
+def _degraded(raw: Any) -> dict[str, Any] | None:
+    listed = (raw or {}).get("conditions") or []
+    return next((dict(c) for c in listed if c.get("type") == "Degraded"), None)
+
+
+def newly_degraded(before: Any, after: dict[str, Any]) -> dict[str, Any] | None:
+    """The Degraded condition of `after` (a status as written) when it is True and was not
+    already True for the same reason and message in `before`; else None."""
+    now, was = _degraded(after), _degraded(before)
+    if now is None or now.get("status") != "True":
+        return None
+    if was is not None and all(was.get(k) == now.get(k) for k in ("status", "reason", "message")):
+        return None
+    return now
+
+
 def as_patch(status: MarketFeedStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
