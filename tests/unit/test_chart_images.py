@@ -6,6 +6,7 @@ security properties are checked by reading them.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import re
 import shlex
@@ -149,6 +150,8 @@ def test_spark_image_matches_the_operators_default_spark_version() -> None:
     assert args["SPARK_VERSION"] == default
     pom = (IMAGES / "spark-connector.pom.xml").read_text()
     assert f"<spark.version>{default}</spark.version>" in pom
+    # The cluster runs the Spark that local mode and the tests run (pyproject's pin).
+    assert default == importlib.metadata.version("pyspark")
 
 
 def test_spark_image_holds_the_operators_main_application_file() -> None:

@@ -190,7 +190,7 @@ class Executor(PodSize):
 
 class Spark(_Model):
     image: Image = Field(description="Spark image with quantcore and the Kafka connector jars")
-    spark_version: str = Field(default="4.1.0", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$", max_length=16)
+    spark_version: str = Field(default="4.2.0", pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$", max_length=16)
     main_application_file: str = Field(
         default="local:///opt/quantcore/stream_main.py",
         pattern=r"^(local|s3a|https?|file)://[^\s]+$",
