@@ -187,8 +187,14 @@ def run(args: argparse.Namespace) -> int:
             await Shard(config).run()
 
     # uvloop: the shard spends much of its CPU in the event loop (one websocket read per frame).
-    import uvloop
-
+    # An environment installed before it became a dependency still runs, on asyncio's loop.
+    try:
+        import uvloop
+    except ImportError:
+        logging.getLogger(__name__).warning("uvloop not installed: using asyncio's event loop")
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(main())
+        runner(main())
     return 0
