@@ -93,7 +93,7 @@ class ServiceProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_terminate_with_parent if self.die_with_parent else None,
+                preexec_fn=terminate_with_parent if self.die_with_parent else None,
             )
 
     def exit_code(self) -> int | None:
@@ -190,7 +190,7 @@ class ManagedService:
         self.stop()
 
 
-def _terminate_with_parent() -> None:
+def terminate_with_parent() -> None:
     """In the child before exec: ask Linux for SIGTERM when the parent dies, so a test run
     that is killed outright (no fixture teardown) leaves no broker behind."""
     libc = ctypes.CDLL(None, use_errno=True)

@@ -2,7 +2,8 @@
 
 A child gets its own session, so a terminal's Ctrl-C reaches `up` alone and `up` decides
 the order of shutdown; stopping signals the whole group, so grandchildren (Spark's JVM
-under the stream job) go too, and `leftovers()` proves nothing survived.
+under the stream job) go too, and `leftovers()` proves nothing survived. Should `up` itself
+be killed outright, each child gets SIGTERM from the kernel (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from quantcore.devservices.process import terminate_with_parent
 
 
 class ChildFailed(RuntimeError):
@@ -56,6 +59,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=env,
+                preexec_fn=terminate_with_parent,
             )
 
     @property
@@ -106,9 +110,13 @@ class Children:
             child.check()
 
     def stop_all(self, grace: float = 10.0) -> None:
+        # Signal every group first and then wait, so the grace periods overlap: stopping
+        # costs one grace period, not one per child (which a loaded machine can exceed).
         for child in reversed(self.started):
             child.signal_group(signal.SIGTERM)
-            if not child.wait_gone(grace):
+        deadline = time.monotonic() + grace
+        for child in reversed(self.started):
+            if not child.wait_gone(max(0.0, deadline - time.monotonic())):
                 child.signal_group(signal.SIGKILL)
                 child.wait_gone(5.0)
 

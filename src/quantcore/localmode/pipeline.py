@@ -116,12 +116,12 @@ class Pipeline:
 
         try:
             self.say(2, "starting Redis")
-            redis = RedisServer(self.dir / "redis")
+            redis = RedisServer(self.dir / "redis", die_with_parent=True)
             self._services.append(redis)
             self.redis_url = redis.start()
             self.say(2, f"Redis at {self.redis_url}")
             self.say(3, "starting Kafka (the first run downloads its jars into the cache)")
-            kafka = KafkaBroker(self.dir / "kafka")
+            kafka = KafkaBroker(self.dir / "kafka", die_with_parent=True)
             self._services.append(kafka)
             self.bootstrap = kafka.start()
             self.say(3, f"Kafka at {self.bootstrap}")
