@@ -17,19 +17,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from quantcore import signalstore
 from quantcore.devservices.kafka import KafkaBroker
 from quantcore.devservices.redis import RedisServer
 from quantcore.devservices.spark import spark_jars
-from quantcore.v1 import signals_pb2
+from tests.integration.updatelistener import UpdateListener
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")
 P99_BOUND_MS = 250.0
@@ -58,35 +55,20 @@ def book_record(symbol: str, seq: int, now_ns: int) -> bytes:
     ).encode()
 
 
-class Latencies:
+class Latencies(UpdateListener):
+    """Book updates' latency as this process receives them from Redis pub/sub."""
+
     def __init__(self, url: str) -> None:
-        self.samples: list[tuple[int, float, float]] = []  # (seq, send->recv ms, append->recv ms)
-        self._pubsub = redis.Redis.from_url(url).pubsub()
-        self._pubsub.psubscribe(signalstore.UPDATES_PATTERN)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(url, poll_s=0.2)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._pubsub.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "pmessage":
-                continue
-            now = time.time_ns()
-            u = signals_pb2.SignalUpdate.FromString(msg["data"])
-            if u.WhichOneof("body") == "book":
-                self.samples.append(
-                    (
-                        u.sequence,
-                        (now - u.hops.feed_publish_ns) / 1e6,
-                        (now - u.hops.kafka_append_ns) / 1e6,
-                    )
-                )
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._pubsub.close()
+    @property
+    def samples(self) -> list[tuple[int, float, float]]:
+        """(seq, send->recv ms, append->recv ms) of every book update so far."""
+        return [
+            (u.sequence, (now - u.hops.feed_publish_ns) / 1e6, (now - u.hops.kafka_append_ns) / 1e6)
+            for now, u in self.received
+            if u.WhichOneof("body") == "book"
+        ]
 
 
 def drain(lat: Latencies, first: int, last: int, idle_s: float) -> list[tuple[int, float, float]]:
@@ -168,7 +150,7 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
                   f"p50 {step.get('p50', float('nan')):8.1f} ms p99 {step.get('p99', float('nan')):8.1f} ms",
                   flush=True)  # fmt: skip
     finally:
-        lat.close()
+        lat.close(timeout=2)
         job.send_signal(signal.SIGTERM)
         try:
             job.wait(60)

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -26,6 +25,7 @@ from quantcore.events import BookRecord, TradeRecord
 from quantcore.feed.recording import records_from_recording
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.v1 import signals_pb2
+from tests.integration.updatelistener import UpdateListener
 from tests.unit import stream_reference as ref
 
 pytestmark = pytest.mark.integration
@@ -44,29 +44,6 @@ FLOW_FIELDS = [
 ]
 MALFORMED_BOOK = [b"{not json", b'{"symbol": "BTCUSDT", "seq": 1}', b"[]"]
 MALFORMED_TRADES = [b'{"symbol": "ETHUSDT", "trade_id": "x"}']
-
-
-class Subscriber:
-    """Collects every published update, in arrival order, on a pattern subscription."""
-
-    def __init__(self, url: str) -> None:
-        self.updates: list[signals_pb2.SignalUpdate] = []
-        self._pubsub = redis.Redis.from_url(url).pubsub()
-        self._pubsub.psubscribe(signalstore.UPDATES_PATTERN)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._pubsub.get_message(timeout=0.5)
-            if msg is not None and msg["type"] == "pmessage":
-                self.updates.append(signals_pb2.SignalUpdate.FromString(msg["data"]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._pubsub.close()
 
 
 def _start_job(
@@ -126,7 +103,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
         )
 
     half = len(records) // 2
-    sub = Subscriber(redis_url)
+    sub = UpdateListener(redis_url)
     log = tmp_path / "stream.log"
     checkpoint = tmp_path / "checkpoint"
     try:
