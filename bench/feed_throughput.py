@@ -22,9 +22,10 @@ from pathlib import Path
 from quantcore.feed.normalizer import Normalizer
 from quantcore.feed.processes import ReplayProcess, ShardProcess, create_topics
 from quantcore.feed.recording import merged
+from quantcore.localmode.source import default_recordings_dir
 from quantcore.routing import Route, RoutingTable
 
-DATA = Path("/work/shared/data/binance-spot")
+DATA = default_recordings_dir()
 FILES = [DATA / "btcusdt_20240808.gz", DATA / "ethusdt_20240808.gz"]
 TICKS = 100  # /proc clock ticks per second (USER_HZ)
 

@@ -7,6 +7,7 @@ book record with the same sequence on the Kafka `book` topic. Ctrl-C then stops 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -191,13 +192,20 @@ def test_up_replay_serves_reference_values_and_ctrl_c_stops_everything(tmp_path:
         children = descendants(proc.pid)
         assert children, "quantcore up has no child processes"
     finally:
+        failing = sys.exc_info()[1]  # an assertion above must not be masked by the stop below
+        started = descendants(proc.pid)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
             code = proc.wait(120)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+            for pid in (proc.pid, *started):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if failing is None:
+                pytest.fail(f"quantcore up did not stop within 120 s of Ctrl-C:\n{out.text()}")
+        if failing is not None:
+            print(out.text())  # shown with the failure: what `up` said before it
     assert code == 0, out.text()
     assert "none left running" in out.text()
     survivors = [pid for pid in children if alive(pid)]

@@ -8,6 +8,7 @@ MarketFeed spec that describes this machine, so local mode cannot drift from the
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def say(step: int | None, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from quantcore.localmode.pipeline import Pipeline, PipelineError
 
+    # A shell that starts a job in the background hands it SIGINT ignored, and Python then
+    # installs no handler: Ctrl-C (or a supervisor's SIGINT) must stop `up` all the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     pipeline = Pipeline(args, say)
     code = 0
     try:

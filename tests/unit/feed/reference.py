@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
-# The shared recordings (see their README); override where they live elsewhere.
-DATA = Path(os.environ.get("QUANTCORE_BINANCE_DATA", "/work/shared/data/binance-spot"))
+from quantcore.localmode.source import default_recordings_dir
+
+# The shared recordings (see their README); $QUANTCORE_RECORDINGS overrides where they live.
+DATA = default_recordings_dir()
 BTC = DATA / "btcusdt_20240808.gz"
 ETH = DATA / "ethusdt_20240808.gz"
 
