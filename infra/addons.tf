@@ -10,29 +10,9 @@ resource "aws_eks_addon" "vpc_cni" {
   configuration_values        = jsonencode({ enableNetworkPolicy = "true" })
 }
 
-data "aws_iam_policy_document" "ebs_csi_assume" {
-  statement {
-    actions = ["sts:AssumeRoleWithWebIdentity"]
-    principals {
-      type        = "Federated"
-      identifiers = [aws_iam_openid_connect_provider.eks.arn]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "${local.oidc_issuer}:sub"
-      values   = ["system:serviceaccount:kube-system:ebs-csi-controller-sa"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "${local.oidc_issuer}:aud"
-      values   = ["sts.amazonaws.com"]
-    }
-  }
-}
-
 resource "aws_iam_role" "ebs_csi" {
   name               = "${var.name}-ebs-csi"
-  assume_role_policy = data.aws_iam_policy_document.ebs_csi_assume.json
+  assume_role_policy = data.aws_iam_policy_document.irsa_assume["ebs_csi"].json
 }
 
 resource "aws_iam_role_policy_attachment" "ebs_csi" {

@@ -90,29 +90,9 @@ locals {
   spark_service_account = "spark" # the MarketFeed's spec.spark.serviceAccount default
 }
 
-data "aws_iam_policy_document" "spark_assume" {
-  statement {
-    actions = ["sts:AssumeRoleWithWebIdentity"]
-    principals {
-      type        = "Federated"
-      identifiers = [aws_iam_openid_connect_provider.eks.arn]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "${local.oidc_issuer}:sub"
-      values   = ["system:serviceaccount:${local.spark_namespace}:${local.spark_service_account}"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "${local.oidc_issuer}:aud"
-      values   = ["sts.amazonaws.com"]
-    }
-  }
-}
-
 resource "aws_iam_role" "spark" {
   name               = "${var.name}-spark-checkpoints"
-  assume_role_policy = data.aws_iam_policy_document.spark_assume.json
+  assume_role_policy = data.aws_iam_policy_document.irsa_assume["spark"].json
 }
 
 data "aws_iam_policy_document" "spark_checkpoints" {
