@@ -52,6 +52,21 @@ def _shard_from_plan(
     return feed_command.shard_config(args), table, p
 
 
+# The flags `quantcore feed` cannot run without; the values do not matter to parsing.
+REQUIRED_ARGS = [
+    "--routing",
+    "r.json",
+    "--shard",
+    "0",
+    "--kafka",
+    "k",
+    "--ws-url",
+    "w",
+    "--rest-url",
+    "r",
+]
+
+
 def test_planner_defaults_become_the_shard_configuration(tmp_path: Path) -> None:
     feed = sample_feed(sharding={"symbolsPerShard": 4})
     config, table, p = _shard_from_plan(feed, 1, tmp_path)
@@ -122,18 +137,7 @@ def test_flags_win_over_the_environment() -> None:
         "QUANTCORE_BOOK_TICKER": "true",
         "QUANTCORE_TOPIC_BOOK": "env.book",
     }
-    base = [
-        "--routing",
-        "r.json",
-        "--shard",
-        "0",
-        "--kafka",
-        "k",
-        "--ws-url",
-        "w",
-        "--rest-url",
-        "r",
-    ]
+    base = REQUIRED_ARGS
     argv = [*base, "--depth-levels", "5", "--diff-speed", "100ms", "--trades", "--no-book-ticker"]
     config = feed_command.shard_config(_parse(argv, env))
     assert config.levels == 5
@@ -152,18 +156,7 @@ def test_flags_win_over_the_environment() -> None:
 
 
 def test_bad_environment_values_are_clear_errors() -> None:
-    base = [
-        "--routing",
-        "r.json",
-        "--shard",
-        "0",
-        "--kafka",
-        "k",
-        "--ws-url",
-        "w",
-        "--rest-url",
-        "r",
-    ]
+    base = REQUIRED_ARGS
     with pytest.raises(SystemExit):
         _parse(base, {"QUANTCORE_DEPTH_INTERVAL_MS": "250"})
     with pytest.raises(SystemExit):
