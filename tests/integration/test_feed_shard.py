@@ -4,13 +4,14 @@ reassignment in place and quarantine of bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,31 @@ def write_routing(path: Path, symbols: dict[str, int], version: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(table.to_json())
     tmp.replace(path)  # atomic: the shard never reads half a file
+
+
+@contextlib.contextmanager
+def shard_on_replay(
+    tmp_path: Path,
+    kafka: str,
+    prefix: str,
+    recordings: list[Path],
+    symbols: dict[str, int],
+    *,
+    speed: float,
+    extra: Sequence[str] = (),
+) -> Iterator[tuple[ReplayProcess, ShardProcess, Path]]:
+    """A replay of `recordings` and one shard serving `symbols` (symbol -> partition) from it,
+    with the shard's routing file (version 1), which a test may rewrite."""
+    routing = tmp_path / "routing.json"
+    write_routing(routing, symbols, 1)
+    with (
+        ReplayProcess(recordings, tmp_path, speed=speed) as replay,
+        ShardProcess(
+            routing=routing, shard=0, kafka=kafka, ws_url=replay.ws_url,
+            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix, extra=extra,
+        ) as shard,
+    ):  # fmt: skip
+        yield replay, shard, routing
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 240.0) -> float:
@@ -126,15 +152,11 @@ def test_recordings_through_the_shard_into_kafka(
     kafka_bootstrap: str, topics: tuple[str, dict[str, str]], tmp_path: Path, references: dict
 ) -> None:
     prefix, names = topics
-    routing = tmp_path / "routing.json"
-    write_routing(routing, ROUTES, 1)
-    with (
-        ReplayProcess([BTC, ETH], tmp_path, speed=20) as replay,
-        ShardProcess(
-            routing=routing, shard=0, kafka=kafka_bootstrap, ws_url=replay.ws_url,
-            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix,
-        ) as shard,
-    ):  # fmt: skip
+    with shard_on_replay(tmp_path, kafka_bootstrap, prefix, [BTC, ETH], ROUTES, speed=20) as (
+        replay,
+        shard,
+        _routing,
+    ):
         wait_for("the replay to finish", lambda: replay.status()["finished"])
 
         def synced() -> bool:
@@ -180,16 +202,10 @@ def test_fault_switches_resync_without_invalid_books_or_loss(
     kafka_bootstrap: str, topics: tuple[str, dict[str, str]], tmp_path: Path, references: dict
 ) -> None:
     prefix, names = topics
-    routing = tmp_path / "routing.json"
-    write_routing(routing, ROUTES, 1)
     timings: dict[str, float] = {}
-    with (
-        ReplayProcess([BTC, ETH], tmp_path, speed=1) as replay,
-        ShardProcess(
-            routing=routing, shard=0, kafka=kafka_bootstrap, ws_url=replay.ws_url,
-            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix, extra=WATCHDOG,
-        ) as shard,
-    ):  # fmt: skip
+    with shard_on_replay(
+        tmp_path, kafka_bootstrap, prefix, [BTC, ETH], ROUTES, speed=1, extra=WATCHDOG
+    ) as (replay, shard, _routing):
 
         def btc() -> dict[str, Any]:
             return dict(shard.health()["symbols"]["BTCUSDT"])
@@ -274,15 +290,9 @@ def test_reassignment_in_place_without_restart_or_gap(
     kafka_bootstrap: str, topics: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     prefix, names = topics
-    routing = tmp_path / "routing.json"
-    write_routing(routing, {"BTCUSDT": 1}, 1)
-    with (
-        ReplayProcess([BTC, ETH], tmp_path, speed=2) as replay,
-        ShardProcess(
-            routing=routing, shard=0, kafka=kafka_bootstrap, ws_url=replay.ws_url,
-            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix,
-        ) as shard,
-    ):  # fmt: skip
+    with shard_on_replay(
+        tmp_path, kafka_bootstrap, prefix, [BTC, ETH], {"BTCUSDT": 1}, speed=2
+    ) as (replay, shard, routing):
         pid = shard.pid
 
         def symbols() -> dict[str, Any]:
@@ -377,15 +387,9 @@ def test_bad_input_is_quarantined_and_the_shard_keeps_serving(
     prefix, names = topics
     recording = tmp_path / "bad.gz"
     reasons = bad_recording(recording)
-    routing = tmp_path / "routing.json"
-    write_routing(routing, {"BTCUSDT": 1}, 1)
-    with (
-        ReplayProcess([recording], tmp_path, speed=1) as replay,
-        ShardProcess(
-            routing=routing, shard=0, kafka=kafka_bootstrap, ws_url=replay.ws_url,
-            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix,
-        ) as shard,
-    ):  # fmt: skip
+    with shard_on_replay(
+        tmp_path, kafka_bootstrap, prefix, [recording], {"BTCUSDT": 1}, speed=1
+    ) as (replay, shard, _routing):
         wait_for("the replay to finish", lambda: replay.status()["finished"])
         wait_for(
             "every good diff applied", lambda: shard.health()["symbols"]["BTCUSDT"]["applied"] >= 60
