@@ -13,6 +13,8 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+from quantcore.serve.encoding import receive_stamp
+
 Key = tuple[str, str]  # (symbol, kind)
 
 
@@ -26,10 +28,12 @@ class Update:
     payload: bytes  # the SignalUpdate bytes as the sink wrote them
     server_receive_ns: int
     key: Key = field(init=False, repr=False, compare=False)
+    receive_stamp: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Built once per update, not once per client it is offered to.
         object.__setattr__(self, "key", (self.symbol, self.kind))
+        object.__setattr__(self, "receive_stamp", receive_stamp(self.server_receive_ns))
 
 
 class QueueClosed(Exception):

@@ -25,6 +25,6 @@ REDIS_RESYNCS = Counter(
 )
 SERVER_DWELL = Histogram(
     "quantcore_serve_dwell_seconds",
-    "Time from receiving an update from Redis to writing it to a client",
+    "Time from receiving an update from Redis to writing it to a client (oldest of each batch)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
