@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantcore.events import BookRecord, QuarantineRecord, TradeRecord
 from quantcore.feed import binance, codec
@@ -202,3 +204,95 @@ def test_the_normalizer_quarantines_bad_frames_and_keeps_serving() -> None:
     norm.on_frame(frame(dict(trade, s="ETHUSDT"), "ethusdt@trade"), 5)  # not ours
     assert [k for k, _, _ in out] == [RAW, TRADES]
     assert norm.unrouted == 1
+
+
+# --- the canonical-diff fast path must agree with the general decoder on every frame ---
+
+# Decimal strings around every edge the fast path's text rules reason about: digit counts at
+# the price/quantity bounds, rounding up to a bound, underflow, zeros, and what float() takes
+# but the fast path must leave to the general one (signs, exponents, spaces, NaN, inf).
+_edge_numbers = st.sampled_from(
+    [
+        "0.00000000",
+        "0.00000001",
+        "1.5",
+        "61837.63000000",
+        "99999999999.99999999999999999999",
+        "999999999999.99999",
+        "999999999999.9999",
+        "1000000000000.0",
+        "99999999999999.99999999999999999999",
+        "999999999999999.99999",
+        "0." + "0" * 19 + "1",
+        "0." + "0" * 400 + "1",
+        "01.5",
+        "1.",
+        ".5",
+        "5",
+        "-1.0",
+        "+1.0",
+        "1e5",
+        "1e400",
+        "NaN",
+        "inf",
+        " 1.5",
+        "1_000.0",
+        "",
+    ]
+)
+_plain_numbers = st.builds(
+    lambda i, f: f"{i}.{f}",
+    st.integers(min_value=0, max_value=10**13),
+    st.text("0123456789", min_size=1, max_size=21),
+)
+_number = st.one_of(_edge_numbers, _plain_numbers)
+_levels = st.lists(st.lists(_number, min_size=2, max_size=2), max_size=6)
+
+
+def _general(raw: bytes) -> object:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(binance, "_canonical_depth_diff", lambda frame, recv_ns: None)
+        return binance.decode_frame(raw, 7)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_levels, _levels, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_the_fast_path_decodes_exactly_like_the_general_path(
+    bids: list[list[str]], asks: list[list[str]], first: int, final: int
+) -> None:
+    raw = frame(with_(b=bids, a=asks, U=first, u=final))
+    fast = binance.decode_frame(raw, 7)
+    assert fast == _general(raw)
+    if isinstance(fast, DepthDiff):
+        assert all(type(x) is float for level in fast.bids + fast.asks for x in level)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        frame(DIFF),
+        frame(DIFF, "btcusdt@depth"),
+        frame(with_(b=[], a=[])),
+        frame(with_(s="ETHUSDT")),  # symbol disagrees with the stream
+        frame(with_(U=13)),  # U > u
+        frame(with_(e="trade")),
+        frame(with_(x=1)),  # unknown field
+        frame({k: v for k, v in DIFF.items() if k != "E"}),  # missing field
+        frame(with_(E=True)),
+        frame(with_(b=[["61837.63000000", "1.0", "2.0"]])),
+        frame(with_(b=[["61837.63000000", 1.0]])),
+        frame(DIFF).replace(b'"U":11', b'"U":011'),
+        frame(DIFF).replace(b'"U":11', b'"U":11 '),
+        frame(DIFF).replace(b'"b":[[', b'"b": [['),
+        frame(DIFF, "btcusdt@depth@250ms"),
+    ],
+)
+def test_the_fast_path_agrees_on_odd_frames(raw: bytes) -> None:
+    assert binance.decode_frame(raw, 7) == _general(raw)
+
+
+def test_binance_diffs_take_the_fast_path() -> None:
+    # Frames as the exchange spells them (the recordings' form) never build a dict.
+    assert binance._canonical_depth_diff(frame(DIFF), 7) == _general(frame(DIFF))
+    assert binance._canonical_depth_diff(frame(with_(b=[], a=[])), 7) is not None
+    assert binance._canonical_depth_diff(frame(with_(b=[["0.00000000", "1.0"]])), 7) is None

@@ -11,6 +11,7 @@ import enum
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
+from operator import neg
 
 from quantcore.feed.messages import DepthDiff, DepthSnapshot, Level
 
@@ -65,39 +66,37 @@ class OrderBook:
         )
 
     def bids(self, n: int) -> tuple[list[float], list[float]]:
-        bids = self._bids
         px = self._bid_keys[: -n - 1 : -1]  # the last n, best first
-        return px, [bids[p] for p in px]
+        return px, list(map(self._bids.__getitem__, px))
 
     def asks(self, n: int) -> tuple[list[float], list[float]]:
-        asks = self._asks
-        px = [-k for k in self._ask_keys[: -n - 1 : -1]]
-        return px, [asks[p] for p in px]
+        px = list(map(neg, self._ask_keys[: -n - 1 : -1]))
+        return px, list(map(self._asks.__getitem__, px))
 
     def depth(self) -> tuple[int, int]:
         return len(self._bid_keys), len(self._ask_keys)
 
 
 def _apply_bids(side: dict[float, float], keys: list[float], levels: list[Level]) -> None:
+    pop = side.pop
     for price, qty in levels:
-        if qty == 0.0:
-            if side.pop(price, None) is not None:
-                del keys[bisect_left(keys, price)]
-        else:
+        if qty:
             if price not in side:
                 insort(keys, price)
             side[price] = qty
+        elif pop(price, None) is not None:
+            del keys[bisect_left(keys, price)]
 
 
 def _apply_asks(side: dict[float, float], keys: list[float], levels: list[Level]) -> None:
+    pop = side.pop
     for price, qty in levels:
-        if qty == 0.0:
-            if side.pop(price, None) is not None:
-                del keys[bisect_left(keys, -price)]
-        else:
+        if qty:
             if price not in side:
                 insort(keys, -price)
             side[price] = qty
+        elif pop(price, None) is not None:
+            del keys[bisect_left(keys, -price)]
 
 
 class SyncState(enum.Enum):
