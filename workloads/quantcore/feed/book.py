@@ -11,7 +11,7 @@ import enum
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
-from operator import neg
+from operator import itemgetter, neg
 
 from quantcore.feed.messages import DepthDiff, DepthSnapshot, Level
 
@@ -67,14 +67,20 @@ class OrderBook:
 
     def bids(self, n: int) -> tuple[list[float], list[float]]:
         px = self._bid_keys[: -n - 1 : -1]  # the last n, best first
-        return px, list(map(self._bids.__getitem__, px))
+        return px, _quantities(self._bids, px)
 
     def asks(self, n: int) -> tuple[list[float], list[float]]:
         px = list(map(neg, self._ask_keys[: -n - 1 : -1]))
-        return px, list(map(self._asks.__getitem__, px))
+        return px, _quantities(self._asks, px)
 
     def depth(self) -> tuple[int, int]:
         return len(self._bid_keys), len(self._ask_keys)
+
+
+def _quantities(side: dict[float, float], prices: list[float]) -> list[float]:
+    if len(prices) > 1:
+        return list(itemgetter(*prices)(side))  # one C call (a lone key would not give a tuple)
+    return [side[p] for p in prices]
 
 
 def _apply_bids(side: dict[float, float], keys: list[float], levels: list[Level]) -> None:

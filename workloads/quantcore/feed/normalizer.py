@@ -177,7 +177,7 @@ class Normalizer:
             last = step.updates[-1].diff
             self.last_update[symbol] = (last.event_time_ms, last.recv_ns)
         outcome = step.outcome
-        if outcome in _RESETS:
+        if outcome is not Outcome.APPLIED and outcome in _RESETS:  # (an Enum hashes in Python)
             self._reset_marker(symbol, outcome.value, self._clock())
 
     def _on_partial(self, depth: PartialDepth) -> None:

@@ -60,11 +60,17 @@ class _Faults:
     pending: Counter[tuple[str, str | None]] = field(default_factory=Counter)
     held: dict[str, bytes] = field(default_factory=dict)  # reorder: a diff waiting for the next
     throttle: int = 0
+    armed: int = 0  # sum of `pending`: the timeline skips every check while it is 0
+
+    def arm(self, kind: str, symbol: str | None, count: int) -> None:
+        self.pending[(kind, symbol)] += count
+        self.armed += count
 
     def take(self, kind: str, symbol: str) -> bool:
         for key in ((kind, symbol), (kind, None)):
             if self.pending[key] > 0:
                 self.pending[key] -= 1
+                self.armed -= 1
                 return True
         return False
 
@@ -83,6 +89,7 @@ class Replay:
         self.speed = speed
         self.loop = loop
         self.clients: set[_Client] = set()
+        self._wanted: frozenset[str] | None = None  # every client's streams; None = recompute
         self.faults = _Faults()
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
@@ -92,6 +99,7 @@ class Replay:
         self.rate_violations = 0
         self.used_weight: deque[tuple[float, int]] = deque()
         self._streams = [_stream_of(line.frame) for line in self.lines]
+        self._shifted: dict[int, tuple[bytes, tuple[int, ...]]] = {}  # line -> id template
         self._diff = [s.count("@") >= 1 and s.split("@")[1] == "depth" for s in self._streams]
         self.symbols = sorted({line.symbol for line in self.lines if line.symbol})
         self.tick_sizes = self._tick_sizes()
@@ -161,9 +169,9 @@ class Replay:
                 elif i % 64 == 0:
                     await asyncio.sleep(0)  # behind schedule: still let REST and control in
                 stream = self._streams[i]
-                if not (line.is_snapshot or self._diff[i] or self._wanted(stream)):
+                if not (line.is_snapshot or self._diff[i] or stream in self.wanted):
                     continue  # nobody listens: skip the work
-                frame = line.frame if offset == 0 else _shift_ids(line.frame, offset)
+                frame = line.frame if offset == 0 else self._shift(i, offset)
                 if line.is_snapshot:
                     self._on_recorded_snapshot(line, frame)
                 else:
@@ -188,14 +196,29 @@ class Replay:
             if not waiter.done():
                 waiter.set_result(frame)
 
-    def _wanted(self, stream: str) -> bool:
-        return any(stream in client.streams for client in self.clients)
+    @property
+    def wanted(self) -> frozenset[str]:
+        """The streams some client takes (cached: the timeline asks once per line)."""
+        if self._wanted is None:
+            self._wanted = frozenset(s for client in self.clients for s in client.streams)
+        return self._wanted
+
+    def _shift(self, i: int, offset: int) -> bytes:
+        """Line `i`'s frame with `offset` added to its exchange ids (parsed once per line)."""
+        shifted = self._shifted.get(i)
+        if shifted is None:
+            shifted = self._shifted[i] = _id_template(self.lines[i].frame)
+        template, ids = shifted
+        return template % tuple(n + offset for n in ids)
 
     async def _broadcast(self, line: Line, frame: bytes, stream: str, is_diff: bool) -> None:
         symbol = line.symbol or ""
         if is_diff:
             self._pending[symbol].append((frame, line.recv_ns, False))
             faults = self.faults
+            if not faults.armed and not faults.held:
+                await self._send_stream(frame, stream)
+                return
             if faults.take("gap", symbol):
                 return
             if faults.take("malformed", symbol):
@@ -221,6 +244,7 @@ class Replay:
                     self.sent += 1
                 except (ConnectionError, RuntimeError):
                     self.clients.discard(client)
+                    self._wanted = None
 
     # --- websocket ---
     async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
@@ -229,6 +253,7 @@ class Replay:
         streams = {s for s in request.query.get("streams", "").split("/") if s}
         client = _Client(ws, streams)
         self.clients.add(client)
+        self._wanted = None
         self.started.set()
         try:
             async for msg in ws:
@@ -249,6 +274,7 @@ class Replay:
                 await ws.send_str(self._control_reply(client, msg.data))
         finally:
             self.clients.discard(client)
+            self._wanted = None
         return ws
 
     def _control_reply(self, client: _Client, text: str) -> str:
@@ -258,6 +284,7 @@ class Replay:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return orjson.dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}).decode()
         params = req.get("params", [])
+        self._wanted = None
         if method == "SUBSCRIBE":
             client.streams.update(params)
             result: Any = None
@@ -394,7 +421,7 @@ class Replay:
         elif kind == "throttle":
             self.faults.throttle += count
         else:
-            self.faults.pending[(kind, symbol.upper() if symbol else None)] += count
+            self.faults.arm(kind, symbol.upper() if symbol else None, count)
         return web.json_response({"ok": True, "kind": kind})
 
     async def status_handler(self, _: web.Request) -> web.Response:
@@ -433,9 +460,12 @@ def _stream_of(frame: bytes) -> str:
 _ID_FIELDS = re.compile(rb'"(U|u|t|lastUpdateId)":(\d+)')
 
 
-def _shift_ids(frame: bytes, offset: int) -> bytes:
-    """Add `offset` to every exchange id in a frame (update ids, trade ids, snapshot id)."""
-    return _ID_FIELDS.sub(lambda m: b'"%s":%d' % (m.group(1), int(m.group(2)) + offset), frame)
+def _id_template(frame: bytes) -> tuple[bytes, tuple[int, ...]]:
+    """`frame` as a %-template with a `%d` for each exchange id (update ids, trade ids, snapshot
+    id) and those ids: a later loop of the recording fills in the ids plus its offset."""
+    ids = tuple(int(m.group(2)) for m in _ID_FIELDS.finditer(frame))
+    template = _ID_FIELDS.sub(lambda m: b'"%s":%%d' % m.group(1), frame.replace(b"%", b"%%"))
+    return template, ids
 
 
 async def serve(replay: Replay, host: str, port: int) -> tuple[web.AppRunner, int]:

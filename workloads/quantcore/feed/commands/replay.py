@@ -50,6 +50,14 @@ def run(args: argparse.Namespace) -> int:
         finally:
             await runner.cleanup()
 
+    # uvloop: a fast replay spends most of its CPU in the event loop (a write per frame);
+    # without it (an older environment) asyncio's own loop serves the same protocol.
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        asyncio.run(main())
+        runner(main())
     return 0
