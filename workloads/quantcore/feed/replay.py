@@ -89,7 +89,8 @@ class Replay:
         self.speed = speed
         self.loop = loop
         self.clients: set[_Client] = set()
-        self._wanted: frozenset[str] | None = None  # every client's streams; None = recompute
+        # Every client's streams, kept current: the timeline asks about each line it passes.
+        self.wanted: frozenset[str] = frozenset()
         self.faults = _Faults()
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
@@ -144,7 +145,9 @@ class Replay:
         return dict(stats)
 
     def _reset_truth(self) -> None:
-        self._truth = {s: BookSync(s, levels=5000, max_buffer=100_000) for s in self.symbols}
+        # levels=0: the true book answers depth requests from its OrderBook; a top-N copy per
+        # applied diff (what a shard publishes) would be wasted work here.
+        self._truth = {s: BookSync(s, levels=0, max_buffer=100_000) for s in self.symbols}
         # Frames not yet folded into the true book: it is brought up to date only when a
         # snapshot must be synthesized, so fast replays do not pay for a second book.
         self._pending: defaultdict[str, list[tuple[bytes, int, bool]]] = defaultdict(list)
@@ -158,19 +161,21 @@ class Replay:
         while True:
             offset = self.loop_index * LOOP_ID_OFFSET
             t0 = time.monotonic()
+            played = 0
             for i, line in enumerate(self.lines):
-                self.position = i
                 delay = 0.0
                 if self.speed > 0:
                     due = t0 + (line.recv_ns - first_ns) / 1e9 / self.speed
                     delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                elif i % 64 == 0:
-                    await asyncio.sleep(0)  # behind schedule: still let REST and control in
                 stream = self._streams[i]
                 if not (line.is_snapshot or self._diff[i] or stream in self.wanted):
                     continue  # nobody listens: skip the work
+                self.position = i
+                played += 1
+                if delay <= 0 and played % 64 == 0:
+                    await asyncio.sleep(0)  # behind schedule: still let REST and control in
                 frame = line.frame if offset == 0 else self._shift(i, offset)
                 if line.is_snapshot:
                     self._on_recorded_snapshot(line, frame)
@@ -196,12 +201,8 @@ class Replay:
             if not waiter.done():
                 waiter.set_result(frame)
 
-    @property
-    def wanted(self) -> frozenset[str]:
-        """The streams some client takes (cached: the timeline asks once per line)."""
-        if self._wanted is None:
-            self._wanted = frozenset(s for client in self.clients for s in client.streams)
-        return self._wanted
+    def _subscriptions_changed(self) -> None:
+        self.wanted = frozenset(s for client in self.clients for s in client.streams)
 
     def _shift(self, i: int, offset: int) -> bytes:
         """Line `i`'s frame with `offset` added to its exchange ids (parsed once per line)."""
@@ -244,7 +245,7 @@ class Replay:
                     self.sent += 1
                 except (ConnectionError, RuntimeError):
                     self.clients.discard(client)
-                    self._wanted = None
+                    self._subscriptions_changed()
 
     # --- websocket ---
     async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
@@ -253,7 +254,7 @@ class Replay:
         streams = {s for s in request.query.get("streams", "").split("/") if s}
         client = _Client(ws, streams)
         self.clients.add(client)
-        self._wanted = None
+        self._subscriptions_changed()
         self.started.set()
         try:
             async for msg in ws:
@@ -274,7 +275,7 @@ class Replay:
                 await ws.send_str(self._control_reply(client, msg.data))
         finally:
             self.clients.discard(client)
-            self._wanted = None
+            self._subscriptions_changed()
         return ws
 
     def _control_reply(self, client: _Client, text: str) -> str:
@@ -284,12 +285,13 @@ class Replay:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return orjson.dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}).decode()
         params = req.get("params", [])
-        self._wanted = None
         if method == "SUBSCRIBE":
             client.streams.update(params)
+            self._subscriptions_changed()
             result: Any = None
         elif method == "UNSUBSCRIBE":
             client.streams.difference_update(params)
+            self._subscriptions_changed()
             result = None
         elif method == "LIST_SUBSCRIPTIONS":
             result = sorted(client.streams)
@@ -317,8 +319,7 @@ class Replay:
             headers["Retry-After"] = "1"
             body = {"code": binance.ERROR_TOO_MANY_REQUESTS, "msg": "Too many requests."}
             return web.json_response(body, status=binance.HTTP_TOO_MANY_REQUESTS, headers=headers)
-        truth = self._true_book(symbol)
-        if truth is None:
+        if symbol not in self._truth:
             return web.json_response(
                 {"code": -1121, "msg": "Invalid symbol."}, status=400, headers=headers
             )
@@ -326,6 +327,9 @@ class Replay:
             self._recorded_served.add(symbol)
             recorded = self._recorded[symbol]
             return web.Response(body=recorded, content_type="application/json", headers=headers)
+        # Only now bring the true book up to date (it replays every frame since the last ask).
+        truth = self._true_book(symbol)
+        assert truth is not None
         if truth.state is not SyncState.LIVE:
             self._recorded_served.add(symbol)
             waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
