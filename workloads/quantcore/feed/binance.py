@@ -146,7 +146,7 @@ def _stream_kind(stream: str) -> tuple[str, str, int]:
 # A diff frame exactly as Binance writes it (key order, no spaces, plain decimals). One match
 # proves every field `_depth_diff` checks, so it skips building a dict of 60-odd strings; any
 # other spelling (or a bad value) misses it and takes the general path, which says why.
-_ID = rb"(0|[1-9][0-9]{0,17})"  # a JSON integer that fits in 64 bits
+_ID = rb"(0|[1-9][0-9]{0,17}+)"  # a JSON integer that fits in 64 bits
 _CANONICAL_DIFF = re.compile(
     rb'\{"stream":"([a-z0-9]{1,40})@depth(?:@100ms)?","data":\{"e":"depthUpdate","E":' + _ID
     + rb',"s":"([A-Z0-9]{1,40})","U":' + _ID + rb',"u":' + _ID
