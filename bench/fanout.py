@@ -93,18 +93,27 @@ async def clients(args: argparse.Namespace) -> dict[str, object]:
     async with asyncio.timeout(120):
         await all_ready.wait()
     print("ready", flush=True)  # the parent starts publishing on this line
-    sys.stdin.readline()  # ... and says "go" when the measured window starts
+    # ... and says "go" when the measured window starts; the loop keeps reading meanwhile.
+    await asyncio.to_thread(sys.stdin.readline)
     measuring.set()
     started = time.monotonic()
+    cpu_start = time.process_time()
     await asyncio.sleep(args.seconds)
     done.set()
     elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu_start
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for channel in channels:
         await channel.close()
-    return {"received": received, "seconds": elapsed, "samples": samples, "ready": ready}
+    return {
+        "received": received,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "samples": samples,
+        "ready": ready,
+    }
 
 
 # --- parent ---------------------------------------------------------------------------------
@@ -181,8 +190,19 @@ async def client_processes(
     return children
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc (clock ticks of 1/100 s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(
-    target: str, redis_url: str, args: argparse.Namespace, streams: int, stall_one: bool
+    target: str,
+    redis_url: str,
+    args: argparse.Namespace,
+    streams: int,
+    stall_one: bool,
+    server_pid: int,
 ) -> dict[str, float]:
     publisher = Publisher(redis_url, args.symbols, args.rate)
     await publisher.prime()  # every symbol has a value, so each stream starts with a snapshot
@@ -191,6 +211,7 @@ async def measure(
     pub = asyncio.create_task(publisher.run(stop))
     await asyncio.sleep(2.0)  # warm up
     before = publisher.published
+    server_cpu = cpu_seconds(server_pid)
     for child in children:
         assert child.stdin is not None
         child.stdin.write(b"go\n")
@@ -199,6 +220,7 @@ async def measure(
     for child in children:
         out, _ = await child.communicate()
         results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    server_cpu = cpu_seconds(server_pid) - server_cpu
     stop.set()
     await pub
     published = publisher.published - before
@@ -213,6 +235,9 @@ async def measure(
         "p50_ms": pct(samples, 0.50),
         "p99_ms": pct(samples, 0.99),
         "samples": len(samples),
+        # Cores busy during the window: what bounds the figures on a shared machine.
+        "server_cores": server_cpu / seconds,
+        "client_cores": sum(float(r["cpu_seconds"]) for r in results) / seconds,
     }
 
 
@@ -225,7 +250,7 @@ async def run_all(
         f"{args.rate:g} Hz per symbol, {args.seconds:g} s measured, "
         f"{args.client_procs} client processes, {os.cpu_count()} CPUs"
     )
-    r = await measure(target, redis_url, args, args.subscribers, stall_one=False)
+    r = await measure(target, redis_url, args, args.subscribers, False, server.pid)
     rss, peak = rss_mb(server.pid)
     print(f"  updates published/s          {r['published_per_s']:10.0f}")
     print(f"  updates offered to clients/s {r['offered_per_s']:10.0f}")
@@ -239,11 +264,15 @@ async def run_all(
         f"  p99 {r['p99_ms']:.1f} ms  ({r['samples']} samples)"
     )
     print(f"  server RSS idle {idle_rss:.0f} MB, after {rss:.0f} MB, peak {peak:.0f} MB")
+    print(
+        f"  cores busy: server {r['server_cores']:.2f}, client processes {r['client_cores']:.2f}"
+        f" (of {os.cpu_count()})"
+    )
 
     n = args.slow_subscribers
     print(f"slow consumer: {n} subscribers, then {n} + 1 that stops reading")
-    base = await measure(target, redis_url, args, n, stall_one=False)
-    slow = await measure(target, redis_url, args, n + 1, stall_one=True)
+    base = await measure(target, redis_url, args, n, False, server.pid)
+    slow = await measure(target, redis_url, args, n + 1, True, server.pid)
     rss2, peak2 = rss_mb(server.pid)
     for name, m in (("without", base), ("with", slow)):
         print(
