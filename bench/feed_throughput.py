@@ -1,13 +1,17 @@
 """Feed shard throughput: diff-depth messages per second per core into real Kafka, and memory.
 
-Runs, in one go:
-1. baseline: the pure decode + validate + book + encode path (no sockets, no Kafka) over the
-   recordings' diff-depth frames, in this process;
-2. the same path producing into a real local Kafka broker, in this process (no sockets);
-3. the real thing: `quantcore replay --speed 0 --loop` serving only diff depth as fast as it can,
-   a `quantcore feed` shard subscribed to it producing into a real local Kafka broker. The
-   shard's rate is diffs decoded per CPU-second of the shard process (= per core), read from its
-   /healthz and /proc; its memory is its RSS.
+Runs, in one go (every figure is CPU time, so other load on the machine slows it less than
+wall time, though it still costs cache and hyperthread sharing; `uptime` is printed with it):
+1. stages, in this process, over the recordings' diff-depth frames: decode + validate, book,
+   encode, and the whole pure path (the Normalizer, no sockets, no Kafka) = the baseline;
+2. produce only: the records that path emits, into a real local Kafka broker, per diff
+   (this process's CPU, librdkafka's threads included), until every record is acknowledged;
+3. the pure path and the producer together, in this process (no sockets);
+4. the real thing: `quantcore replay --speed 0 --loop` serving only diff depth as fast as it
+   can, a `quantcore feed` shard subscribed to it producing into the broker. The shard's rate
+   is diffs decoded per CPU-second of the shard process (= per core), read from its /healthz
+   and /proc; its memory is its RSS. The feeder's and the broker's CPU are shown beside it,
+   and whether the shard was starved (idle for want of frames) or had its core.
 
     python -m bench.feed_throughput [--seconds 30]
 """
@@ -15,68 +19,164 @@ Runs, in one go:
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from quantcore.feed import binance, codec
+from quantcore.feed.book import BookSync, Step
+from quantcore.feed.messages import DepthDiff, DepthSnapshot
 from quantcore.feed.normalizer import Normalizer
 from quantcore.feed.processes import ReplayProcess, ShardProcess, create_topics
-from quantcore.feed.recording import merged
+from quantcore.feed.recording import Line, merged
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.routing import Route, RoutingTable
 
 DATA = default_recordings_dir()
 FILES = [DATA / "btcusdt_20240808.gz", DATA / "ethusdt_20240808.gz"]
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
 TICKS = 100  # /proc clock ticks per second (USER_HZ)
+GOAL = 20_000  # diffs per second per core (issue 4)
+# A process using less of its core than this was waiting, not computing.
+SATURATED = 0.85
+
+Record = tuple[str, str | None, bytes]
 
 
-def baseline(repeat: int = 3) -> tuple[float, int]:
-    """Pure diffs/s (CPU time) over the diff-depth frames + snapshots, best of `repeat`."""
+def diff_lines() -> tuple[list[Line], int]:
     lines = [ln for ln in merged(*FILES) if ln.is_snapshot or b"@depth" in ln.frame[:40]]
-    diffs = sum(not ln.is_snapshot for ln in lines)
-    best = 0.0
-    for _ in range(repeat):
-        sink: list[int] = [0]
+    return lines, sum(not ln.is_snapshot for ln in lines)
 
-        def emit(kind: str, symbol: str | None, value: bytes, sink: list[int] = sink) -> None:
-            sink[0] += 1
 
-        norm = Normalizer(emit)
-        for s in ("BTCUSDT", "ETHUSDT"):
+def best_of(repeat: int, run: Callable[[], float]) -> float:
+    return min(run() for _ in range(repeat))
+
+
+def stages(lines: list[Line], diffs: int, repeat: int = 5) -> dict[str, float]:
+    """Microseconds per diff of each pure stage, and of the whole pure path, best of `repeat`."""
+    frames = [ln for ln in lines if not ln.is_snapshot]
+
+    def decode() -> float:
+        start = time.process_time()
+        for ln in frames:
+            binance.decode_frame(ln.frame, ln.recv_ns)
+        return time.process_time() - start
+
+    messages: list[DepthDiff | DepthSnapshot] = []
+    for ln in lines:
+        if ln.is_snapshot:
+            assert ln.symbol is not None
+            snap = binance.decode_snapshot(ln.frame, ln.symbol, ln.recv_ns)
+            assert isinstance(snap, DepthSnapshot)
+            messages.append(snap)
+        else:
+            msg = binance.decode_frame(ln.frame, ln.recv_ns)
+            assert isinstance(msg, DepthDiff)
+            messages.append(msg)
+    steps: list[tuple[str, Step]] = []
+
+    def book() -> float:
+        syncs = {s: BookSync(s) for s in SYMBOLS}
+        out: list[tuple[str, Step]] = []
+        start = time.process_time()
+        for msg in messages:
+            sync = syncs[msg.symbol]
+            if type(msg) is DepthDiff:
+                out.append((msg.symbol, sync.on_diff(msg)))
+            else:
+                out.append((msg.symbol, sync.on_snapshot(msg)))  # type: ignore[arg-type]
+        elapsed = time.process_time() - start
+        steps[:] = out
+        return elapsed
+
+    def encode() -> float:
+        start = time.process_time()
+        for ln in frames:
+            codec.raw_line(ln.recv_ns, ln.frame)
+        for symbol, step in steps:
+            for update in step.updates:
+                codec.book_record(update, symbol, 0.01, 0)
+        return time.process_time() - start
+
+    def pure() -> float:
+        norm = Normalizer(lambda kind, symbol, value: None)
+        for s in SYMBOLS:
             norm.add_symbol(s)
         start = time.process_time()
-        for ln in lines:
-            if ln.is_snapshot:
-                assert ln.symbol is not None
-                norm.on_snapshot_body(ln.frame, ln.symbol, ln.recv_ns)
-            else:
-                norm.on_frame(ln.frame, ln.recv_ns)
-        best = max(best, diffs / (time.process_time() - start))
-    return best, diffs
+        _feed(norm, lines)
+        return time.process_time() - start
+
+    us = 1e6 / diffs
+    return {
+        "decode": best_of(repeat, decode) * us,
+        "book": best_of(repeat, book) * us,
+        "encode": best_of(repeat, encode) * us,
+        "pure": best_of(repeat, pure) * us,
+    }
 
 
-def in_process_kafka(bootstrap: str, prefix: str, passes: int = 4) -> tuple[float, int, int]:
-    """Decode + book + encode + produce into real Kafka, no sockets: diffs per CPU-second
-    (this process, including librdkafka's threads), until every record is acknowledged."""
+def _feed(norm: Normalizer, lines: list[Line]) -> None:
+    for ln in lines:
+        if ln.is_snapshot:
+            assert ln.symbol is not None
+            norm.on_snapshot_body(ln.frame, ln.symbol, ln.recv_ns)
+        else:
+            norm.on_frame(ln.frame, ln.recv_ns)
+
+
+def _producer(bootstrap: str, prefix: str) -> object:
+    """A FeedProducer whose idempotent producer id is already acquired (not on our clock)."""
     from quantcore.feed.producer import FeedProducer, Topics
 
-    lines = [ln for ln in merged(*FILES) if ln.is_snapshot or b"@depth" in ln.frame[:40]]
-    diffs = sum(not ln.is_snapshot for ln in lines)
     producer = FeedProducer(bootstrap, Topics.with_prefix(prefix), {"BTCUSDT": 1, "ETHUSDT": 2}.get)
+    producer.emit("raw", "BTCUSDT", b"warm-up")
+    if producer.flush(60):
+        raise RuntimeError("the broker did not acknowledge a warm-up record")
+    return producer
+
+
+def produce_only(
+    bootstrap: str, prefix: str, lines: list[Line], diffs: int, passes: int = 4
+) -> float:
+    """Microseconds of this process's CPU per diff to produce the records the pure path emits."""
+    from quantcore.feed.producer import FeedProducer
+
+    records: list[Record] = []
+    norm = Normalizer(lambda kind, symbol, value: records.append((kind, symbol, value)))
+    for s in SYMBOLS:
+        norm.add_symbol(s)
+    _feed(norm, lines)
+    producer = _producer(bootstrap, prefix)
+    assert isinstance(producer, FeedProducer)
+    emit = producer.emit
+    start = time.process_time()
+    for _ in range(passes):
+        for kind, symbol, value in records:
+            emit(kind, symbol, value)
+    if producer.flush(120):
+        raise RuntimeError("records left unacknowledged")
+    return (time.process_time() - start) / (diffs * passes) * 1e6
+
+
+def in_process(
+    bootstrap: str, prefix: str, lines: list[Line], diffs: int, passes: int = 4
+) -> float:
+    """Microseconds of CPU per diff: decode + book + encode + produce, no sockets."""
+    from quantcore.feed.producer import FeedProducer
+
+    producer = _producer(bootstrap, prefix)
+    assert isinstance(producer, FeedProducer)
     start = time.process_time()
     for _ in range(passes):
         norm = Normalizer(producer.emit)  # a fresh sync per pass: the recording replays whole
-        for s in ("BTCUSDT", "ETHUSDT"):
+        for s in SYMBOLS:
             norm.add_symbol(s)
-        for ln in lines:
-            if ln.is_snapshot:
-                assert ln.symbol is not None
-                norm.on_snapshot_body(ln.frame, ln.symbol, ln.recv_ns)
-            else:
-                norm.on_frame(ln.frame, ln.recv_ns)
-    remaining = producer.flush(120)
-    cpu = time.process_time() - start
-    return diffs * passes / cpu, producer.delivered, remaining
+        _feed(norm, lines)
+    if producer.flush(120):
+        raise RuntimeError("records left unacknowledged")
+    return (time.process_time() - start) / (diffs * passes) * 1e6
 
 
 def cpu_seconds(pid: int) -> float:
@@ -93,60 +193,53 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def shard_run(seconds: float, workdir: Path) -> dict[str, float]:
-    from quantcore.devservices.kafka import KafkaBroker
-
-    with KafkaBroker(workdir / "kafka") as bootstrap:
-        prefix = "bench"
-        create_topics(bootstrap, prefix, 4)
-        inproc, delivered, remaining = in_process_kafka(bootstrap, prefix)
-        print(
-            f"in-process into Kafka (no websocket): {inproc:,.0f} diffs/s per core "
-            f"({delivered:,} records acknowledged, {remaining} left)",
-            flush=True,
-        )
-        routing = workdir / "routing.json"
-        table = RoutingTable.of(
-            [Route("BTCUSDT", 0, 1), Route("ETHUSDT", 0, 2)], partitions=4, shards=1, version=1
-        )
-        routing.write_text(table.to_json())
-        with (
-            ReplayProcess(FILES, workdir, speed=0, loop=True) as replay,
-            ShardProcess(
-                routing=routing, shard=0, kafka=bootstrap, ws_url=replay.ws_url,
-                rest_url=replay.rest_url, workdir=workdir, topic_prefix=prefix,
-                extra=["--no-trades", "--no-book-ticker", "--log-level", "WARNING"],
-            ) as shard,
-        ):  # fmt: skip
-            # Warm up: both books live once.
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                symbols = shard.health()["symbols"]
-                if all(s["applied"] > 100 for s in symbols.values()) and len(symbols) == 2:
-                    break
-                time.sleep(0.2)
-            h0, c0, t0 = shard.health(), cpu_seconds(shard.pid), time.monotonic()
-            time.sleep(seconds)
-            h1, c1, t1 = shard.health(), cpu_seconds(shard.pid), time.monotonic()
-            rss, peak = rss_mib(shard.pid)
-            msgs = h1["messages"].get("DepthDiff", 0) - h0["messages"].get("DepthDiff", 0)
-            applied = sum(s["applied"] for s in h1["symbols"].values()) - sum(
-                s["applied"] for s in h0["symbols"].values()
-            )
-            produced = h1["produced"] - h0["produced"]
-            # Let the producer drain, then check nothing failed.
-            time.sleep(3)
-            h2 = shard.health()
+def shard_run(
+    bootstrap: str, broker_pid: int, prefix: str, seconds: float, workdir: Path
+) -> dict[str, float]:
+    routing = workdir / "routing.json"
+    table = RoutingTable.of(
+        [Route("BTCUSDT", 0, 1), Route("ETHUSDT", 0, 2)], partitions=4, shards=1, version=1
+    )
+    routing.write_text(table.to_json())
+    with (
+        ReplayProcess(FILES, workdir, speed=0, loop=True) as replay,
+        ShardProcess(
+            routing=routing, shard=0, kafka=bootstrap, ws_url=replay.ws_url,
+            rest_url=replay.rest_url, workdir=workdir, topic_prefix=prefix,
+            extra=["--no-trades", "--no-book-ticker", "--log-level", "WARNING"],
+        ) as shard,
+    ):  # fmt: skip
+        # Warm up: both books live once.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            symbols = shard.health()["symbols"]
+            if all(s["applied"] > 100 for s in symbols.values()) and len(symbols) == 2:
+                break
+            time.sleep(0.2)
+        pids = {"shard": shard.pid, "feeder": replay.pid, "broker": broker_pid}
+        h0, t0 = shard.health(), time.monotonic()
+        c0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        sent0 = replay.status()["sent"]
+        time.sleep(seconds)
+        h1, t1 = shard.health(), time.monotonic()
+        c1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        sent1 = replay.status()["sent"]
+        rss, peak = rss_mib(shard.pid)
+    wall = t1 - t0
     return {
-        "diffs": msgs,
-        "applied": applied,
-        "produced": produced,
-        "cpu_s": c1 - c0,
-        "wall_s": t1 - t0,
+        "diffs": h1["messages"].get("DepthDiff", 0) - h0["messages"].get("DepthDiff", 0),
+        "applied": sum(s["applied"] for s in h1["symbols"].values())
+        - sum(s["applied"] for s in h0["symbols"].values()),
+        "resyncs": sum(s["resyncs"] for s in h1["symbols"].values())
+        - sum(s["resyncs"] for s in h0["symbols"].values()),
+        "produced": h1["produced"] - h0["produced"],
+        "failed": h1["delivery_failed"],
+        "in_flight": h1["produced"] - h1["delivered"] - h1["delivery_failed"],
+        "sent": sent1 - sent0,
+        "wall_s": wall,
+        **{f"cpu_{name}": c1[name] - c0[name] for name in pids},
         "rss_mib": rss,
         "peak_rss_mib": peak,
-        "failed": h2["delivery_failed"],
-        "unacked": h2["produced"] - h2["delivered"],
     }
 
 
@@ -154,22 +247,65 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    pure, diffs = baseline()
+    print(f"load: {Path('/proc/loadavg').read_text().split()[:3]} on {os.cpu_count()} cores")
+    lines, diffs = diff_lines()
+    st = stages(lines, diffs)
     print(
-        f"baseline: pure decode+validate+book+encode: {pure:,.0f} diffs/s per core ({diffs} diffs)"
+        f"stages (us CPU per diff, {diffs} diffs): decode+validate {st['decode']:.1f}, "
+        f"book {st['book']:.1f}, encode {st['encode']:.1f}"
     )
+    pure = 1e6 / st["pure"]
+    print(
+        f"baseline: pure decode+validate+book+encode: {st['pure']:.1f} us/diff = "
+        f"{pure:,.0f} diffs/s per core"
+    )
+    from quantcore.devservices.kafka import KafkaBroker
+
     with tempfile.TemporaryDirectory(prefix="feedbench-") as tmp:
-        r = shard_run(args.seconds, Path(tmp))
-    per_core = r["diffs"] / r["cpu_s"] if r["cpu_s"] else 0.0
+        broker = KafkaBroker(Path(tmp) / "kafka")
+        with broker as bootstrap:
+            prefix = "bench"
+            create_topics(bootstrap, prefix, 4)
+            produce = produce_only(bootstrap, prefix, lines, diffs)
+            print(
+                f"produce only (2 records per diff, librdkafka threads included): {produce:.1f} us/diff"
+            )
+            both = in_process(bootstrap, prefix, lines, diffs)
+            print(
+                f"in-process into Kafka (no websocket): {both:.1f} us/diff = "
+                f"{1e6 / both:,.0f} diffs/s per core (pure + produce alone would be "
+                f"{st['pure'] + produce:.1f})"
+            )
+            r = shard_run(bootstrap, broker.pid, prefix, args.seconds, Path(tmp))
+    per_core = r["diffs"] / r["cpu_shard"] if r["cpu_shard"] else 0.0
+    wall = r["wall_s"]
+    use = {name: r[f"cpu_{name}"] / wall for name in ("shard", "feeder", "broker")}
     print(
-        f"shard into Kafka: {per_core:,.0f} diffs/s per core "
-        f"({r['diffs']:,.0f} diffs in {r['cpu_s']:.1f} CPU-s; wall {r['diffs'] / r['wall_s']:,.0f}/s "
-        f"over {r['wall_s']:.0f} s; {r['applied']:,.0f} applied; {r['produced']:,.0f} records produced)"
+        f"shard into Kafka: {per_core:,.0f} diffs/s per core = {1e6 / per_core if per_core else 0:.1f} "
+        f"us/diff ({r['diffs']:,.0f} diffs in {r['cpu_shard']:.1f} CPU-s; wall "
+        f"{r['diffs'] / wall:,.0f}/s over {wall:.0f} s; {r['applied']:,.0f} applied = "
+        f"{r['applied'] / max(r['diffs'], 1):.1%}, {r['resyncs']:.0f} resyncs (one per replay "
+        f"loop); {r['produced']:,.0f} records produced)"
     )
-    print(f"shard / baseline: {per_core / pure:.2f}  (goal >= 20,000 diffs/s per core)")
+    print(
+        "CPU use over the run: "
+        + ", ".join(f"{name} {u:.0%}" for name, u in use.items())
+        + f" of one core; feeder {1e6 * r['cpu_feeder'] / max(r['sent'], 1):.1f} us per frame sent"
+    )
+    if use["shard"] < SATURATED:
+        bound = "the feeder" if use["feeder"] >= SATURATED else "CPU contention on this machine"
+        print(
+            f"NOTE: the shard used {use['shard']:.0%} of a core: it was held back by {bound}, "
+            "so per-message overheads (a socket read and a loop wake-up per frame) weigh more "
+            "than they would at saturation"
+        )
+    print(
+        f"shard / baseline: {per_core / pure:.2f}; shard / goal: {per_core / GOAL:.2f} "
+        f"(goal >= {GOAL:,} diffs/s per core)"
+    )
     print(f"shard memory: RSS {r['rss_mib']:.0f} MiB, peak {r['peak_rss_mib']:.0f} MiB")
     print(
-        f"kafka: {r['failed']:.0f} delivery failures, {r['unacked']:.0f} unacknowledged after drain"
+        f"kafka: {r['failed']:.0f} delivery failures, {r['in_flight']:.0f} records in flight at the end"
     )
 
 

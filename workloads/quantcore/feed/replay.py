@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Each loop of a recording shifts every exchange id by this much, so ids keep growing.
 LOOP_ID_OFFSET = 10**9
+SEND_BUFFER_BYTES = 256 * 1024  # per websocket client
 FAULT_KINDS = (
     "disconnect",
     "stall",
@@ -251,6 +253,12 @@ class Replay:
     async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
         await ws.prepare(request)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            # A fixed, small send buffer (the kernel would grow it to megabytes): a fast replay
+            # stays within a fraction of a loop of its client, so the snapshot a client asks
+            # for after a loop boundary is that loop's, not the next one's.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         streams = {s for s in request.query.get("streams", "").split("/") if s}
         client = _Client(ws, streams)
         self.clients.add(client)
