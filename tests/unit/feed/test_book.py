@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -121,12 +122,20 @@ prices = st.integers(min_value=1, max_value=60).map(float)
 side = st.lists(st.tuples(prices, st.sampled_from([0.0, 1.0, 2.5])), max_size=8)
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        {},  # the default: these small books stay wholly sorted
+        {"window": 3, "min_sorted": 2},  # trimmed and refilled all the time
+        {"window": 1, "min_sorted": 1},
+    ],
+)
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(side, side), max_size=30), st.integers(min_value=1, max_value=25))
 def test_order_book_matches_a_naive_model(
-    updates: list[tuple[list[Level], list[Level]]], n: int
+    window: dict[str, int], updates: list[tuple[list[Level], list[Level]]], n: int
 ) -> None:
-    book = OrderBook()
+    book = OrderBook(**window)
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
     for b, a in updates:
@@ -139,6 +148,9 @@ def test_order_book_matches_a_naive_model(
                     model[p] = q
         want_bids = sorted(bids.items(), reverse=True)[:n]
         want_asks = sorted(asks.items())[:n]
+        top = (*(want_bids[0] if bids else (None, None)), *(want_asks[0] if asks else (None, None)))
+        assert book.top_of_book() == top  # read before bids(n), which may sort more levels
+        assert book.crossed() == bool(bids and asks and want_bids[0][0] >= want_asks[0][0])
         bp, bq = book.bids(n)
         ap, aq = book.asks(n)
         assert list(zip(bp, bq, strict=False)) == want_bids

@@ -8,6 +8,8 @@ a crossed book sends that one symbol back to BUFFERING, asking its owner for a n
 from __future__ import annotations
 
 import enum
+import heapq
+import math
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
@@ -20,27 +22,46 @@ TopOfBook = tuple[float | None, float | None, float | None, float | None]
 
 
 class OrderBook:
-    """Price levels of both sides, kept sorted so the top N is a slice, not a sort.
+    """Price levels of both sides, the best ones kept sorted so the top N is a slice, not a sort.
 
-    Each side's key list is ascending with the BEST price LAST: most changes land near the
-    top of the book, and inserting or deleting near the end of a Python list moves few
-    elements (at the front it would move the whole list, thousands of levels deep).
+    Each side is a dict (price -> quantity) holding every level, plus a sorted key list holding
+    only the levels at or better than a floor: most changes land deeper than any top N anyone
+    reads, and those cost a dict operation, not a list insert or delete. The list keeps between
+    `min_sorted` and 2 x `window` levels: it is trimmed from the far end when it grows past that
+    and refilled from the dict (a partial sort) in the rare case too few remain.
+
+    Key lists are ascending with the BEST price LAST (bids keyed by price, asks by negated
+    price): most changes land near the top, and list inserts there move few elements.
     """
 
-    __slots__ = ("_ask_keys", "_asks", "_bid_keys", "_bids")
+    __slots__ = (
+        "_ask_floor",
+        "_ask_keys",
+        "_asks",
+        "_bid_floor",
+        "_bid_keys",
+        "_bids",
+        "_min_sorted",
+        "_window",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, window: int = 256, min_sorted: int = 20) -> None:
         self._bids: dict[float, float] = {}
         self._asks: dict[float, float] = {}
-        # Bids are keyed by price, asks by negated price: both ascending = best last.
         self._bid_keys: list[float] = []
         self._ask_keys: list[float] = []
+        # Every level with key >= floor is in the key list (-inf: the whole side is).
+        self._bid_floor = -math.inf
+        self._ask_floor = -math.inf
+        self._window = max(window, 1)
+        self._min_sorted = max(min_sorted, 1)  # so a non-empty side has its best level sorted
 
     def clear(self) -> None:
         self._bids.clear()
         self._asks.clear()
         self._bid_keys.clear()
         self._ask_keys.clear()
+        self._bid_floor = self._ask_floor = -math.inf
 
     def load(self, bids: list[Level], asks: list[Level]) -> None:
         self.clear()
@@ -48,9 +69,31 @@ class OrderBook:
 
     def update(self, bids: list[Level], asks: list[Level]) -> None:
         if bids:
-            _apply_bids(self._bids, self._bid_keys, bids)
+            _apply_bids(self._bids, self._bid_keys, bids, self._bid_floor)
+            keys = self._bid_keys
+            if len(keys) > 2 * self._window or (
+                len(keys) < self._min_sorted and self._bid_floor != -math.inf
+            ):
+                self._sort_bids(self._window)
         if asks:
-            _apply_asks(self._asks, self._ask_keys, asks)
+            _apply_asks(self._asks, self._ask_keys, asks, -self._ask_floor)
+            keys = self._ask_keys
+            if len(keys) > 2 * self._window or (
+                len(keys) < self._min_sorted and self._ask_floor != -math.inf
+            ):
+                self._sort_asks(self._window)
+
+    def _sort_bids(self, n: int) -> None:
+        """Keep exactly the best `n` bids sorted (all of them if there are no more)."""
+        side = self._bids
+        self._bid_keys[:] = sorted(heapq.nlargest(n, side)) if len(side) > n else sorted(side)
+        self._bid_floor = self._bid_keys[0] if len(side) > n else -math.inf
+
+    def _sort_asks(self, n: int) -> None:
+        side = self._asks
+        best = heapq.nsmallest(n, side) if len(side) > n else side
+        self._ask_keys[:] = sorted(map(neg, best))
+        self._ask_floor = self._ask_keys[0] if len(side) > n else -math.inf
 
     def crossed(self) -> bool:
         return bool(self._bid_keys and self._ask_keys) and self._bid_keys[-1] >= -self._ask_keys[-1]
@@ -66,15 +109,19 @@ class OrderBook:
         )
 
     def bids(self, n: int) -> tuple[list[float], list[float]]:
+        if n > len(self._bid_keys) and self._bid_floor != -math.inf:
+            self._sort_bids(max(n, self._window))
         px = self._bid_keys[: -n - 1 : -1]  # the last n, best first
         return px, _quantities(self._bids, px)
 
     def asks(self, n: int) -> tuple[list[float], list[float]]:
+        if n > len(self._ask_keys) and self._ask_floor != -math.inf:
+            self._sort_asks(max(n, self._window))
         px = list(map(neg, self._ask_keys[: -n - 1 : -1]))
         return px, _quantities(self._asks, px)
 
     def depth(self) -> tuple[int, int]:
-        return len(self._bid_keys), len(self._ask_keys)
+        return len(self._bids), len(self._asks)
 
 
 def _quantities(side: dict[float, float], prices: list[float]) -> list[float]:
@@ -83,25 +130,29 @@ def _quantities(side: dict[float, float], prices: list[float]) -> list[float]:
     return [side[p] for p in prices]
 
 
-def _apply_bids(side: dict[float, float], keys: list[float], levels: list[Level]) -> None:
+def _apply_bids(
+    side: dict[float, float], keys: list[float], levels: list[Level], floor: float
+) -> None:
     pop = side.pop
     for price, qty in levels:
         if qty:
-            if price not in side:
+            if price >= floor and price not in side:
                 insort(keys, price)
             side[price] = qty
-        elif pop(price, None) is not None:
+        elif pop(price, None) is not None and price >= floor:
             del keys[bisect_left(keys, price)]
 
 
-def _apply_asks(side: dict[float, float], keys: list[float], levels: list[Level]) -> None:
+def _apply_asks(
+    side: dict[float, float], keys: list[float], levels: list[Level], ceiling: float
+) -> None:
     pop = side.pop
     for price, qty in levels:
         if qty:
-            if price not in side:
+            if price <= ceiling and price not in side:
                 insort(keys, -price)
             side[price] = qty
-        elif pop(price, None) is not None:
+        elif pop(price, None) is not None and price <= ceiling:
             del keys[bisect_left(keys, -price)]
 
 
@@ -160,7 +211,7 @@ class BookSync:
     def __init__(self, symbol: str, *, levels: int = 20, max_buffer: int = 10_000) -> None:
         self.symbol = symbol
         self.levels = levels
-        self.book = OrderBook()
+        self.book = OrderBook(min_sorted=levels)
         self.state = SyncState.BUFFERING
         self.counters = SyncCounters()
         self.last_update_id: int | None = None  # the last applied `u` (or the snapshot's id)
