@@ -14,6 +14,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from operator import itemgetter, neg
+from typing import NamedTuple
 
 from quantcore.feed.messages import DepthDiff, DepthSnapshot, Level
 
@@ -172,8 +173,9 @@ class Outcome(enum.Enum):
     SNAPSHOT_LOADED = "snapshot_loaded"
 
 
-@dataclass(frozen=True, slots=True)
-class BookUpdate:
+# BookUpdate and Step are NamedTuples (immutable like a frozen dataclass, built in a quarter of
+# the time): one of each is made for every applied diff.
+class BookUpdate(NamedTuple):
     """The top-N book right after one applied diff, with the top of book before it."""
 
     diff: DepthDiff
@@ -184,8 +186,7 @@ class BookUpdate:
     prev_top: TopOfBook | None  # None on the first update after a (re)sync
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     outcome: Outcome
     updates: tuple[BookUpdate, ...] = ()
 

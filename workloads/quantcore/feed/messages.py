@@ -7,14 +7,18 @@ Prices and quantities are floats already checked finite and sane by `codec`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # A price level: (price, quantity). Quantity 0 removes the level in a diff.
 Level = tuple[float, float]
 
 
-@dataclass(frozen=True, slots=True)
-class DepthDiff:
-    """One diff-depth event: every level change between update ids `first_id`..`final_id`."""
+class DepthDiff(NamedTuple):
+    """One diff-depth event: every level change between update ids `first_id`..`final_id`.
+
+    A NamedTuple, not a frozen dataclass like its siblings: it is built for every frame, and a
+    frozen dataclass's __init__ (one object.__setattr__ per field) costs four times as much.
+    """
 
     symbol: str
     first_id: int

@@ -153,10 +153,11 @@ class Shard:
         for conn in self.connections:
             if len(conn.streams) + streams <= binance.MAX_STREAMS_PER_CONNECTION:
                 return conn
+        assert self.normalizer is not None
         conn = StreamConnection(
             f"shard{self.config.shard}-conn{len(self.connections)}",
             self.config.ws_url,
-            self._on_frame,
+            self.normalizer.on_frame,  # straight in: this is called for every frame
             self._on_lost,
             self.config.connection,
         )
@@ -166,10 +167,6 @@ class Shard:
         return conn
 
     # --- data path ---
-    def _on_frame(self, frame: bytes, recv_ns: int) -> None:
-        assert self.normalizer is not None
-        self.normalizer.on_frame(frame, recv_ns)
-
     def _on_lost(self, streams: set[str], reason: str) -> None:
         assert self.normalizer is not None
         now = time.time_ns()
