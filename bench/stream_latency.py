@@ -1,10 +1,12 @@
 """Kafka-in to Redis-publish latency of `quantcore stream`, real-time vs micro-batch, one run.
 
 For each trigger mode the job runs as it does under `quantcore up` (a `quantcore stream`
-subprocess) against a fresh local Kafka and Redis. The bench produces synthetic 20-level book
-records at fixed rates, stamping each with its send time, and a Redis subscriber measures
-send -> PUBLISH-received latency (and Kafka append -> received). It prints p50/p99 per rate,
-the highest rate whose p99 stays under 250 ms, and the micro-batch / real-time ratio.
+subprocess: Spark queries -> signals topic -> relay -> Redis) against one local Kafka and
+Redis. The bench produces synthetic 20-level book records at fixed rates, stamping each with
+its send time, and a Redis subscriber measures send -> PUBLISH-received latency, split at the
+hops the update carries (Kafka append of the input, the signals record's timestamp). It
+prints both modes side by side: p50/p99 per rate, the highest rate whose p99 stays under
+250 ms, and the micro-batch / real-time ratio.
 
     python -m bench.stream_latency [--seconds 10] [--rates 300,1000,3000]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,10 +29,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from quantcore.devservices.kafka import KafkaBroker
 from quantcore.devservices.redis import RedisServer
 from quantcore.devservices.spark import spark_jars
+from quantcore.events import signals_topic
 from tests.integration.updatelistener import UpdateListener
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")
 P99_BOUND_MS = 250.0
+NAN = float("nan")
 
 
 def book_record(symbol: str, seq: int, now_ns: int) -> bytes:
@@ -62,16 +67,24 @@ class Latencies(UpdateListener):
         super().__init__(url, poll_s=0.2)
 
     @property
-    def samples(self) -> list[tuple[int, float, float]]:
-        """(seq, send->recv ms, append->recv ms) of every book update so far."""
+    def samples(self) -> list[tuple[int, float, float, float]]:
+        """(seq, send->recv ms, input append->signals record ms, signals record->recv ms) of
+        every book update so far (the signals record's timestamp has ms resolution)."""
         return [
-            (u.sequence, (now - u.hops.feed_publish_ns) / 1e6, (now - u.hops.kafka_append_ns) / 1e6)
+            (
+                u.sequence,
+                (now - u.hops.feed_publish_ns) / 1e6,
+                (u.hops.stream_compute_ns - u.hops.kafka_append_ns) / 1e6,
+                (now - u.hops.stream_compute_ns) / 1e6,
+            )
             for now, u in self.received
             if u.WhichOneof("body") == "book"
         ]
 
 
-def drain(lat: Latencies, first: int, last: int, idle_s: float) -> list[tuple[int, float, float]]:
+def drain(
+    lat: Latencies, first: int, last: int, idle_s: float
+) -> list[tuple[int, float, float, float]]:
     """The samples of sequences first..last, waiting while they still arrive (a lagging job
     shows as high latency, not as lost updates)."""
     count, idle_since = -1, time.monotonic()
@@ -95,7 +108,8 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
     tag = f"{trigger}-{int(time.time())}"
     book, trades = f"book-{tag}", f"trades-{tag}"
     admin = AdminClient({"bootstrap.servers": kafka})
-    for fut in admin.create_topics([NewTopic(t, 2, 1) for t in (book, trades)]).values():
+    topics = (book, trades, signals_topic(book))
+    for fut in admin.create_topics([NewTopic(t, 2, 1) for t in topics]).values():
         fut.result(30)
     log = work / f"stream-{trigger}.log"
     job = subprocess.Popen(
@@ -119,9 +133,12 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
             if delay > 0:
                 time.sleep(delay)
             seq[0] += 1
-            symbol = SYMBOLS[seq[0] % len(SYMBOLS)]
+            k = seq[0] % len(SYMBOLS)
+            # Symbols of this mode's own: the modes share one Redis, whose compare-and-set
+            # would refuse the second mode's updates as older than the first one's.
+            symbol = f"{trigger[:2].upper()}{SYMBOLS[k]}"
             producer.produce(book, book_record(symbol, seq[0], time.time_ns()), symbol,
-                             partition=SYMBOLS.index(symbol) % 2)  # fmt: skip
+                             partition=k % 2)  # fmt: skip
             producer.poll(0)
         producer.flush(10)
         return first, seq[0]
@@ -140,14 +157,18 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
             first, last = send(rate, args.seconds)
             window = drain(lat, first, last, args.drain_seconds)
             sent = last - first + 1
-            step = {"rate": rate, "sent": sent, "received": len(window)}
+            step = {"rate": rate, "sent": sent, "received": len(window),
+                    "load": os.getloadavg()[0]}  # fmt: skip
             if window:
                 e2e = [s[1] for s in window]
                 step.update(p50=percentile(e2e, 0.5), p99=percentile(e2e, 0.99),
-                            append_p50=percentile([s[2] for s in window], 0.5))  # fmt: skip
+                            spark_p50=percentile([s[2] for s in window], 0.5),
+                            relay_p50=percentile([s[3] for s in window], 0.5))  # fmt: skip
             result["steps"].append(step)
             print(f"  {trigger:10s} {rate:6.0f}/s sent {sent} received {len(window)} "
-                  f"p50 {step.get('p50', float('nan')):8.1f} ms p99 {step.get('p99', float('nan')):8.1f} ms",
+                  f"p50 {step.get('p50', NAN):8.1f} ms p99 {step.get('p99', NAN):8.1f} ms "
+                  f"(input append->signals p50 {step.get('spark_p50', NAN):.1f} ms, "
+                  f"signals->Redis p50 {step.get('relay_p50', NAN):.1f} ms) load {step['load']:.1f}",
                   flush=True)  # fmt: skip
     finally:
         lat.close(timeout=2)
@@ -188,23 +209,34 @@ def main() -> None:
                 if "error" in r:
                     print(f"  {r['trigger']}: {r['error']}")
                     print((work / f"stream-{r['trigger']}.log").read_text(errors="replace")[-2000:])
-    print("\nmode         rate/s   p50 ms   p99 ms  (highest rate with p99 < 250 ms)")
-    for r in results.values():
-        for s in r["steps"]:
-            print(f"{r['trigger']:12s} {s['rate']:6.0f} {s.get('p50', float('nan')):8.1f} "
-                  f"{s.get('p99', float('nan')):8.1f}")  # fmt: skip
-        print(f"{r['trigger']:12s} sustained: {sustained(r):.0f}/s")
-    at300 = {
-        m: next((s for s in r["steps"] if s["rate"] == 300 and "p99" in s), None)
-        for m, r in results.items()
-    }
-    rt, mb = at300.get("realtime"), at300.get("microbatch")
-    if rt is not None and mb is not None:
-        print(
-            f"micro-batch / real-time at 300/s: p50 x{mb['p50'] / rt['p50']:.1f}, p99 x{mb['p99'] / rt['p99']:.1f}"
-        )
-    else:
-        print("ratio at 300/s: not available (a mode delivered no updates at 300/s)")
+    print(f"\nKafka-in -> Redis PUBLISH latency, ms (uptime: {load_average()})")
+    modes = list(results)
+    print(f"{'':24s}" + "".join(f"{m:>14s}" for m in modes) + "  ratio mb/rt")
+    for rate in args.rates:
+        for q in ("p50", "p99"):
+            values = [step_at(results[m], rate).get(q) for m in modes]
+            print(f"{q + ' at ' + f'{rate:.0f}/s':24s}" + "".join(f"{fmt(v):>14s}" for v in values)
+                  + f"  {ratio(results, rate, q)}")  # fmt: skip
+    print(f"{'sustained, p99<250 ms':24s}"
+          + "".join(f"{sustained(results[m]):>12.0f}/s" for m in modes))  # fmt: skip
+
+
+def step_at(result: dict, rate: float) -> dict:
+    return next((s for s in result["steps"] if s["rate"] == rate), {})
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def ratio(results: dict, rate: float, q: str) -> str:
+    rt = step_at(results.get("realtime", {"steps": []}), rate).get(q)
+    mb = step_at(results.get("microbatch", {"steps": []}), rate).get(q)
+    return f"x{mb / rt:.1f}" if rt and mb else "-"
+
+
+def load_average() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

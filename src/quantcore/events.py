@@ -66,3 +66,12 @@ RAW_TOPIC = "quantcore.raw"
 BOOK_TOPIC = "quantcore.book"
 TRADES_TOPIC = "quantcore.trades"
 QUARANTINE_TOPIC = "quantcore.quarantine"
+
+
+def signals_topic(book_topic: str) -> str:
+    """The stream job's output topic (computed signal rows, key = symbol) for a feed whose book
+    topic is `book_topic`: derived from it, so feeds with their own topics never share one."""
+    return f"{book_topic}.signals"
+
+
+SIGNALS_TOPIC = signals_topic(BOOK_TOPIC)

@@ -10,7 +10,7 @@ replayed, duplicated or reordered update can never move a symbol's value backwar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,22 @@ return 1
 """
 
 
+@dataclass(frozen=True)
+class Update:
+    """One encoded update of one kind for one symbol, at an exchange sequence."""
+
+    symbol: str
+    kind: str
+    sequence: int
+    payload: bytes  # an encoded quantcore.v1.SignalUpdate
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; expected one of {KINDS}")
+        if self.sequence < 0:
+            raise ValueError(f"{self.symbol}: negative sequence {self.sequence}")
+
+
 class SignalWriter:
     """Writes updates with the compare-and-set script (EVALSHA; loaded again after a FLUSH)."""
 
@@ -64,18 +80,35 @@ class SignalWriter:
 
     def write(self, symbol: str, kind: str, sequence: int, payload: bytes) -> bool:
         """Store and publish `payload` if `sequence` is newer than the stored one."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
-        if sequence < 0:
-            raise ValueError(f"{symbol}: negative sequence {sequence}")
-        accepted = self._cas(
-            keys=[state_key(symbol), SYMBOLS_KEY],
-            args=[kind, str(sequence), payload, symbol, channel(symbol)],
-        )
-        return bool(accepted)
+        update = Update(symbol, kind, sequence, payload)
+        return bool(self._cas(keys=_keys(update), args=_args(update)))
+
+    def write_many(self, updates: Sequence[Update]) -> list[bool]:
+        """`write` each update, in order, in one round trip: still one script call (one atomic
+        compare-and-set) per update, so each is accepted or refused on its own."""
+        if not updates:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for update in updates:
+            self._cas(keys=_keys(update), args=_args(update), client=pipe)
+        return [bool(accepted) for accepted in pipe.execute()]
 
     def record_malformed(self, topic: str, partition: int, offset: int) -> None:
         self._client.sadd(MALFORMED_KEY, f"{topic}/{partition}/{offset}")
+
+
+def _keys(update: Update) -> list[str]:
+    return [state_key(update.symbol), SYMBOLS_KEY]
+
+
+def _args(update: Update) -> list[str | bytes]:
+    return [
+        update.kind,
+        str(update.sequence),
+        update.payload,
+        update.symbol,
+        channel(update.symbol),
+    ]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from quantcore import signalstore
-from quantcore.signalstore import SignalWriter, read_snapshot
+from quantcore.signalstore import SignalWriter, Update, read_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,22 @@ def test_script_reloads_after_script_flush(client):
     assert writer.write(symbol, "book", 1, b"x")
     client.script_flush()
     assert writer.write(symbol, "book", 2, b"y")  # EVALSHA misses, the script is loaded again
+
+
+def test_a_pipelined_burst_applies_each_update_on_its_own(client):
+    symbol = f"P{uuid.uuid4().hex[:8].upper()}"
+    writer = SignalWriter(client)
+    pubsub = client.pubsub()
+    pubsub.subscribe(signalstore.channel(symbol))
+    pubsub.get_message(timeout=1)
+    burst = [Update(symbol, "book", seq, str(seq).encode()) for seq in (5, 7, 6, 7, 8, 1)]
+    assert writer.write_many(burst) == [True, True, False, False, True, False]
+    client.script_flush()  # the next burst loads the script again
+    assert writer.write_many([Update(symbol, "book", 9, b"9")]) == [True]
+    assert writer.write_many([]) == []
+    assert _drain(pubsub) == [b"5", b"7", b"8", b"9"]
+    assert read_snapshot(client, symbol)["book"].sequence == 9
+    pubsub.close()
 
 
 def test_bad_arguments_are_refused_before_redis(client):

@@ -1,13 +1,15 @@
-"""Rows of the signal queries encode into SignalUpdate messages by field name."""
+"""Rows of the signal queries encode into SignalUpdate messages by field name, and records
+of the signals topic decode into what the relay writes."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from quantcore.signalstore import snapshot
-from quantcore.stream.update import encode
+from quantcore.signalstore import Update, snapshot
+from quantcore.stream.update import Malformed, encode, from_record
 from quantcore.v1 import signals_pb2
 
 BOOK_ROW = {
@@ -74,3 +76,45 @@ def test_snapshot_decodes_stored_kinds_only():
     assert set(snap) == {"book"}
     assert snap["book"].sequence == 42
     assert snap["book"].payload == b"\x01\x02"
+
+
+def _record(**row: object) -> bytes:
+    return json.dumps(row).encode()
+
+
+def test_signals_record_becomes_an_update_for_its_kind():
+    # As Spark's to_json writes it: nulls left out, the kind added.
+    value = _record(kind="book", valid=True, topic="b", partition=0, offset=9, **{
+        k: v for k, v in BOOK_ROW.items() if v is not None
+    })  # fmt: skip
+    update = from_record(value, stream_compute_ns=21, sink_write_ns=22)
+    assert isinstance(update, Update)
+    assert (update.symbol, update.kind, update.sequence) == ("BTCUSDT", "book", 50093239224)
+    decoded = signals_pb2.SignalUpdate.FromString(update.payload)
+    assert decoded.book.mid == 100.25
+    assert math.isnan(decoded.book.obi_1)  # absent (null) stays undefined
+    assert (decoded.hops.stream_compute_ns, decoded.hops.sink_write_ns) == (21, 22)
+
+
+def test_refused_input_row_becomes_its_coordinates():
+    value = _record(kind="trades", valid=False, topic="trades-x", partition=1, offset=77)
+    assert from_record(value, stream_compute_ns=0, sink_write_ns=0) == Malformed("trades-x", 1, 77)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (_record(kind="book", valid=True, symbol="X"), "missing field 'sequence'"),
+        (_record(kind="quotes", valid=True, symbol="X", sequence=1, event_time_ms=1), "unknown"),
+        (_record(kind="book", valid=True, symbol="X", sequence="1"), "sequence an integer"),
+        (_record(kind="book", valid=True, symbol="X", sequence=-1, event_time_ms=1), "negative"),
+        (_record(kind="book", valid=True, symbol="X", sequence=1, mid="high"), "cannot encode"),
+        (_record(valid=False, topic="t"), "missing field 'partition'"),
+    ],
+)
+def test_records_the_job_does_not_write_are_refused_clearly(value, why):
+    with pytest.raises(ValueError, match=why):
+        from_record(value, stream_compute_ns=0, sink_write_ns=0)

@@ -1,10 +1,13 @@
-"""`quantcore stream`: run the signal engine (Kafka book/trades topics -> Redis) until stopped."""
+"""`quantcore stream`: run the signal engine (Kafka book/trades topics -> Redis) until stopped:
+the Spark queries (book/trades -> signals topic) and the relay (signals topic -> Redis)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 
 from quantcore.events import BOOK_TOPIC, TRADES_TOPIC
 
@@ -18,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trigger", choices=("realtime", "microbatch"), default="realtime")
     parser.add_argument("--book-topic", default=BOOK_TOPIC)
     parser.add_argument("--trades-topic", default=TRADES_TOPIC)
+    parser.add_argument(
+        "--signals-topic", default="", help="output topic (default: <book topic>.signals)"
+    )
     parser.add_argument("--max-levels", type=int, default=20, help="levels for obi_max")
     parser.add_argument(
         "--realtime-batch", default="30 seconds", help="real-time mode batch (checkpoint) length"
@@ -36,9 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=8, help="local[N] task slots")
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from quantcore.stream.job import StreamConfig, build_session, start
+    from quantcore.stream.relay import Relay, RelayConfig, ensure_topic
 
     config = StreamConfig(
         kafka=args.kafka,
@@ -52,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         microbatch_interval=args.microbatch_interval,
         watermark=args.watermark,
         starting_offsets=args.starting_offsets,
+        signals_topic=args.signals_topic,
     )
     if args.jars:
         jars = [j for j in args.jars.split(",") if j]
@@ -59,10 +71,18 @@ def run(args: argparse.Namespace) -> int:
         from quantcore.devservices.spark import spark_jars
 
         jars = [str(j) for j in spark_jars()]
-    spark = build_session(jars, threads=args.threads)
-    queries = start(spark, config)
+    # SIGTERM (how `quantcore up` and the operator stop us) ends as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    relay_config = RelayConfig(config.kafka, config.redis_url, config.output_topic)
+    ensure_topic(relay_config, like=config.book_topic)
+    relay = Relay(relay_config).start()
+    queries = []
     try:
-        spark.streams.awaitAnyTermination()
+        spark = build_session(jars, threads=args.threads)
+        queries = start(spark, config)
+        # Until a query ends (or fails: this raises) or the relay does.
+        while relay.is_alive() and not spark.streams.awaitAnyTermination(1):
+            pass
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
@@ -71,4 +91,8 @@ def run(args: argparse.Namespace) -> int:
             if failure is not None:
                 log.error("query %s failed: %s", query.name, failure)
             query.stop()
+        relay.stop()
+    if relay.failure is not None:
+        log.error("relay failed: %s", relay.failure)
+        return 1
     return 1 if any(q.exception() is not None for q in queries) else 0

@@ -1,11 +1,20 @@
-"""The stream job: Kafka source -> signal expressions -> Redis sink, one streaming query per
-output, each with its own checkpoint directory and trigger.
+"""The stream job: Kafka source -> signal expressions -> the signals topic, one streaming query
+per output, each with its own checkpoint directory and trigger; the relay
+(quantcore.stream.relay) takes the signals topic on to Redis.
+
+Why through Kafka rather than a Python `foreach` writer: Spark feeds a Python writer through
+SerDeUtil.AutoBatchedPickler, which doubles its batch (in rows) after every pickled batch
+under 1 MB and blocks until that many rows have arrived. A real-time task lives for a whole
+`realtime_batch`, so the batch grows to thousands of rows and, at a few hundred rows/s,
+updates waited seconds (measured: at 10 rows/s, exactly 1 + 2 + ... + 512 rows arrived,
+oldest 52 s late, and the rest waited for a 1024-row batch). Spark's own Kafka sink stays in
+the JVM and sends every row as it is produced (`linger.ms` 0). Micro-batch mode takes the
+same path, so the two modes differ only by their trigger.
 
 What real-time mode (`trigger(realTime=...)`, pyspark 4.2) accepts, from its allowlist
 (RealTimeModeAllowlist) and error conditions: source Kafka only; sinks Kafka, console, memory
-and `foreach` (ForeachWriterTable, so a Python `foreach` writer is accepted, `foreachBatch`
-is not); projections, filters, generators, unions, broadcast joins, streaming aggregation and
-deduplication with pipelined shuffles; output mode update only; async progress tracking
+and `foreach` (`foreachBatch` is not); projections, filters, generators, unions, broadcast
+joins, streaming aggregation and deduplication with pipelined shuffles; output mode update only; async progress tracking
 with checkpoint interval 0; state store checkpoint format v2. Each long-running task holds
 a slot per Kafka partition for the whole batch (`realtime_batch`, also the checkpoint
 interval), so the local master gets threads for every partition of every query.
@@ -26,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from quantcore.events import BOOK_TOPIC, TRADES_TOPIC, BookRecord, TradeRecord
+from quantcore.events import BOOK_TOPIC, TRADES_TOPIC, BookRecord, TradeRecord, signals_topic
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -55,12 +64,19 @@ class StreamConfig:
     # How late a trade may arrive (by trade time) and still count in its windows.
     watermark: str = "2 seconds"
     starting_offsets: str = "earliest"
+    # Where the queries write their rows (default: derived from the book topic).
+    signals_topic: str = ""
+
+    @property
+    def output_topic(self) -> str:
+        return self.signals_topic or signals_topic(self.book_topic)
 
     def __post_init__(self) -> None:
         if self.trigger not in ("realtime", "microbatch"):
             raise ValueError(f"trigger must be realtime or microbatch, got {self.trigger!r}")
-        if not 1 <= self.max_levels <= 1000:
-            raise ValueError(f"max_levels must be within 1..1000, got {self.max_levels}")
+        # The signal expressions' own bound (quantcore.stream.signals.MAX_BOOK_LEVELS).
+        if not 1 <= self.max_levels <= 50:
+            raise ValueError(f"max_levels must be within 1..50, got {self.max_levels}")
 
 
 def session_conf(threads: int = 8) -> dict[str, str]:
@@ -102,10 +118,28 @@ def _triggered(writer: DataStreamWriter, config: StreamConfig, realtime: bool) -
     return writer.trigger(processingTime=config.microbatch_interval)
 
 
+def _to_signals_topic(frame: DataFrame, kind: str, config: StreamConfig) -> DataStreamWriter:
+    """Rows as JSON (with their kind) keyed by symbol; rows without one (malformed input) get
+    a null key."""
+    from pyspark.sql import functions as F
+
+    key = F.col("symbol") if "symbol" in frame.columns else F.lit(None).cast("string")
+    record = frame.select(
+        key.alias("key"),
+        F.to_json(F.struct(F.lit(kind).alias("kind"), *frame.columns)).alias("value"),
+    )
+    return (
+        record.writeStream.format("kafka")
+        .option("kafka.bootstrap.servers", config.kafka)
+        .option("topic", config.output_topic)
+        # Send each row at once: batching would trade the latency this path exists for.
+        .option("kafka.linger.ms", "0")
+    )
+
+
 def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
     """Start every query of the job; returns them running."""
     from quantcore.stream import signals
-    from quantcore.stream.sink import RedisSink
 
     realtime = config.trigger == "realtime"
     book = signals.book_signals(
@@ -124,10 +158,10 @@ def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
     queries = []
     for name, frame, kind, rt in plan:
         writer = (
-            frame.writeStream.queryName(name)
+            _to_signals_topic(frame, kind, config)
+            .queryName(name)
             .outputMode("update")
             .option("checkpointLocation", str(config.checkpoint / name))
-            .foreach(RedisSink(config.redis_url, kind))
         )
         queries.append(_triggered(writer, config, rt).start())
         log.info("started %s (%s)", name, "real-time" if rt else "micro-batch")

@@ -1,9 +1,17 @@
-"""Every signal as Spark SQL expressions: built-in functions and higher-order functions only.
+"""Every signal as Spark SQL expressions: built-in functions only, all of them compiled by
+Spark's code generation.
 
 No Python UDF (rows never leave the JVM to be computed) and, for books, no shuffle: each
 book record carries its own top-N book and the previous top of book, so every signal is a
 projection of one row. Output columns are named after the fields of the protobuf messages
-(quantcore.v1.BookSignals / TradeFlow / Hops) so the sink fills them by name.
+(quantcore.v1.BookSignals / TradeFlow / Hops) so the relay fills them by name.
+
+Per-level sums and checks are written out level by level (`get(array, i)`, at most
+MAX_BOOK_LEVELS) instead of with higher-order functions (`aggregate`, `forall`, `zip_with`):
+Spark runs those outside generated code, and in Spark 4.2 every array element read there
+(UnsafeArrayData.get -> PhysicalDataType -> TypeOps -> SQLConf.get) builds a new SQLConf on
+a task thread. Measured: about 75 ms of CPU per book row, so the job could not keep up with
+a few hundred updates/s in either trigger mode.
 
 Conventions (mirrored by the reference implementation in the tests):
 - OBI over N levels: (sum bid qty - sum ask qty) / (sum bid qty + sum ask qty) over the first
@@ -23,6 +31,9 @@ Conventions (mirrored by the reference implementation in the tests):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import reduce
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -30,6 +41,9 @@ from quantcore.events import BookRecord, TradeRecord
 from quantcore.stream.schema import required_fields, spark_schema
 
 OBI_LEVELS = (1, 5, 10, 20)
+# The deepest book a record may carry (the feed publishes at most 20 levels); deeper ones
+# are refused as malformed. Also the largest `max_levels`.
+MAX_BOOK_LEVELS = 50
 FLOW_WINDOWS_S = (1, 5, 30)
 BPS = 1e4
 
@@ -55,20 +69,43 @@ def _all_present(model: type[BookRecord] | type[TradeRecord]) -> Column:
     return cond
 
 
-def _sum(values: Column) -> Column:
-    return F.aggregate(values, F.lit(0.0), lambda acc, x: acc + x)
+def _level(values: Column, i: int) -> Column:
+    """Level i (from 0) of an array column; null beyond its end (even in ANSI mode)."""
+    return F.get(values, i)
+
+
+def _sum(terms: list[Column]) -> Column:
+    """0.0 + t0 + t1 + ..., left to right (the order `aggregate` would add them in)."""
+    return reduce(lambda acc, t: acc + t, terms, F.lit(0.0))
+
+
+def _first_levels(values: Column, levels: int) -> Column:
+    """The sum of the first `levels` values; a level beyond the array's end adds 0 (a shallow
+    book sums what it has)."""
+    return _sum([F.coalesce(_level(values, i), F.lit(0.0)) for i in range(levels)])
 
 
 def _ratio(num: Column, den: Column) -> Column:
     return F.when(den != 0, num / den)
 
 
+def _every_level(values: Column, ok: Callable[[Column], Column]) -> Column:
+    """`ok` holds for every level of a non-empty array of at most MAX_BOOK_LEVELS levels."""
+    n = F.size(values)
+    checks = [(n > 0) & (n <= MAX_BOOK_LEVELS)]
+    checks += [(n <= i) | ok(_level(values, i)) for i in range(MAX_BOOK_LEVELS)]
+    # A balanced tree of ANDs: a chain this long would nest too deep in generated code.
+    while len(checks) > 1:
+        pairs = zip(checks[::2], checks[1::2], strict=False)
+        checks = [a & b for a, b in pairs] + ([checks[-1]] if len(checks) % 2 else [])
+    return checks[0]
+
+
 def _levels_ok(px: Column, qty: Column) -> Column:
     return (
-        (F.size(px) > 0)
-        & (F.size(px) == F.size(qty))
-        & F.forall(px, lambda p: p.isNotNull() & (p > 0))
-        & F.forall(qty, lambda q: q.isNotNull() & (q >= 0))
+        (F.size(px) == F.size(qty))
+        & _every_level(px, lambda p: p.isNotNull() & (p > 0))
+        & _every_level(qty, lambda q: q.isNotNull() & (q >= 0))
     )
 
 
@@ -84,18 +121,18 @@ def book_valid() -> Column:
     )
 
 
-def _imbalance(bid_qty: Column, ask_qty: Column, levels: int) -> Column:
-    b = _sum(F.slice(bid_qty, 1, levels))
-    a = _sum(F.slice(ask_qty, 1, levels))
-    return _ratio(b - a, b + a)
-
-
-def _weighted(px: Column, qty: Column, mid: Column) -> Column:
-    return _sum(F.zip_with(px, qty, lambda p, q: q / (F.lit(1.0) + F.abs(p - mid) / mid * BPS)))
+def _weighted(px: Column, qty: Column, mid: Column, levels: int) -> Column:
+    """Sum over the first `levels` levels of qty / (1 + |price - mid| / mid * 1e4)."""
+    terms = []
+    for i in range(levels):
+        p, q = _level(px, i), _level(qty, i)
+        terms.append(F.coalesce(q / (F.lit(1.0) + F.abs(p - mid) / mid * BPS), F.lit(0.0)))
+    return _sum(terms)
 
 
 def _ofi(r: Column) -> Column:
-    bp, bq, ap, aq = r.bid_px[0], r.bid_qty[0], r.ask_px[0], r.ask_qty[0]
+    bp, bq = _level(r.bid_px, 0), _level(r.bid_qty, 0)
+    ap, aq = _level(r.ask_px, 0), _level(r.ask_qty, 0)
     pbp, pbq, pap, paq = r.prev_bid_px, r.prev_bid_qty, r.prev_ask_px, r.prev_ask_qty
     zero = F.lit(0.0)
     e = (
@@ -110,22 +147,36 @@ def _ofi(r: Column) -> Column:
 
 def book_signals(parsed: DataFrame, max_levels: int) -> DataFrame:
     """One output row per book record (malformed ones too, flagged `valid = false`)."""
-    if max_levels < 1:
-        raise ValueError(f"max_levels must be >= 1, got {max_levels}")
+    if not 1 <= max_levels <= MAX_BOOK_LEVELS:
+        raise ValueError(f"max_levels must be within 1..{MAX_BOOK_LEVELS}, got {max_levels}")
+    # Validity first, as a column of its own: an expression that names `r` repeats every
+    # node of it, and the validity check has hundreds.
     valid = book_valid()
-    # Invalid rows keep only their coordinates: computing on them could fail (ANSI mode).
-    r = F.when(valid, F.col("r"))
-    bid_px = F.slice(r.bid_px, 1, max_levels)
-    bid_qty = F.slice(r.bid_qty, 1, max_levels)
-    ask_px = F.slice(r.ask_px, 1, max_levels)
-    ask_qty = F.slice(r.ask_qty, 1, max_levels)
-    bb, ba, bbq, baq = bid_px[0], ask_px[0], bid_qty[0], ask_qty[0]
+    checked = parsed.select(
+        "topic",
+        "partition",
+        "offset",
+        "kafka_append_ns",
+        valid.alias("valid"),
+        # Invalid rows keep only their coordinates: computing on them could fail (ANSI mode).
+        F.when(valid, F.col("r")).alias("r"),
+    )
+    r = F.col("r")
+    bb, ba = _level(r.bid_px, 0), _level(r.ask_px, 0)
+    bbq, baq = _level(r.bid_qty, 0), _level(r.ask_qty, 0)
     mid = (bb + ba) / F.lit(2.0)
-    wb = _weighted(bid_px, bid_qty, mid)
-    wa = _weighted(ask_px, ask_qty, mid)
+
+    def imbalance(levels: int) -> Column:
+        # Only the first max_levels levels count at all (obi_20 with max_levels 7 uses 7).
+        n = min(levels, max_levels)
+        b, a = _first_levels(r.bid_qty, n), _first_levels(r.ask_qty, n)
+        return _ratio(b - a, b + a)
+
+    wb = _weighted(r.bid_px, r.bid_qty, mid, max_levels)
+    wa = _weighted(r.ask_px, r.ask_qty, mid, max_levels)
     spread = ba - bb
     columns: dict[str, Column] = {
-        "valid": valid,
+        "valid": F.col("valid"),
         "symbol": r.symbol,
         "sequence": r.seq,
         "event_time_ms": r.event_time_ms,
@@ -142,13 +193,13 @@ def book_signals(parsed: DataFrame, max_levels: int) -> DataFrame:
         "spread": spread,
         "spread_bps": spread / mid * BPS,
         "spread_ticks": spread / r.tick_size,
-        **{f"obi_{n}": _imbalance(bid_qty, ask_qty, n) for n in OBI_LEVELS},
-        "obi_max": _imbalance(bid_qty, ask_qty, max_levels),
+        **{f"obi_{n}": imbalance(n) for n in OBI_LEVELS},
+        "obi_max": imbalance(max_levels),
         "max_levels": F.lit(max_levels),
         "obi_weighted": _ratio(wb - wa, wb + wa),
         "ofi_l1": _ofi(r),
     }
-    return parsed.select(
+    return checked.select(
         "topic", "partition", "offset", *(col.alias(name) for name, col in columns.items())
     )
 
