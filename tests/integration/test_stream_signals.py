@@ -3,6 +3,8 @@ the plain-Python reference (absolute tolerance 1e-9); malformed records are flag
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from quantcore.devservices.spark import build_session
@@ -64,11 +66,18 @@ def test_malformed_records_are_flagged_not_fatal(spark_jars, books):
         BookRecord.model_construct(**{**good, "tick_size": 0.0}).model_dump_json().encode(),
         BookRecord.model_construct(**{**good, "ask_px": []}).model_dump_json().encode(),
         b'{"symbol": "X", "seq": "not a number"}',
+        # A null quantity inside an otherwise well-formed side.
+        json.dumps(
+            {**good, "ask_qty": [*good["ask_qty"][:3], None, *good["ask_qty"][4:]]}
+        ).encode(),
     ]
-    values = [books[0].model_dump_json().encode(), *bad]
+    # Deeper than max_levels is fine: the levels beyond it are not read.
+    deep = {**good, "bid_px": [good["bid_px"][0] - 0.01 * k for k in range(signals.MAX_LEVELS + 5)]}
+    deep["bid_qty"] = [1.0] * len(deep["bid_px"])
+    values = [books[0].model_dump_json().encode(), json.dumps(deep).encode(), *bad]
     rows = signals.book_signals(
         signals.parse(_kafka_frame(spark, values), BookRecord), 20
     ).collect()
-    assert [r["valid"] for r in sorted(rows, key=lambda r: r["offset"])] == [True] + [False] * len(
-        bad
-    )
+    assert [r["valid"] for r in sorted(rows, key=lambda r: r["offset"])] == [True, True] + [
+        False
+    ] * len(bad)

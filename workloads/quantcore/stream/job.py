@@ -74,7 +74,7 @@ class StreamConfig:
     def __post_init__(self) -> None:
         if self.trigger not in ("realtime", "microbatch"):
             raise ValueError(f"trigger must be realtime or microbatch, got {self.trigger!r}")
-        # The signal expressions' own bound (quantcore.stream.signals.MAX_BOOK_LEVELS).
+        # The signal expressions' own bound (quantcore.stream.signals.MAX_LEVELS).
         if not 1 <= self.max_levels <= 50:
             raise ValueError(f"max_levels must be within 1..50, got {self.max_levels}")
 
