@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # Each loop of a recording shifts every exchange id by this much, so ids keep growing.
 LOOP_ID_OFFSET = 10**9
 SEND_BUFFER_BYTES = 256 * 1024  # per websocket client
+CATCH_UP_TIMEOUT_S = 5.0  # how long a speed-0 loop waits for its clients at the end
 FAULT_KINDS = (
     "disconnect",
     "stall",
@@ -53,6 +54,7 @@ class _Client:
     streams: set[str]
     control_times: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     stalled_until: float = 0.0
+    pong: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Replay:
         self.clients: set[_Client] = set()
         # Every client's streams, kept current: the timeline asks about each line it passes.
         self.wanted: frozenset[str] = frozenset()
+        self._asked = asyncio.Event()  # a depth request or subscription change happened
         self.faults = _Faults()
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
@@ -105,6 +108,11 @@ class Replay:
         self._shifted: dict[int, tuple[bytes, tuple[int, ...]]] = {}  # line -> id template
         self._diff = [s.count("@") >= 1 and s.split("@")[1] == "depth" for s in self._streams]
         self.symbols = sorted({line.symbol for line in self.lines if line.symbol})
+        self._diff_streams = {  # symbol -> its diff-depth stream in the recording
+            line.symbol: self._streams[i]
+            for i, line in enumerate(self.lines)
+            if line.symbol and self._diff[i]
+        }
         self.tick_sizes = self._tick_sizes()
         self.volumes = self._volumes()
         self._truth: dict[str, BookSync] = {}
@@ -189,8 +197,38 @@ class Replay:
             if not self.loop:
                 self.finished.set()
                 return
+            if self.speed <= 0:
+                await self._wait_for_clients()
             self.loop_index += 1
             self._reset_truth()
+
+    async def _wait_for_clients(self) -> None:
+        """Let clients catch up with a loop before the next one starts (speed 0 only).
+
+        A recording loops in well under a second at full speed, less than a client's snapshot
+        round trip after the gap each loop starts with. So the next loop waits (a few seconds
+        at most) until every diff stream listened to has had this loop's snapshot asked for,
+        and every client has read the whole loop: a client answers a ping only after every
+        frame sent before it. Otherwise a slower client would sync on the next loop's snapshot
+        and drop the rest of this one, which is no exchange's behaviour.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CATCH_UP_TIMEOUT_S):  # a stalled client: go on anyway
+                while True:
+                    self._asked.clear()
+                    if not any(
+                        stream in self.wanted and symbol not in self._recorded_served
+                        for symbol, stream in self._diff_streams.items()
+                    ):
+                        break
+                    await self._asked.wait()  # set by a depth request or a subscription change
+                clients = [c for c in self.clients if not c.ws.closed]
+                for client in clients:
+                    client.pong.clear()
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await client.ws.ping()
+                for client in clients:
+                    await client.pong.wait()
 
     def _on_recorded_snapshot(self, line: Line, frame: bytes) -> None:
         symbol = line.symbol
@@ -205,6 +243,7 @@ class Replay:
 
     def _subscriptions_changed(self) -> None:
         self.wanted = frozenset(s for client in self.clients for s in client.streams)
+        self._asked.set()
 
     def _shift(self, i: int, offset: int) -> bytes:
         """Line `i`'s frame with `offset` added to its exchange ids (parsed once per line)."""
@@ -271,6 +310,9 @@ class Replay:
                     if client.stalled_until <= now:
                         await ws.pong(msg.data)
                     continue
+                if msg.type == WSMsgType.PONG:
+                    client.pong.set()
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     continue
                 client.control_times.append(now)
@@ -333,6 +375,7 @@ class Replay:
             )
         if symbol not in self._recorded_served and symbol in self._recorded:
             self._recorded_served.add(symbol)
+            self._asked.set()
             recorded = self._recorded[symbol]
             return web.Response(body=recorded, content_type="application/json", headers=headers)
         # Only now bring the true book up to date (it replays every frame since the last ask).
@@ -340,6 +383,7 @@ class Replay:
         assert truth is not None
         if truth.state is not SyncState.LIVE:
             self._recorded_served.add(symbol)
+            self._asked.set()
             waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self._waiting[symbol].append(waiter)
             body_bytes = await waiter
