@@ -209,6 +209,13 @@ def in_process(
     return elapsed * us, kafka * us
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, all cores (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
@@ -249,10 +256,12 @@ def shard_run(
         pids = {"shard": shard.pid, "feeder": replay.pid, "broker": broker_pid}
         h0, t0 = shard.health(), time.monotonic()
         c0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        m0 = machine_cpu()
         sent0 = replay.status()["sent"]
         time.sleep(seconds)
         h1, t1 = shard.health(), time.monotonic()
         c1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        m1 = machine_cpu()
         sent1 = replay.status()["sent"]
         rss, peak = rss_mib(shard.pid)
     wall = t1 - t0
@@ -270,6 +279,7 @@ def shard_run(
         "in_flight": h1["produced"] - h1["delivered"] - h1["delivery_failed"],
         "sent": sent1 - sent0,
         "wall_s": wall,
+        "machine_busy": (m1[0] - m0[0]) / max(m1[1] - m0[1], 1),
         **{f"cpu_{name}": c1[name] - c0[name] for name in pids},
         "rss_mib": rss,
         "peak_rss_mib": peak,
@@ -326,12 +336,18 @@ def main() -> None:
         + ", ".join(f"{name} {u:.0%}" for name, u in use.items())
         + f" of one core; feeder {1e6 * r['cpu_feeder'] / max(r['sent'], 1):.1f} us per frame sent"
     )
+    print(f"machine: {r['machine_busy']:.0%} of all {os.cpu_count()} cores busy over the run")
     if use["shard"] < SATURATED:
-        bound = "the feeder" if use["feeder"] >= SATURATED else "CPU contention on this machine"
+        if use["feeder"] >= SATURATED:
+            bound = "the feeder (it could not send faster)"
+        elif r["machine_busy"] >= 0.9:
+            bound = "CPU contention (the machine was busy: other processes took the cores)"
+        else:
+            bound = "waiting for frames (the feeder pauses at each loop boundary for the snapshot)"
         print(
-            f"NOTE: the shard used {use['shard']:.0%} of a core: it was held back by {bound}, "
-            "so per-message overheads (a socket read and a loop wake-up per frame) weigh more "
-            "than they would at saturation"
+            f"NOTE: the shard used {use['shard']:.0%} of a core, held back by {bound}; "
+            "below saturation per-frame overheads (a socket read and a loop wake-up each) weigh "
+            "more, so this per-core figure understates what a saturated shard does"
         )
     print(
         f"shard / baseline: {per_core / pure:.2f}; shard / goal: {per_core / GOAL:.2f} "

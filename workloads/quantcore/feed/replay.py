@@ -198,7 +198,11 @@ class Replay:
                 self.finished.set()
                 return
             if self.speed <= 0:
+                waited = time.monotonic()
                 await self._wait_for_clients()
+                log.debug(
+                    "loop %d: waited %.3f s for clients", self.loop_index, time.monotonic() - waited
+                )
             self.loop_index += 1
             self._reset_truth()
 
