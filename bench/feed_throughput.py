@@ -347,7 +347,8 @@ def main() -> None:
         print(
             f"NOTE: the shard used {use['shard']:.0%} of a core, held back by {bound}; "
             "below saturation per-frame overheads (a socket read and a loop wake-up each) weigh "
-            "more, so this per-core figure understates what a saturated shard does"
+            "more, and contention slows the CPU time itself (caches), so a saturated shard on a "
+            "quiet machine likely does better than this per-core figure"
         )
     print(
         f"shard / baseline: {per_core / pure:.2f}; shard / goal: {per_core / GOAL:.2f} "
