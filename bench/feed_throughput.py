@@ -243,7 +243,13 @@ def shard_run(
         ShardProcess(
             routing=routing, shard=0, kafka=bootstrap, ws_url=replay.ws_url,
             rest_url=replay.rest_url, workdir=workdir, topic_prefix=prefix,
-            extra=["--no-trades", "--no-book-ticker", "--log-level", "WARNING"],
+            # Every loop of the replay (well under a second at full speed) resyncs each symbol.
+            # At the default limit (1000 levels, weight 50) the shard's share of Binance's
+            # weight budget allows about one snapshot a second and it would mostly wait for
+            # it; at 100 (weight 5) it need not. The replay answers with the recording's own
+            # 1000-level snapshot either way, so each resync is the same work.
+            extra=["--no-trades", "--no-book-ticker", "--log-level", "WARNING",
+                   "--snapshot-limit", "100"],
         ) as shard,
     ):  # fmt: skip
         # Warm up: both books live once.
@@ -343,7 +349,7 @@ def main() -> None:
         elif r["machine_busy"] >= 0.9:
             bound = "CPU contention (the machine was busy: other processes took the cores)"
         else:
-            bound = "waiting for frames (the feeder pauses at each loop boundary for the snapshot)"
+            bound = "waiting for frames (at each loop boundary the feeder waits for the snapshot request)"
         print(
             f"NOTE: the shard used {use['shard']:.0%} of a core, held back by {bound}; "
             "below saturation per-frame overheads (a socket read and a loop wake-up each) weigh "

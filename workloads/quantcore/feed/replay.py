@@ -54,7 +54,6 @@ class _Client:
     streams: set[str]
     control_times: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     stalled_until: float = 0.0
-    pong: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -209,12 +208,11 @@ class Replay:
     async def _wait_for_clients(self) -> None:
         """Let clients catch up with a loop before the next one starts (speed 0 only).
 
-        A recording loops in well under a second at full speed, less than a client's snapshot
-        round trip after the gap each loop starts with. So the next loop waits (a few seconds
-        at most) until every diff stream listened to has had this loop's snapshot asked for,
-        and every client has read the whole loop: a client answers a ping only after every
-        frame sent before it. Otherwise a slower client would sync on the next loop's snapshot
-        and drop the rest of this one, which is no exchange's behaviour.
+        A recording loops in well under a second at full speed, about a client's snapshot
+        round trip after the gap each loop starts with (plus what sits in the socket). So the
+        next loop waits (a few seconds at most) until every diff stream listened to has had
+        this loop's snapshot asked for. Otherwise a slower client could sync on the next
+        loop's snapshot and drop the rest of this one, which is no exchange's behaviour.
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CATCH_UP_TIMEOUT_S):  # a stalled client: go on anyway
@@ -224,15 +222,8 @@ class Replay:
                         stream in self.wanted and symbol not in self._recorded_served
                         for symbol, stream in self._diff_streams.items()
                     ):
-                        break
+                        return
                     await self._asked.wait()  # set by a depth request or a subscription change
-                clients = [c for c in self.clients if not c.ws.closed]
-                for client in clients:
-                    client.pong.clear()
-                    with contextlib.suppress(ConnectionError, RuntimeError):
-                        await client.ws.ping()
-                for client in clients:
-                    await client.pong.wait()
 
     def _on_recorded_snapshot(self, line: Line, frame: bytes) -> None:
         symbol = line.symbol
@@ -313,9 +304,6 @@ class Replay:
                 if msg.type == WSMsgType.PING:
                     if client.stalled_until <= now:
                         await ws.pong(msg.data)
-                    continue
-                if msg.type == WSMsgType.PONG:
-                    client.pong.set()
                     continue
                 if msg.type != WSMsgType.TEXT:
                     continue
