@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
     import redis
@@ -88,10 +90,26 @@ class SignalWriter:
         compare-and-set) per update, so each is accepted or refused on its own."""
         if not updates:
             return []
+        results = self._evalsha_all(updates)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            # Redis restarted or flushed its scripts: load ours again and redo what missed.
+            self._cas.sha = self._client.script_load(CAS_SCRIPT)
+            retried = self._evalsha_all([updates[i] for i in missing])
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [bool(accepted) for accepted in results]
+
+    def _evalsha_all(self, updates: Sequence[Update]) -> list[Any]:
+        # Plain EVALSHA, not redis-py's Script in a pipeline: that one asks SCRIPT EXISTS
+        # first, a second round trip on every burst.
         pipe = self._client.pipeline(transaction=False)
         for update in updates:
-            self._cas(keys=_keys(update), args=_args(update), client=pipe)
-        return [bool(accepted) for accepted in pipe.execute()]
+            pipe.evalsha(self._cas.sha, 2, *_keys(update), *_args(update))
+        return list(pipe.execute(raise_on_error=False))
 
     def record_malformed(self, topic: str, partition: int, offset: int) -> None:
         self._client.sadd(MALFORMED_KEY, f"{topic}/{partition}/{offset}")

@@ -77,7 +77,10 @@ def test_a_pipelined_burst_applies_each_update_on_its_own(client):
     pubsub.subscribe(signalstore.channel(symbol))
     pubsub.get_message(timeout=1)
     burst = [Update(symbol, "book", seq, str(seq).encode()) for seq in (5, 7, 6, 7, 8, 1)]
+    client.config_resetstat()
     assert writer.write_many(burst) == [True, True, False, False, True, False]
+    # One round trip of EVALSHAs: no SCRIPT EXISTS before the burst.
+    assert not any(name.startswith("cmdstat_script") for name in client.info("commandstats"))
     client.script_flush()  # the next burst loads the script again
     assert writer.write_many([Update(symbol, "book", 9, b"9")]) == [True]
     assert writer.write_many([]) == []
