@@ -131,3 +131,16 @@ def test_examples_are_valid_specs(path: Path) -> None:
     )
     p = plan(feed, None, list(spec.symbols or SYMBOLS[: spec.universe.top if spec.universe else 1]))
     assert p.table.symbols
+
+
+def test_stream_job_reads_the_topics_the_shards_write() -> None:
+    feed = sample_feed(
+        kafka={"bootstrap": "k:9092", "topics": {"book": "acme.book", "trades": "acme.trades"}}
+    )
+    args = by_name(plan(feed, None, SYMBOLS[:3]).objects)["SparkApplication/demo-stream"]["spec"][
+        "arguments"
+    ]
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert flags["--book-topic"] == "acme.book"
+    assert flags["--trades-topic"] == "acme.trades"
+    assert flags["--max-levels"] == "20"

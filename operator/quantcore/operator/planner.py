@@ -315,6 +315,13 @@ def spark_application(feed: MarketFeed, partitions: int) -> Obj:
                 spark.checkpoint,
                 "--trigger",
                 spark.trigger,
+                # The same topics the shards write (the signals topic is named after book).
+                "--book-topic",
+                spec.kafka.topics.book,
+                "--trades-topic",
+                spec.kafka.topics.trades,
+                "--max-levels",
+                str(spec.streams.depth.levels),
             ],
             "sparkVersion": spark.spark_version,
             "restartPolicy": {
