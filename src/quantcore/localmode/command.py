@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
     parser.add_argument("--partitions", type=int, default=2, help="Kafka partitions per topic")
     parser.add_argument("--symbols-per-shard", type=int, default=1, help="feed shard size")
-    # Micro-batch by default here: on a 2-core machine the real-time trigger with the Python
-    # foreach sink delivers in delayed bursts (see quantcore.stream.job and bench.stream_latency).
-    parser.add_argument("--trigger", choices=["realtime", "microbatch"], default="microbatch")
+    # Real-time by default, as in the cluster; micro-batch is the fallback (bench.stream_latency
+    # compares the two).
+    parser.add_argument("--trigger", choices=["realtime", "microbatch"], default="realtime")
     parser.add_argument(
         "--ready-timeout", type=float, default=600.0, help="seconds to wait for the first signal"
     )
