@@ -40,6 +40,8 @@ FILES = [DATA / "btcusdt_20240808.gz", DATA / "ethusdt_20240808.gz"]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 TICKS = 100  # /proc clock ticks per second (USER_HZ)
 GOAL = 20_000  # diffs per second per core (issue 4)
+# The shard's throughput setting (`quantcore feed --linger-ms`); its default, 5, favours latency.
+LINGER_MS = 25
 # A process using less of its core than this was waiting, not computing.
 SATURATED = 0.85
 
@@ -140,7 +142,12 @@ def _producer(bootstrap: str, prefix: str) -> object:
     """A FeedProducer whose idempotent producer id is already acquired (not on our clock)."""
     from quantcore.feed.producer import FeedProducer, Topics
 
-    producer = FeedProducer(bootstrap, Topics.with_prefix(prefix), {"BTCUSDT": 1, "ETHUSDT": 2}.get)
+    producer = FeedProducer(
+        bootstrap,
+        Topics.with_prefix(prefix),
+        {"BTCUSDT": 1, "ETHUSDT": 2}.get,
+        config={"linger.ms": LINGER_MS},
+    )
     producer.emit("raw", "BTCUSDT", b"warm-up")
     if producer.flush(60):
         raise RuntimeError("the broker did not acknowledge a warm-up record")
@@ -249,7 +256,7 @@ def shard_run(
             # it; at 100 (weight 5) it need not. The replay answers with the recording's own
             # 1000-level snapshot either way, so each resync is the same work.
             extra=["--no-trades", "--no-book-ticker", "--log-level", "WARNING",
-                   "--snapshot-limit", "100"],
+                   "--snapshot-limit", "100", "--linger-ms", str(LINGER_MS)],
         ) as shard,
     ):  # fmt: skip
         # Warm up: both books live once.
@@ -297,6 +304,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]} on {os.cpu_count()} cores")
+    print(f"producer linger.ms {LINGER_MS} (the shard's throughput setting; its default is 5)")
     lines, diffs = diff_lines()
     st = stages(lines, diffs)
     print(

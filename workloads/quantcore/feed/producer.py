@@ -42,10 +42,11 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries
         "acks": "all",
-        # librdkafka's broker thread costs ~13-21 us of CPU per diff at 10 ms (a wake-up and a
-        # small batch per partition each time), ~6 us at 25 ms and barely less beyond
-        # (bench/feed_throughput.py): 25 ms buys most of it for 15 ms of worst-case latency.
-        "linger.ms": 25,
+        # A record waits up to this long for its batch. Short by default: the pipeline is
+        # judged on latency. librdkafka's broker thread costs ~13-21 us of CPU per diff at
+        # 10 ms (a wake-up and a small batch per partition each time) and ~6 us at 25 ms
+        # (bench/feed_throughput.py), so a throughput-bound shard sets `--linger-ms 25`.
+        "linger.ms": 5,
         # Reports only for failures: no Python callback per message on the hot path; the
         # acknowledged count is what was produced minus failures minus what is still queued.
         "delivery.report.only.error": True,

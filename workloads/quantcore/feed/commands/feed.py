@@ -120,6 +120,12 @@ def add_arguments(
     )
     parser.add_argument("--snapshot-limit", type=int, default=1000)
     parser.add_argument(
+        "--linger-ms",
+        type=int,
+        default=5,
+        help="Kafka producer linger: a record's longest wait for its batch (latency vs CPU)",
+    )
+    parser.add_argument(
         "--idle-probe", type=float, default=10.0, help="seconds of silence before a ping"
     )
     parser.add_argument("--pong-timeout", type=float, default=10.0)
@@ -158,6 +164,7 @@ def shard_config(args: argparse.Namespace) -> ShardConfig:
             idle_probe_s=args.idle_probe, pong_timeout_s=args.pong_timeout
         ),
         snapshot_limit=args.snapshot_limit,
+        producer_config={"linger.ms": args.linger_ms},
     )
 
 
