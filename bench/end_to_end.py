@@ -39,8 +39,9 @@ ROOT = Path(__file__).parents[1]
 HOPS = (
     ("feed_receive_ns", "feed_publish_ns", "feed: receive -> producer"),
     ("feed_publish_ns", "kafka_append_ns", "Kafka append"),
-    ("kafka_append_ns", "stream_compute_ns", "Spark: Kafka -> computed"),
-    ("stream_compute_ns", "sink_write_ns", "sink: encode"),
+    # stream_compute_ns is the signals record's Kafka timestamp (ms): Spark's output hop.
+    ("kafka_append_ns", "stream_compute_ns", "Spark: input -> signals topic"),
+    ("stream_compute_ns", "sink_write_ns", "relay: signals topic -> Redis"),
     ("sink_write_ns", "server_receive_ns", "Redis write -> server has it"),
     ("server_receive_ns", "server_send_ns", "server: queue -> write"),
     ("server_send_ns", "client_ns", "gRPC -> client"),
