@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.procstat import cpu_seconds, rss_mib
 from bench.serve_process import start_server, stop_server
 
 ROOT = Path(__file__).parents[1]
@@ -33,14 +34,6 @@ def pct(values: list[int], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 # --- client role (a child process) ------------------------------------------------------
@@ -190,12 +183,6 @@ async def client_processes(
     return children
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process, from /proc (clock ticks of 1/100 s)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(
     target: str,
     redis_url: str,
@@ -244,14 +231,14 @@ async def measure(
 async def run_all(
     args: argparse.Namespace, target: str, redis_url: str, server: subprocess.Popen[bytes]
 ) -> None:
-    idle_rss, _ = rss_mb(server.pid)
+    idle_rss, _ = rss_mib(server.pid)
     print(
         f"fan-out: {args.subscribers} subscribers x {args.symbols} symbols at "
         f"{args.rate:g} Hz per symbol, {args.seconds:g} s measured, "
         f"{args.client_procs} client processes, {os.cpu_count()} CPUs"
     )
     r = await measure(target, redis_url, args, args.subscribers, False, server.pid)
-    rss, peak = rss_mb(server.pid)
+    rss, peak = rss_mib(server.pid)
     print(f"  updates published/s          {r['published_per_s']:10.0f}")
     print(f"  updates offered to clients/s {r['offered_per_s']:10.0f}")
     print(
@@ -273,7 +260,7 @@ async def run_all(
     print(f"slow consumer: {n} subscribers, then {n} + 1 that stops reading")
     base = await measure(target, redis_url, args, n, False, server.pid)
     slow = await measure(target, redis_url, args, n + 1, True, server.pid)
-    rss2, peak2 = rss_mb(server.pid)
+    rss2, peak2 = rss_mib(server.pid)
     for name, m in (("without", base), ("with", slow)):
         print(
             f"  {name:7} the stalled client: p50 {m['p50_ms']:.1f} ms  "

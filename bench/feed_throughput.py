@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.procstat import cpu_seconds, machine_cpu, rss_mib, thread_cpu_seconds
 from quantcore.feed import binance, codec
 from quantcore.feed.book import BookSync, Step
 from quantcore.feed.messages import DepthDiff, DepthSnapshot
@@ -38,7 +39,6 @@ from quantcore.routing import Route, RoutingTable
 DATA = default_recordings_dir()
 FILES = [DATA / "btcusdt_20240808.gz", DATA / "ethusdt_20240808.gz"]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-TICKS = 100  # /proc clock ticks per second (USER_HZ)
 GOAL = 20_000  # diffs per second per core (issue 4)
 # The shard's throughput setting (`quantcore feed --linger-ms`); its default, 5, favours latency.
 LINGER_MS = 25
@@ -177,20 +177,6 @@ def produce_only(
     return (time.process_time() - start) / (diffs * passes) * 1e6
 
 
-def thread_cpu_seconds() -> dict[str, float]:
-    """CPU seconds of each thread of this process, keyed "tid name" (librdkafka's are rdk:*)."""
-    out: dict[str, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
-        except FileNotFoundError:
-            continue  # the thread just ended
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        out[f"{tid} {name}"] = (int(fields[11]) + int(fields[12])) / TICKS
-    return out
-
-
 def in_process(
     bootstrap: str, prefix: str, lines: list[Line], diffs: int, passes: int = 4
 ) -> tuple[float, float]:
@@ -214,27 +200,6 @@ def in_process(
     kafka = sum(t - threads0.get(k, 0.0) for k, t in threads1.items() if "rdk:" in k)
     us = 1e6 / (diffs * passes)
     return elapsed * us, kafka * us
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, all cores (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    status = dict(
-        line.split(":", 1)
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if ":" in line
-    )
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
 def shard_run(

@@ -1,0 +1,48 @@
+"""What /proc says about a process's CPU time and memory, for benchmarks that report both."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")  # clock ticks per second in /proc/*/stat (USER_HZ)
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    fields = stat.rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, all its threads."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of each thread of this process, keyed "tid name" (librdkafka's are rdk:*)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except FileNotFoundError:
+            continue  # the thread just ended
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        out[f"{tid} {name}"] = _stat_cpu_seconds(stat)
+    return out
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, all cores (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) MiB of a live process."""
+    status = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    )
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
