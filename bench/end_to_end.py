@@ -4,7 +4,8 @@ server that polls Redis every 500 ms (as the seed project first did), in the sam
     python -m bench.end_to_end [--source up|synthetic] [--seconds 30]
 
 --source up (default): `quantcore up --source replay` (Kafka, Redis, replay, feed shards, the
-Spark job, the server); the recordings hold 2 symbols at 10 Hz of depth diffs.
+Spark job, the server) on copies of the two recordings under other names (bench.symbol_copies),
+--symbols of them (30), each at the recorded 10 Hz of depth diffs plus its trades.
 --source synthetic: no feed or Spark; a writer stamps feed_receive_ns and writes 30 symbols x
 10 Hz with the sink's layout, so only sink -> Redis -> server -> client is real.
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import grpc
 
 from bench.serve_process import stop_server
+from bench.symbol_copies import write_copies
 from quantcore.client.stream import flatten
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
 
@@ -305,7 +307,14 @@ def run_synthetic(args: argparse.Namespace) -> None:
 
 
 def run_up(args: argparse.Namespace) -> None:
+    from quantcore.localmode.source import default_recordings_dir, recordings_in
+
     with tempfile.TemporaryDirectory(prefix="bench-e2e-up-") as tmp:
+        sources = list(recordings_in(default_recordings_dir(), None))
+        copies = -(-args.symbols // len(sources))  # ceil: at least --symbols symbols
+        recordings = Path(tmp) / "recordings"
+        write_copies(sources, recordings, copies)
+        symbols = copies * len(sources)
         argv = [
             sys.executable,
             "-m",
@@ -313,6 +322,11 @@ def run_up(args: argparse.Namespace) -> None:
             "up",
             "--source",
             "replay",
+            "--recordings",
+            str(recordings),
+            # Two shards (one per core) rather than a process per symbol.
+            "--symbols-per-shard",
+            str(-(-symbols // 2)),
             "--no-view",
             "--port",
             "0",
@@ -359,10 +373,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", choices=["up", "synthetic"], default="up")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--symbols", type=int, default=30, help="synthetic only")
+    parser.add_argument("--symbols", type=int, default=30)
     parser.add_argument("--rate", type=float, default=10.0, help="synthetic only: Hz per symbol")
     parser.add_argument(
-        "--warmup", type=float, default=90.0, help="up only: seconds between ready and measuring"
+        "--warmup",
+        type=float,
+        default=150.0,
+        # The JVMs compile Spark's generated code for the first minutes (bench.stream_latency
+        # shows its cost in windows): measured here is the pipeline's steady state.
+        help="up only: seconds between ready and measuring",
     )
     parser.add_argument("--trigger", choices=["realtime", "microbatch"], default="realtime")
     args = parser.parse_args()
