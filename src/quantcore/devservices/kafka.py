@@ -110,6 +110,10 @@ def server_properties(
         "share.coordinator.state.topic.min.isr": "1",
         # Tests create consumer groups constantly; the default 3 s delay only slows them.
         "group.initial.rebalance.delay.ms": "0",
+        # One machine of two cores: Kafka's defaults (3 network, 8 request threads) are sized
+        # for a server and only add context switches here.
+        "num.network.threads": "1",
+        "num.io.threads": "2",
         "auto.create.topics.enable": "true",
     }
     props.update(extra or {})

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from quantcore.events import BOOK_TOPIC, TRADES_TOPIC
+from quantcore.stream.job import StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-levels", type=int, default=20, help="levels for obi_max")
     parser.add_argument(
-        "--realtime-batch", default="30 seconds", help="real-time mode batch (checkpoint) length"
+        "--realtime-batch",
+        default=StreamConfig.realtime_batch,
+        help="real-time mode batch (checkpoint) length",
     )
     parser.add_argument("--microbatch-interval", default="0 seconds")
     parser.add_argument("--watermark", default="2 seconds", help="allowed trade lateness")
