@@ -32,6 +32,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.procstat import cpu_seconds, machine_cpu, process_tree_cpu
 from bench.serve_process import stop_server
 from bench.symbol_copies import write_copies
 from quantcore.client.stream import flatten
@@ -361,13 +362,37 @@ def run_up(args: argparse.Namespace) -> None:
                 f"full pipeline from replay: {len(names)} symbols ({' '.join(names)}), "
                 f"depth diffs at 10 Hz, trigger {args.trigger}"
             )
+            before, busy_before = pipeline_cpu(proc.pid), machine_cpu()
+            start = time.monotonic()
             asyncio.run(compare(target, redis_url, names, args.seconds))
+            cpu_report(before, busy_before, proc.pid, time.monotonic() - start)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(120)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def pipeline_cpu(root: int) -> dict[str, float]:
+    """CPU seconds of `quantcore up` and its processes, and of this bench's own."""
+    me = os.getpid()
+    return {**process_tree_cpu(root), f"{me} this bench (clients, polling server)": cpu_seconds(me)}
+
+
+def cpu_report(
+    before: dict[str, float], busy_before: tuple[float, float], root: int, elapsed: float
+) -> None:
+    """Cores each process of the pipeline used while the clients measured: what the two
+    cores were shared among."""
+    after = pipeline_cpu(root)
+    busy, total = (b - a for a, b in zip(busy_before, machine_cpu(), strict=True))
+    cores = os.cpu_count() or 1
+    print(f"CPU while measuring: machine {busy / total * cores:.2f} of {cores} cores busy")
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
+        if seconds / elapsed >= 0.005:
+            print(f"  {seconds / elapsed:5.2f} cores  {name}")
 
 
 def main() -> None:

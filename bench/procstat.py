@@ -46,3 +46,40 @@ def rss_mib(pid: int) -> tuple[float, float]:
         if ":" in line
     )
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def process_tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds of `root` and each of its live descendants, keyed "pid what" (the
+    command line's most telling words: `quantcore feed`, `java ... kafka.Kafka`, ...)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    out: dict[str, float] = {}
+    for pid in sorted(tree):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            out[f"{pid} {_what(argv)}"] = cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def _what(argv: list[bytes]) -> str:
+    words = [a.decode(errors="replace") for a in argv if a]
+    if "quantcore.cli" in words:
+        return "quantcore " + " ".join(words[words.index("quantcore.cli") + 1 :][:1])
+    for marker, name in (("kafka.Kafka", "kafka broker"), ("pyspark", "spark driver JVM")):
+        if any(marker in w for w in words):
+            return name
+    return os.path.basename(words[0]) if words else "?"
