@@ -173,24 +173,24 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
             return result
         send(100, 3.0)  # settle
 
-        def step(rate: float, seconds: float, label: str) -> dict:
+        def measure(rate: float, seconds: float, label: str) -> dict:
             first, last = send(rate, seconds)
             window = drain(lat, first, last, args.drain_seconds)
             sent = last - first + 1
-            step = {"rate": rate, "sent": sent, "received": len(window),
-                    "load": os.getloadavg()[0]}  # fmt: skip
+            row = {"rate": rate, "sent": sent, "received": len(window),
+                   "load": os.getloadavg()[0]}  # fmt: skip
             if window:
                 e2e = [s[1] for s in window]
-                step.update(p50=percentile(e2e, 0.5), p99=percentile(e2e, 0.99),
-                            p999=percentile(e2e, 0.999), max=max(e2e),
-                            spark_p50=percentile([s[2] for s in window], 0.5),
-                            relay_p50=percentile([s[3] for s in window], 0.5))  # fmt: skip
+                row.update(p50=percentile(e2e, 0.5), p99=percentile(e2e, 0.99),
+                           p999=percentile(e2e, 0.999), max=max(e2e),
+                           spark_p50=percentile([s[2] for s in window], 0.5),
+                           relay_p50=percentile([s[3] for s in window], 0.5))  # fmt: skip
             print(f"  {trigger:10s} {label:>10s} {rate:6.0f}/s sent {sent} received {len(window)} "
-                  f"p50 {step.get('p50', NAN):8.1f} ms p99 {step.get('p99', NAN):8.1f} ms "
-                  f"(input append->signals p50 {step.get('spark_p50', NAN):.1f} ms, "
-                  f"signals->Redis p50 {step.get('relay_p50', NAN):.1f} ms) load {step['load']:.1f}",
+                  f"p50 {row.get('p50', NAN):8.1f} ms p99 {row.get('p99', NAN):8.1f} ms "
+                  f"(input append->signals p50 {row.get('spark_p50', NAN):.1f} ms, "
+                  f"signals->Redis p50 {row.get('relay_p50', NAN):.1f} ms) load {row['load']:.1f}",
                   flush=True)  # fmt: skip
-            return step
+            return row
 
         # The JVMs compile Spark's generated code and Kafka's hot paths for the first minutes
         # (C2 alone took half a core): measured in windows, so what a fresh start costs shows
@@ -198,16 +198,16 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
         windows = int(args.warmup // WARMUP_WINDOW_S)
         for w in range(windows):
             label = f"warm {w * WARMUP_WINDOW_S:.0f}s+"
-            result["warmup"].append(step(args.rates[0], WARMUP_WINDOW_S, label))
+            result["warmup"].append(measure(args.rates[0], WARMUP_WINDOW_S, label))
         if trigger == "realtime":
             # One whole real-time batch, so exactly one batch transition (tasks stop, offsets
             # commit, the next batch is planned and started) is among the samples.
-            cycle = step(args.rates[0], duration_s(args.realtime_batch), "one batch")
+            cycle = measure(args.rates[0], duration_s(args.realtime_batch), "one batch")
             result["cycle"] = cycle
             print(f"  {trigger:10s} {'one batch':>10s} p99.9 {cycle.get('p999', NAN):.1f} ms "
                   f"max {cycle.get('max', NAN):.1f} ms", flush=True)  # fmt: skip
         for rate in args.rates:
-            result["steps"].append(step(rate, args.seconds, "steady"))
+            result["steps"].append(measure(rate, args.seconds, "steady"))
     finally:
         if args.dump:
             lat.dump(args.dump, trigger)
