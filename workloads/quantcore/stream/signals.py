@@ -157,19 +157,35 @@ def book_signals(parsed: DataFrame, max_levels: int) -> DataFrame:
         # Invalid rows keep only their coordinates: computing on them could fail (ANSI mode).
         F.when(valid, F.col("r")).alias("r"),
     )
+    # Three projections, each naming what the next one reuses: the top of book and mid, then
+    # the per-side sums, then the signals. Written as one, every ratio would repeat its sums
+    # (numerator and denominator) and every weighted term the mid, and Spark's optimizer
+    # walks that whole tree again for every batch.
     r = F.col("r")
-    bb, ba = _level(r.bid_px, 0), _level(r.ask_px, 0)
-    bbq, baq = _level(r.bid_qty, 0), _level(r.ask_qty, 0)
-    mid = (bb + ba) / F.lit(2.0)
+    top = checked.select(
+        "*",
+        _level(r.bid_px, 0).alias("bb"),
+        _level(r.ask_px, 0).alias("ba"),
+        _level(r.bid_qty, 0).alias("bbq"),
+        _level(r.ask_qty, 0).alias("baq"),
+        ((_level(r.bid_px, 0) + _level(r.ask_px, 0)) / F.lit(2.0)).alias("mid"),
+    )
+    mid = F.col("mid")
+    # Only the first max_levels levels count at all (obi_20 with max_levels 7 uses 7).
+    depths = sorted({min(n, max_levels) for n in (*OBI_LEVELS, max_levels)})
+    sums = top.select(
+        "*",
+        *(_first_levels(r.bid_qty, n).alias(f"bid_{n}") for n in depths),
+        *(_first_levels(r.ask_qty, n).alias(f"ask_{n}") for n in depths),
+        _weighted(r.bid_px, r.bid_qty, mid, max_levels).alias("bid_weighted"),
+        _weighted(r.ask_px, r.ask_qty, mid, max_levels).alias("ask_weighted"),
+    )
 
-    def imbalance(levels: int) -> Column:
-        # Only the first max_levels levels count at all (obi_20 with max_levels 7 uses 7).
-        n = min(levels, max_levels)
-        b, a = _first_levels(r.bid_qty, n), _first_levels(r.ask_qty, n)
+    def imbalance(side: str) -> Column:
+        b, a = F.col(f"bid_{side}"), F.col(f"ask_{side}")
         return _ratio(b - a, b + a)
 
-    wb = _weighted(r.bid_px, r.bid_qty, mid, max_levels)
-    wa = _weighted(r.ask_px, r.ask_qty, mid, max_levels)
+    bb, ba, bbq, baq = F.col("bb"), F.col("ba"), F.col("bbq"), F.col("baq")
     spread = ba - bb
     columns: dict[str, Column] = {
         "valid": F.col("valid"),
@@ -189,13 +205,13 @@ def book_signals(parsed: DataFrame, max_levels: int) -> DataFrame:
         "spread": spread,
         "spread_bps": spread / mid * BPS,
         "spread_ticks": spread / r.tick_size,
-        **{f"obi_{n}": imbalance(n) for n in OBI_LEVELS},
-        "obi_max": imbalance(max_levels),
+        **{f"obi_{n}": imbalance(str(min(n, max_levels))) for n in OBI_LEVELS},
+        "obi_max": imbalance(str(max_levels)),
         "max_levels": F.lit(max_levels),
-        "obi_weighted": _ratio(wb - wa, wb + wa),
+        "obi_weighted": imbalance("weighted"),
         "ofi_l1": _ofi(r),
     }
-    return checked.select(
+    return sums.select(
         "topic", "partition", "offset", *(col.alias(name) for name, col in columns.items())
     )
 
