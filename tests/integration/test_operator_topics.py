@@ -85,11 +85,21 @@ def test_create_grow_refuse_shrink_align_and_delete(kafka_bootstrap: str) -> Non
     for future in admin.incremental_alter_configs([drift]).values():
         future.result(timeout=10)
     resource = ConfigResource(ConfigResource.Type.TOPIC, book)
-    configs = admin.describe_configs([resource])[resource].result(timeout=10)
-    assert configs["retention.ms"].value == "1000"
+
+    def retention(want: str) -> str:
+        """The topic's retention.ms once it reads `want`, or what it reads after 10 s: the
+        broker applies an accepted config change to its metadata a moment later."""
+        deadline = time.monotonic() + 10
+        while True:
+            configs = admin.describe_configs([resource])[resource].result(timeout=10)
+            have = str(configs["retention.ms"].value)
+            if have == want or time.monotonic() > deadline:
+                return have
+            time.sleep(0.1)
+
+    assert retention("1000") == "1000"
     topics.ensure(s, 5)
-    configs = admin.describe_configs([resource])[resource].result(timeout=10)
-    assert configs["retention.ms"].value == str(2 * 3600 * 1000)
+    assert retention(str(2 * 3600 * 1000)) == str(2 * 3600 * 1000)
 
     assert sorted(topics.delete(s)) == sorted(topics.topic_names(s))
     assert settled(s, {}) == {}
