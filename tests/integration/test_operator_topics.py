@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -11,16 +13,23 @@ from quantcore.operator import topics
 from quantcore.operator.api import MarketFeedSpec
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
+
+
+def read_until(read: Callable[[], T], want: T) -> T:
+    """What `read` returns once it returns `want`, or after 10 s: the broker applies an
+    accepted admin change to its metadata a moment later."""
+    deadline = time.monotonic() + 10
+    while True:
+        have = read()
+        if have == want or time.monotonic() > deadline:
+            return have
+        time.sleep(0.1)
 
 
 def settled(s: MarketFeedSpec, want: dict[str, int]) -> dict[str, int]:
     """Topic partitions once broker metadata has caught up with an admin change (or 10 s)."""
-    deadline = time.monotonic() + 10
-    while True:
-        have = topics.existing_partitions(s)
-        if have == want or time.monotonic() > deadline:
-            return have
-        time.sleep(0.1)
+    return read_until(lambda: topics.existing_partitions(s), want)
 
 
 def spec(bootstrap: str, prefix: str, **kafka: object) -> MarketFeedSpec:
@@ -86,20 +95,13 @@ def test_create_grow_refuse_shrink_align_and_delete(kafka_bootstrap: str) -> Non
         future.result(timeout=10)
     resource = ConfigResource(ConfigResource.Type.TOPIC, book)
 
-    def retention(want: str) -> str:
-        """The topic's retention.ms once it reads `want`, or what it reads after 10 s: the
-        broker applies an accepted config change to its metadata a moment later."""
-        deadline = time.monotonic() + 10
-        while True:
-            configs = admin.describe_configs([resource])[resource].result(timeout=10)
-            have = str(configs["retention.ms"].value)
-            if have == want or time.monotonic() > deadline:
-                return have
-            time.sleep(0.1)
+    def retention() -> str:
+        configs = admin.describe_configs([resource])[resource].result(timeout=10)
+        return str(configs["retention.ms"].value)
 
-    assert retention("1000") == "1000"
+    assert read_until(retention, "1000") == "1000"
     topics.ensure(s, 5)
-    assert retention(str(2 * 3600 * 1000)) == str(2 * 3600 * 1000)
+    assert read_until(retention, str(2 * 3600 * 1000)) == str(2 * 3600 * 1000)
 
     assert sorted(topics.delete(s)) == sorted(topics.topic_names(s))
     assert settled(s, {}) == {}
