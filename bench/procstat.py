@@ -51,14 +51,14 @@ def rss_mib(pid: int) -> tuple[float, float]:
 def process_tree_cpu(root: int) -> dict[str, float]:
     """CPU seconds of `root` and each of its live descendants, keyed "pid what" (the
     command line's most telling words: `quantcore feed`, `java ... kafka.Kafka`, ...)."""
-    parents: dict[int, int] = {}
+    stats: dict[int, str] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
+                stats[int(entry)] = Path(f"/proc/{entry}/stat").read_text()
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    parents = {pid: int(stat.rsplit(")", 1)[1].split()[1]) for pid, stat in stats.items()}
     tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
@@ -69,7 +69,7 @@ def process_tree_cpu(root: int) -> dict[str, float]:
     for pid in sorted(tree):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            out[f"{pid} {_what(argv)}"] = cpu_seconds(pid)
+            out[f"{pid} {_what(argv)}"] = _stat_cpu_seconds(stats[pid])
         except (FileNotFoundError, ProcessLookupError):
             continue
     return out
