@@ -411,7 +411,9 @@ def main() -> None:
         # shows its cost in windows): measured here is the pipeline's steady state.
         help="up only: seconds between ready and measuring",
     )
-    parser.add_argument("--trigger", choices=["realtime", "microbatch"], default="realtime")
+    parser.add_argument(
+        "--trigger", choices=["realtime", "continuous", "microbatch"], default="realtime"
+    )
     args = parser.parse_args()
     if args.source == "synthetic":
         run_synthetic(args)

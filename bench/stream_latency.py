@@ -31,6 +31,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.procstat import process_tree_cpu
 from quantcore.devservices.kafka import KafkaBroker
 from quantcore.devservices.redis import RedisServer
 from quantcore.devservices.spark import spark_jars
@@ -174,11 +175,14 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
         send(100, 3.0)  # settle
 
         def measure(rate: float, seconds: float, label: str) -> dict:
+            cpu0, t0 = sum(process_tree_cpu(job.pid).values()), time.monotonic()
             first, last = send(rate, seconds)
+            # The job's cores (Spark JVM and relay) while the rate was sent.
+            cores = (sum(process_tree_cpu(job.pid).values()) - cpu0) / (time.monotonic() - t0)
             window = drain(lat, first, last, args.drain_seconds)
             sent = last - first + 1
             row = {"rate": rate, "sent": sent, "received": len(window),
-                   "load": os.getloadavg()[0]}  # fmt: skip
+                   "load": os.getloadavg()[0], "cores": cores}  # fmt: skip
             if window:
                 e2e = [s[1] for s in window]
                 row.update(p50=percentile(e2e, 0.5), p99=percentile(e2e, 0.99),
@@ -188,7 +192,8 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
             print(f"  {trigger:10s} {label:>10s} {rate:6.0f}/s sent {sent} received {len(window)} "
                   f"p50 {row.get('p50', NAN):8.1f} ms p99 {row.get('p99', NAN):8.1f} ms "
                   f"(input append->signals p50 {row.get('spark_p50', NAN):.1f} ms, "
-                  f"signals->Redis p50 {row.get('relay_p50', NAN):.1f} ms) load {row['load']:.1f}",
+                  f"signals->Redis p50 {row.get('relay_p50', NAN):.1f} ms) job {cores:.2f} cores "
+                  f"load {row['load']:.1f}",
                   flush=True)  # fmt: skip
             return row
 
@@ -199,9 +204,10 @@ def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, ar
         for w in range(windows):
             label = f"warm {w * WARMUP_WINDOW_S:.0f}s+"
             result["warmup"].append(measure(args.rates[0], WARMUP_WINDOW_S, label))
-        if trigger == "realtime":
+        if trigger != "microbatch":
             # One whole real-time batch, so exactly one batch transition (tasks stop, offsets
-            # commit, the next batch is planned and started) is among the samples.
+            # commit, the next batch is planned and started) is among the samples; continuous
+            # mode gets a window as long, with every epoch commit in it.
             cycle = measure(args.rates[0], duration_s(args.realtime_batch), "one batch")
             result["cycle"] = cycle
             print(f"  {trigger:10s} {'one batch':>10s} p99.9 {cycle.get('p999', NAN):.1f} ms "
@@ -279,11 +285,13 @@ def main() -> None:
                       for r in results.values()]  # fmt: skip
             label = f"{q} warm-up {w * WARMUP_WINDOW_S:.0f}-{(w + 1) * WARMUP_WINDOW_S:.0f}s"
             print(f"{label:24s}" + "".join(f"{fmt(v):>14s}" for v in values))
-    cycle = results.get("realtime", {}).get("cycle")
-    if cycle:
-        print(f"real-time, one whole {args.realtime_batch} batch at {args.rates[0]:.0f}/s (its "
-              f"transition included): p50 {fmt(cycle.get('p50'))} p99 {fmt(cycle.get('p99'))} "
-              f"p99.9 {fmt(cycle.get('p999'))} max {fmt(cycle.get('max'))} ms")  # fmt: skip
+    for mode, what in (("realtime", "its transition included"),
+                       ("continuous", "every epoch commit in it")):  # fmt: skip
+        cycle = results.get(mode, {}).get("cycle")
+        if cycle:
+            print(f"{mode}, one whole {args.realtime_batch} window at {args.rates[0]:.0f}/s ({what}): "
+                  f"p50 {fmt(cycle.get('p50'))} p99 {fmt(cycle.get('p99'))} "
+                  f"p99.9 {fmt(cycle.get('p999'))} max {fmt(cycle.get('max'))} ms")  # fmt: skip
     print(f"{'sustained, p99<250 ms':24s}"
           + "".join(f"{sustained(results[m]):>12.0f}/s" for m in modes))  # fmt: skip
 

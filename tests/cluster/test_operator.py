@@ -419,7 +419,7 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         lambda s: s["spark"].update(driver={"memory": "2GB"}),
         "spec.spark.driver.memory",
     ),
-    ("bad trigger", lambda s: s["spark"].update(trigger="continuous"), "spec.spark.trigger"),
+    ("bad trigger", lambda s: s["spark"].update(trigger="once"), "spec.spark.trigger"),
     (
         "too few task slots",
         lambda s: s["spark"].update(executor={"instances": 1, "cores": 1}),

@@ -81,7 +81,7 @@ def records() -> list[BookRecord | TradeRecord]:
 
 
 @pytest.mark.timeout(2400)
-@pytest.mark.parametrize("trigger", ["realtime", "microbatch"])
+@pytest.mark.parametrize("trigger", ["realtime", "continuous", "microbatch"])
 def test_job_matches_reference_through_sigkill_and_replays(
     kafka_bootstrap, redis_url, spark_jars, records, tmp_path, trigger
 ):

@@ -201,7 +201,7 @@ class Spark(_Model):
     )
     driver: PodSize = Field(default=PodSize())
     executor: Executor = Field(default=Executor())
-    trigger: Literal["realtime", "microbatch"] = "realtime"
+    trigger: Literal["realtime", "continuous", "microbatch"] = "realtime"
     checkpoint: str = Field(
         default="file:///tmp/quantcore/checkpoints",
         pattern=r"^[a-z0-9]+://[^\s]+$",
@@ -279,10 +279,10 @@ class MarketFeedSpec(_Model):
             ),
             ("self.exchange == oldSelf.exchange", "spec.exchange cannot change after creation"),
             (
-                "!has(self.spark.executor.instances) || self.spark.trigger != 'realtime' ||"
+                "!has(self.spark.executor.instances) || self.spark.trigger == 'microbatch' ||"
                 " self.spark.executor.instances * self.spark.executor.cores >="
                 " self.kafka.partitions * (self.streams.trades ? 2 : 1)",
-                "real-time mode needs a task slot per input partition: raise"
+                "real-time and continuous modes need a task slot per input partition: raise"
                 " spark.executor.instances or cores, or omit instances to size it automatically",
             ),
         )

@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbols-per-shard", type=int, default=1, help="feed shard size")
     # Real-time by default, as in the cluster; micro-batch is the fallback (bench.stream_latency
     # compares the two).
-    parser.add_argument("--trigger", choices=["realtime", "microbatch"], default="realtime")
+    parser.add_argument(
+        "--trigger", choices=["realtime", "continuous", "microbatch"], default="realtime"
+    )
     parser.add_argument(
         "--ready-timeout", type=float, default=600.0, help="seconds to wait for the first signal"
     )

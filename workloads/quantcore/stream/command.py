@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT[,...]")
     parser.add_argument("--redis", required=True, help="redis://HOST:PORT/DB")
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
-    parser.add_argument("--trigger", choices=("realtime", "microbatch"), default="realtime")
+    parser.add_argument(
+        "--trigger", choices=("realtime", "continuous", "microbatch"), default="realtime"
+    )
     parser.add_argument("--book-topic", default=BOOK_TOPIC)
     parser.add_argument("--trades-topic", default=TRADES_TOPIC)
     parser.add_argument(
@@ -31,7 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=StreamConfig.realtime_batch,
         help="real-time mode batch (checkpoint) length",
     )
+    parser.add_argument(
+        "--continuous-epoch",
+        default=StreamConfig.continuous_epoch,
+        help="continuous mode: how often offsets are committed",
+    )
     parser.add_argument("--microbatch-interval", default="0 seconds")
+    parser.add_argument(
+        "--trade-flow-interval",
+        default=StreamConfig.trade_flow_interval,
+        help="the trade-flow query's micro-batch interval",
+    )
     parser.add_argument("--watermark", default="2 seconds", help="allowed trade lateness")
     parser.add_argument(
         "--jars", default="", help="comma-separated connector jars (default: resolve and cache)"
@@ -63,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         trades_topic=args.trades_topic,
         max_levels=args.max_levels,
         realtime_batch=args.realtime_batch,
+        continuous_epoch=args.continuous_epoch,
         microbatch_interval=args.microbatch_interval,
+        trade_flow_interval=args.trade_flow_interval,
         watermark=args.watermark,
         starting_offsets=args.starting_offsets,
         signals_topic=args.signals_topic,

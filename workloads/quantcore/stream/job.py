@@ -20,12 +20,15 @@ a slot per Kafka partition for the whole batch (`realtime_batch`, also the check
 interval), so the local master gets threads for every partition of every query.
 
 Which trigger serves what:
-- book signals: real-time by default (`--trigger realtime`), micro-batch on request;
+- book signals: real-time by default (`--trigger realtime`); continuous mode
+  (`trigger(continuous=...)`, projections only) or micro-batch on request;
 - malformed-trade counting: micro-batch every `malformed_interval` (10 s): a counter needs no
   latency, and as a real-time query it held two task threads polling the trades topic
   (measured about 18% of a core at 30 symbols, on a machine with two);
-- trade flow: micro-batch always (TRADE_FLOW_REALTIME): its windowed aggregation passes
-  the allowlist, but it has not been verified in real-time mode here.
+- trade flow: micro-batch every `trade_flow_interval` (1 s), its windows' own step. At
+  "0 seconds" an idle query asks Kafka for new offsets every 10 ms (Spark's polling delay),
+  and a busy one plans, codegens and commits a batch back to back. Its windowed aggregation
+  passes the real-time allowlist, but it has not been verified in real-time mode here.
 """
 
 from __future__ import annotations
@@ -45,9 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Trigger = Literal["realtime", "microbatch"]
-# Whether the trade-flow aggregation runs in real-time mode when real-time is chosen.
-TRADE_FLOW_REALTIME = False
+Trigger = Literal["realtime", "continuous", "microbatch"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,14 @@ class StreamConfig:
     # and p99.9 724 ms (bench.stream_latency). A longer batch costs only replay after a
     # crash (the relay's compare-and-set makes replay harmless).
     realtime_batch: str = "5 minutes"
+    # Continuous mode: how often the tasks' offsets are committed (an epoch). Tasks never stop
+    # for it: the commit runs beside them.
+    continuous_epoch: str = "5 seconds"
     # Micro-batch mode: the trigger interval ("0 seconds": start the next batch at once).
     microbatch_interval: str = "0 seconds"
-    # The malformed-trade counter's trigger interval (micro-batch in either mode).
+    # The malformed-trade counter's and the trade flow's trigger intervals (micro-batch always).
     malformed_interval: str = "10 seconds"
+    trade_flow_interval: str = "1 second"
     # How late a trade may arrive (by trade time) and still count in its windows.
     watermark: str = "2 seconds"
     starting_offsets: str = "earliest"
@@ -82,8 +87,10 @@ class StreamConfig:
         return self.signals_topic or signals_topic(self.book_topic)
 
     def __post_init__(self) -> None:
-        if self.trigger not in ("realtime", "microbatch"):
-            raise ValueError(f"trigger must be realtime or microbatch, got {self.trigger!r}")
+        if self.trigger not in ("realtime", "continuous", "microbatch"):
+            raise ValueError(
+                f"trigger must be realtime, continuous or microbatch, got {self.trigger!r}"
+            )
         # The signal expressions' own bound (quantcore.stream.signals.MAX_LEVELS).
         if not 1 <= self.max_levels <= 50:
             raise ValueError(f"max_levels must be within 1..50, got {self.max_levels}")
@@ -125,6 +132,8 @@ def _triggered(writer: DataStreamWriter, config: StreamConfig, trigger: str) -> 
     if trigger == "realtime":
         # pyspark ships no typing overload for realTime yet.
         return writer.trigger(realTime=config.realtime_batch)  # type: ignore[call-overload]
+    if trigger == "continuous":
+        return writer.trigger(continuous=config.continuous_epoch)
     return writer.trigger(processingTime=trigger)
 
 
@@ -151,7 +160,6 @@ def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
     """Start every query of the job; returns them running."""
     from quantcore.stream import signals
 
-    realtime = config.trigger == "realtime"
     book = signals.book_signals(
         signals.parse(_source(spark, config, config.book_topic), BookRecord), config.max_levels
     )
@@ -160,26 +168,23 @@ def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
     flow = signals.trade_flow(
         signals.parse(_source(spark, config, config.trades_topic), TradeRecord), config.watermark
     )
-    # Each query's trigger: "realtime" or a micro-batch interval.
-    microbatch = config.microbatch_interval
+    # Each query's trigger: "realtime", "continuous" or a micro-batch interval.
+    book_trigger = config.trigger if config.trigger != "microbatch" else config.microbatch_interval
     plan = [
-        ("book", book, "book", "realtime" if realtime else microbatch),
+        ("book", book, "book", book_trigger),
         ("trades-malformed", bad_trades, "trades", config.malformed_interval),
-        (
-            "trade-flow",
-            flow,
-            "trades",
-            "realtime" if realtime and TRADE_FLOW_REALTIME else microbatch,
-        ),
+        ("trade-flow", flow, "trades", config.trade_flow_interval),
     ]
     queries = []
     for name, frame, kind, trigger in plan:
         writer = (
             _to_signals_topic(frame, kind, config)
             .queryName(name)
-            .outputMode("update")
+            # Continuous mode takes append only; for a projection the two modes are the same.
+            .outputMode("append" if trigger == "continuous" else "update")
             .option("checkpointLocation", str(config.checkpoint / name))
         )
         queries.append(_triggered(writer, config, trigger).start())
-        log.info("started %s (%s)", name, trigger if trigger == "realtime" else f"every {trigger}")
+        every = trigger if trigger in ("realtime", "continuous") else f"every {trigger}"
+        log.info("started %s (%s)", name, every)
     return queries
