@@ -1,17 +1,18 @@
-"""Kafka-in to Redis-publish latency of `quantcore stream`, real-time vs micro-batch, one run.
+"""Kafka-in to Redis-publish latency of `quantcore stream` per trigger mode, one run.
 
-For each trigger mode the job runs as it does under `quantcore up` (a `quantcore stream`
-subprocess: Spark queries -> signals topic -> relay -> Redis) against one local Kafka and
-Redis. The bench produces synthetic 20-level book records at fixed rates, stamping each with
-its send time, and a Redis subscriber measures send -> PUBLISH-received latency, split at the
-hops the update carries (Kafka append of the input, the signals record's timestamp). It
-prints both modes side by side: p50/p99 per rate, the highest rate whose p99 stays under
-250 ms, and the micro-batch / real-time ratio.
+For each trigger mode (real-time, continuous, micro-batch) the job runs as it does under
+`quantcore up` (a `quantcore stream` subprocess: Spark queries -> signals topic -> relay ->
+Redis) against one local Kafka and Redis. The bench produces synthetic 20-level book records
+at fixed rates, stamping each with its send time, and a Redis subscriber measures send ->
+PUBLISH-received latency, split at the hops the update carries (Kafka append of the input,
+the signals record's timestamp). It prints the modes side by side: p50/p99 per rate, the
+highest rate whose p99 stays under 250 ms, the micro-batch / real-time ratio, and the cores
+the job used in each window.
 
 A fresh job is slow for its first minutes (the JVMs compile Spark's generated code), so each
 mode first runs `--warmup` seconds at the first rate, reported in 30 s windows. Real-time mode
 then runs one whole real-time batch at that rate, so the pause between two batches is in
-its figures; the rates are measured after that.
+its figures (continuous mode runs a window as long); the rates are measured after that.
 
     python -m bench.stream_latency [--seconds 20] [--rates 300,1000,3000] [--warmup 150]
 """
@@ -243,7 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rates", default="300,1000,3000")
-    parser.add_argument("--modes", default="realtime,microbatch")
+    parser.add_argument("--modes", default="realtime,continuous,microbatch")
     parser.add_argument("--startup-timeout", type=float, default=240.0)
     parser.add_argument(
         "--drain-seconds", type=float, default=20.0, help="give up after no progress"
