@@ -78,9 +78,11 @@ class PollingServer:
         from quantcore.serve.snapshot import read_latest
 
         seen: dict[tuple[str, str], int] = {}
+        # The kinds asked for, as the real server does: the clients ask for book updates only.
+        kinds = list(request.kinds) or list(signalstore.KINDS)
         while True:
             fresh = []
-            for update in await read_latest(self.redis, request.symbols, signalstore.KINDS):
+            for update in await read_latest(self.redis, request.symbols, kinds):
                 if update.sequence > seen.get(update.key, -1):
                     seen[update.key] = update.sequence
                     fresh.append(stamped(update.payload, update.server_receive_ns, time.time_ns()))
