@@ -112,12 +112,12 @@ class PollingServer:
 
 
 async def measure(
-    target: str, symbols: list[str], seconds: float
+    target: str, symbols: list[str], seconds: float, kind: str = "book"
 ) -> list[tuple[signals_pb2.SignalUpdate, int]]:
     out: list[tuple[signals_pb2.SignalUpdate, int]] = []
     async with grpc.aio.insecure_channel(target) as channel:
         call = marketdata_pb2_grpc.MarketDataStub(channel).Subscribe(
-            marketdata_pb2.SubscribeRequest(symbols=symbols, kinds=["book"])
+            marketdata_pb2.SubscribeRequest(symbols=symbols, kinds=[kind])
         )
         snapshot_pending = set(symbols)
         with contextlib.suppress(TimeoutError):
@@ -189,11 +189,21 @@ async def compare(
     baseline = PollingServer(redis_url)
     baseline_target = await baseline.start()
     try:
-        ours, polled = await asyncio.gather(
-            measure(target, symbols, seconds), measure(baseline_target, symbols, seconds)
+        ours, polled, flow = await asyncio.gather(
+            measure(target, symbols, seconds),
+            measure(baseline_target, symbols, seconds),
+            # Trade flow beside the books: a micro-batch query, so no part of the goal, but a
+            # subscriber sees it lag when the machine is short of cores.
+            measure(target, symbols, seconds, kind="trades"),
         )
     finally:
         await baseline.stop()
+    live_flow = [(t - u.hops.feed_receive_ns) / 1e6 for u, t in flow if u.hops.feed_receive_ns]
+    if live_flow:
+        print(
+            f"trade flow (push, kind trades): {len(live_flow)} updates, feed receive -> client"
+            f"  p50 {pct(live_flow, 0.5):7.1f} ms  p99 {pct(live_flow, 0.99):7.1f} ms"
+        )
     for name, samples in (
         ("push (quantcore serve: one pub/sub subscription, conflating queues)", ours),
         ("baseline (polls Redis every 500 ms)", polled),
