@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
     parser.add_argument("--partitions", type=int, default=2, help="Kafka partitions per topic")
     parser.add_argument("--symbols-per-shard", type=int, default=1, help="feed shard size")
-    # Real-time by default, as in the cluster; micro-batch is the fallback (bench.stream_latency
-    # compares the two).
+    # Real-time by default, as in the cluster; continuous and micro-batch on request
+    # (bench.stream_latency compares the three).
     parser.add_argument(
         "--trigger", choices=["realtime", "continuous", "microbatch"], default="realtime"
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from quantcore.events import BOOK_TOPIC, TRADES_TOPIC
-from quantcore.stream.job import StreamConfig
+from quantcore.stream.job import TRIGGERS, StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT[,...]")
     parser.add_argument("--redis", required=True, help="redis://HOST:PORT/DB")
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
-    parser.add_argument(
-        "--trigger", choices=("realtime", "continuous", "microbatch"), default="realtime"
-    )
+    parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
     parser.add_argument("--book-topic", default=BOOK_TOPIC)
     parser.add_argument("--trades-topic", default=TRADES_TOPIC)
     parser.add_argument(

@@ -40,7 +40,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from quantcore.events import BOOK_TOPIC, TRADES_TOPIC, BookRecord, TradeRecord, signals_topic
 
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Trigger = Literal["realtime", "continuous", "microbatch"]
+TRIGGERS: tuple[str, ...] = get_args(Trigger)
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,8 @@ class StreamConfig:
         return self.signals_topic or signals_topic(self.book_topic)
 
     def __post_init__(self) -> None:
-        if self.trigger not in ("realtime", "continuous", "microbatch"):
-            raise ValueError(
-                f"trigger must be realtime, continuous or microbatch, got {self.trigger!r}"
-            )
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}, got {self.trigger!r}")
         # The signal expressions' own bound (quantcore.stream.signals.MAX_LEVELS).
         if not 1 <= self.max_levels <= 50:
             raise ValueError(f"max_levels must be within 1..50, got {self.max_levels}")
