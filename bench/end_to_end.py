@@ -73,13 +73,13 @@ class PollingServer:
     async def subscribe(
         self, request: marketdata_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        from quantcore import signalstore
         from quantcore.serve.encoding import batch, stamped
+        from quantcore.serve.server import ServerConfig, selection
         from quantcore.serve.snapshot import read_latest
 
         seen: dict[tuple[str, str], int] = {}
-        # The kinds asked for, as the real server does: the clients ask for book updates only.
-        kinds = list(request.kinds) or list(signalstore.KINDS)
+        # The kinds asked for, read as the real server reads them (none: every kind).
+        _, kinds = selection(request.symbols, request.kinds, ServerConfig.max_symbols_per_request)
         while True:
             fresh = []
             for update in await read_latest(self.redis, request.symbols, kinds):
