@@ -36,6 +36,7 @@ from bench.procstat import cpu_seconds, machine_cpu, process_tree_cpu
 from bench.serve_process import stop_server
 from bench.symbol_copies import write_copies
 from quantcore.client.stream import flatten
+from quantcore.stream.job import TRIGGERS
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
 
 ROOT = Path(__file__).parents[1]
@@ -423,9 +424,7 @@ def main() -> None:
         # shows its cost in windows): measured here is the pipeline's steady state.
         help="up only: seconds between ready and measuring",
     )
-    parser.add_argument(
-        "--trigger", choices=["realtime", "continuous", "microbatch"], default="realtime"
-    )
+    parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
     args = parser.parse_args()
     if args.source == "synthetic":
         run_synthetic(args)

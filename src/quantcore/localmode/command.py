@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from quantcore.localmode.source import default_recordings_dir
+from quantcore.stream.job import TRIGGERS
 
 STEPS = 8
 
@@ -37,9 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbols-per-shard", type=int, default=1, help="feed shard size")
     # Real-time by default, as in the cluster; continuous and micro-batch on request
     # (bench.stream_latency compares the three).
-    parser.add_argument(
-        "--trigger", choices=["realtime", "continuous", "microbatch"], default="realtime"
-    )
+    parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
     parser.add_argument(
         "--ready-timeout", type=float, default=600.0, help="seconds to wait for the first signal"
     )
