@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantcore.feed.book import BookSync, OrderBook, Outcome, SyncState
+from quantcore.feed.book import BookSync, OrderBook, Outcome, PythonOrderBook, SyncState
 from quantcore.feed.messages import DepthDiff, DepthSnapshot, Level
 
 
@@ -122,6 +122,11 @@ prices = st.integers(min_value=1, max_value=60).map(float)
 side = st.lists(st.tuples(prices, st.sampled_from([0.0, 1.0, 2.5])), max_size=8)
 
 
+# The compiled book (when built) and its Python reference, each held to the naive model.
+BOOKS = sorted({OrderBook, PythonOrderBook}, key=lambda cls: cls.__module__)
+
+
+@pytest.mark.parametrize("implementation", BOOKS, ids=lambda cls: cls.__module__)
 @pytest.mark.parametrize(
     "window",
     [
@@ -133,9 +138,12 @@ side = st.lists(st.tuples(prices, st.sampled_from([0.0, 1.0, 2.5])), max_size=8)
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(side, side), max_size=30), st.integers(min_value=1, max_value=25))
 def test_order_book_matches_a_naive_model(
-    window: dict[str, int], updates: list[tuple[list[Level], list[Level]]], n: int
+    implementation: type[PythonOrderBook],
+    window: dict[str, int],
+    updates: list[tuple[list[Level], list[Level]]],
+    n: int,
 ) -> None:
-    book = OrderBook(**window)
+    book = implementation(**window)
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
     for b, a in updates:

@@ -257,13 +257,22 @@ def _general(raw: bytes) -> object:
         return binance.decode_frame(raw, 7)
 
 
+# The compiled level parser (when built) and its Python reference.
+PLAIN_LEVELS = sorted(
+    {codec.plain_levels, codec.python_plain_levels}, key=lambda f: f.__module__ or ""
+)
+
+
+@pytest.mark.parametrize("plain_levels", PLAIN_LEVELS, ids=lambda f: f.__module__ or "builtin")
 @settings(max_examples=400, deadline=None)
 @given(_levels, _levels, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 def test_the_fast_path_decodes_exactly_like_the_general_path(
-    bids: list[list[str]], asks: list[list[str]], first: int, final: int
+    plain_levels: object, bids: list[list[str]], asks: list[list[str]], first: int, final: int
 ) -> None:
     raw = frame(with_(b=bids, a=asks, U=first, u=final))
-    fast = binance.decode_frame(raw, 7)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codec, "plain_levels", plain_levels)
+        fast = binance.decode_frame(raw, 7)
     assert fast == _general(raw)
     if isinstance(fast, DepthDiff):
         assert all(type(x) is float for level in fast.bids + fast.asks for x in level)
@@ -289,8 +298,11 @@ def test_the_fast_path_decodes_exactly_like_the_general_path(
         frame(DIFF, "btcusdt@depth@250ms"),
     ],
 )
-def test_the_fast_path_agrees_on_odd_frames(raw: bytes) -> None:
-    assert binance.decode_frame(raw, 7) == _general(raw)
+@pytest.mark.parametrize("plain_levels", PLAIN_LEVELS, ids=lambda f: f.__module__ or "builtin")
+def test_the_fast_path_agrees_on_odd_frames(plain_levels: object, raw: bytes) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codec, "plain_levels", plain_levels)
+        assert binance.decode_frame(raw, 7) == _general(raw)
 
 
 def test_binance_diffs_take_the_fast_path() -> None:

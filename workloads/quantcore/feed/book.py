@@ -14,7 +14,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from operator import itemgetter, neg
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from quantcore.feed.messages import DepthDiff, DepthSnapshot, Level
 
@@ -22,8 +22,11 @@ from quantcore.feed.messages import DepthDiff, DepthSnapshot, Level
 TopOfBook = tuple[float | None, float | None, float | None, float | None]
 
 
-class OrderBook:
+class PythonOrderBook:
     """Price levels of both sides, the best ones kept sorted so the top N is a slice, not a sort.
+
+    The reference implementation: `OrderBook` below is its compiled twin (_orderbook.c, the
+    same algorithm) when the build compiled it, and this class otherwise.
 
     Each side is a dict (price -> quantity) holding every level, plus a sorted key list holding
     only the levels at or better than a floor: most changes land deeper than any top N anyone
@@ -123,6 +126,15 @@ class OrderBook:
 
     def depth(self) -> tuple[int, int]:
         return len(self._bids), len(self._asks)
+
+
+if TYPE_CHECKING:
+    OrderBook = PythonOrderBook
+else:
+    try:  # built by hatch_build.py; tests/unit/test_native.py holds the two to the same results
+        from quantcore.feed._orderbook import OrderBook
+    except ImportError:
+        OrderBook = PythonOrderBook
 
 
 def _quantities(side: dict[float, float], prices: list[float]) -> list[float]:

@@ -1,0 +1,99 @@
+"""The feed's C extensions: built by `make setup`, in use, and equal to their Python twins.
+
+hatch_build.py skips an extension that does not compile (the feed then runs its Python twin,
+slower); here a missing one fails, so CI cannot lose them unnoticed. The property tests in
+test_book.py and test_codec.py run both twins; this file adds books far larger than theirs.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from quantcore.feed import book, codec
+
+
+def test_the_compiled_twins_are_built_and_in_use() -> None:
+    from quantcore.feed import _levels, _orderbook
+
+    assert book.OrderBook is _orderbook.OrderBook
+    assert codec.plain_levels is _levels.plain_levels
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_large_churning_book_reads_the_same_in_both(seed: int) -> None:
+    # Thousands of levels grow and shrink the compiled hash tables many times over; deletes
+    # of absent prices, re-adds and moves across the sorted window all happen.
+    rng = random.Random(seed)
+    compiled, reference = book.OrderBook(window=16, min_sorted=4), book.PythonOrderBook(
+        window=16, min_sorted=4
+    )
+    mid = 60_000.0
+    for step in range(3_000):
+        if step % 1_000 == 0:
+            levels = [(round(mid - i * 0.01, 2), 1.0 + i) for i in range(1, 1_001)]
+            asks = [(round(mid + i * 0.01, 2), 1.0 + i) for i in range(1, 1_001)]
+            compiled.load(levels, asks)
+            reference.load(levels, asks)
+            continue
+        mid += rng.choice((-0.05, 0.0, 0.05))
+        bids = [
+            (round(mid - rng.randint(1, 4_000) * 0.01, 2), rng.choice((0.0, 0.5, 2.0)))
+            for _ in range(rng.randint(0, 40))
+        ]
+        asks = [
+            (round(mid + rng.randint(1, 4_000) * 0.01, 2), rng.choice((0.0, 0.5, 2.0)))
+            for _ in range(rng.randint(0, 40))
+        ]
+        compiled.update(bids, asks)
+        reference.update(bids, asks)
+        n = rng.choice((1, 5, 20, 50))
+        assert compiled.top_of_book() == reference.top_of_book()
+        assert compiled.crossed() == reference.crossed()
+        assert compiled.bids(n) == reference.bids(n)
+        assert compiled.asks(n) == reference.asks(n)
+        assert compiled.depth() == reference.depth()
+    compiled.clear()
+    assert compiled.depth() == (0, 0) and compiled.top_of_book() == (None, None, None, None)
+
+
+def test_the_compiled_book_refuses_what_no_valid_frame_holds() -> None:
+    compiled = book.OrderBook()
+    with pytest.raises(ValueError, match="positive and finite"):
+        compiled.update([(0.0, 1.0)], [])
+    with pytest.raises(ValueError, match="positive and finite"):
+        compiled.update([], [(float("nan"), 1.0)])
+    with pytest.raises(TypeError):
+        compiled.update([(1.0,)], [])
+    with pytest.raises(TypeError):
+        compiled.update([("1.0", "2.0")], [])
+
+
+@pytest.mark.parametrize(
+    ("bids", "asks"),
+    [
+        (b'["1.50","2.0"],["1.40","0.0"]', b""),
+        (b"", b'["61837.63000000","0.00100000"]'),
+        (b'["12345678901.12345678901234567890","1.0"]', b'["0.1","99999999999999.9"]'),
+        (b'["0.00000001","0.0"]', b'["3.14159265358979323846","2.0"]'),
+    ],
+)
+def test_the_compiled_level_parser_equals_its_python_twin(bids: bytes, asks: bytes) -> None:
+    assert codec.plain_levels(bids, asks) == codec.python_plain_levels(bids, asks)
+
+
+@pytest.mark.parametrize(
+    ("bids", "asks"),
+    [
+        (b'["01.5","1.0"]', b""),  # a leading zero: no JSON number
+        (b'["0.0","1.0"]', b""),  # a zero price
+        (b'["1.5","1.0"],', b""),  # a trailing comma
+        (b'["1.5","1.0"]', b'["1.5"]'),
+        (b'["1.5","1.0"]x', b""),
+        (b'["1e5","1.0"]', b""),
+        (b'["123456789012.5","1.0"]', b""),  # 12 integer digits: out of range for a price
+    ],
+)
+def test_the_compiled_level_parser_gives_up_on_anything_else(bids: bytes, asks: bytes) -> None:
+    assert codec.plain_levels(bids, asks) is None
