@@ -55,7 +55,8 @@ def test_a_large_churning_book_reads_the_same_in_both(seed: int) -> None:
         assert compiled.asks(n) == reference.asks(n)
         assert compiled.depth() == reference.depth()
     compiled.clear()
-    assert compiled.depth() == (0, 0) and compiled.top_of_book() == (None, None, None, None)
+    assert compiled.depth() == (0, 0)
+    assert compiled.top_of_book() == (None, None, None, None)
 
 
 def test_the_compiled_book_refuses_what_no_valid_frame_holds() -> None:
