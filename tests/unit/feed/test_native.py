@@ -26,8 +26,9 @@ def test_a_large_churning_book_reads_the_same_in_both(seed: int) -> None:
     # Thousands of levels grow and shrink the compiled hash tables many times over; deletes
     # of absent prices, re-adds and moves across the sorted window all happen.
     rng = random.Random(seed)
-    compiled, reference = book.OrderBook(window=16, min_sorted=4), book.PythonOrderBook(
-        window=16, min_sorted=4
+    compiled, reference = (
+        book.OrderBook(window=16, min_sorted=4),
+        book.PythonOrderBook(window=16, min_sorted=4),
     )
     mid = 60_000.0
     for step in range(3_000):
