@@ -19,7 +19,8 @@ help:
 	@echo "make bench  - run the benchmarks in bench/ and print their figures"
 
 setup: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard proto/quantcore/v1/*.proto)
+$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard proto/quantcore/v1/*.proto) \
+  $(wildcard workloads/quantcore/feed/_*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

@@ -67,9 +67,9 @@ def test_the_compiled_book_refuses_what_no_valid_frame_holds() -> None:
     with pytest.raises(ValueError, match="positive and finite"):
         compiled.update([], [(float("nan"), 1.0)])
     with pytest.raises(TypeError):
-        compiled.update([(1.0,)], [])
+        compiled.update([(1.0,)], [])  # type: ignore[list-item]
     with pytest.raises(TypeError):
-        compiled.update([("1.0", "2.0")], [])
+        compiled.update([("1.0", "2.0")], [])  # type: ignore[list-item]
 
 
 @pytest.mark.parametrize(
