@@ -257,23 +257,24 @@ def _general(raw: bytes) -> object:
         return binance.decode_frame(raw, 7)
 
 
-# The compiled level parser (when built) and its Python reference.
-PLAIN_LEVELS = sorted(
-    {codec.plain_levels, codec.python_plain_levels}, key=lambda f: f.__module__ or ""
+# The compiled diff parser (when built) and its Python reference.
+PARSERS = sorted(
+    {binance.parse_depth_diff, binance.python_parse_depth_diff}, key=lambda f: f.__module__
 )
 
 
-@pytest.mark.parametrize("plain_levels", PLAIN_LEVELS, ids=lambda f: f.__module__ or "builtin")
+@pytest.mark.parametrize("parser", PARSERS, ids=lambda f: f.__module__)
 @settings(max_examples=400, deadline=None)
 @given(_levels, _levels, st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 def test_the_fast_path_decodes_exactly_like_the_general_path(
-    plain_levels: object, bids: list[list[str]], asks: list[list[str]], first: int, final: int
+    parser: object, bids: list[list[str]], asks: list[list[str]], first: int, final: int
 ) -> None:
     raw = frame(with_(b=bids, a=asks, U=first, u=final))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(codec, "plain_levels", plain_levels)
+        mp.setattr(binance, "parse_depth_diff", parser)
         fast = binance.decode_frame(raw, 7)
     assert fast == _general(raw)
+    assert parser(raw) == binance.python_parse_depth_diff(raw)  # type: ignore[operator]
     if isinstance(fast, DepthDiff):
         assert all(type(x) is float for level in fast.bids + fast.asks for x in level)
 
@@ -296,17 +297,31 @@ def test_the_fast_path_decodes_exactly_like_the_general_path(
         frame(DIFF).replace(b'"U":11', b'"U":11 '),
         frame(DIFF).replace(b'"b":[[', b'"b": [['),
         frame(DIFF, "btcusdt@depth@250ms"),
+        frame(DIFF, "BTCUSDT@depth"),  # the stream name is lower case
+        frame(with_(s="btcusdt")),
+        frame(with_(s="B" * 41), "b" * 41 + "@depth"),  # symbols have at most 40 characters
+        frame(with_(s="B" * 40), "b" * 40 + "@depth"),
+        frame(with_(U=10**18, u=10**18)),  # 19 digits: beyond the fast path's ids
+        frame(with_(U=10**17, u=10**17)),
+        frame(with_(E=0, U=0, u=0)),
+        frame(DIFF) + b" ",
+        frame(DIFF).replace(b'"]],"a"', b'"],],"a"'),  # a trailing comma in a level list
+        frame(DIFF).replace(b'"]],"a"', b'"]]],"a"'),
     ],
 )
-@pytest.mark.parametrize("plain_levels", PLAIN_LEVELS, ids=lambda f: f.__module__ or "builtin")
-def test_the_fast_path_agrees_on_odd_frames(plain_levels: object, raw: bytes) -> None:
+@pytest.mark.parametrize("parser", PARSERS, ids=lambda f: f.__module__)
+def test_the_fast_path_agrees_on_odd_frames(parser: object, raw: bytes) -> None:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(codec, "plain_levels", plain_levels)
+        mp.setattr(binance, "parse_depth_diff", parser)
         assert binance.decode_frame(raw, 7) == _general(raw)
+    assert parser(raw) == binance.python_parse_depth_diff(raw)  # type: ignore[operator]
 
 
-def test_binance_diffs_take_the_fast_path() -> None:
+@pytest.mark.parametrize("parser", PARSERS, ids=lambda f: f.__module__)
+def test_binance_diffs_take_the_fast_path(parser: object) -> None:
     # Frames as the exchange spells them (the recordings' form) never build a dict.
-    assert binance._canonical_depth_diff(frame(DIFF), 7) == _general(frame(DIFF))
-    assert binance._canonical_depth_diff(frame(with_(b=[], a=[])), 7) is not None
-    assert binance._canonical_depth_diff(frame(with_(b=[["0.00000000", "1.0"]])), 7) is None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(binance, "parse_depth_diff", parser)
+        assert binance._canonical_depth_diff(frame(DIFF), 7) == _general(frame(DIFF))
+        assert binance._canonical_depth_diff(frame(with_(b=[], a=[])), 7) is not None
+        assert binance._canonical_depth_diff(frame(with_(b=[["0.00000000", "1.0"]])), 7) is None

@@ -11,14 +11,14 @@ import random
 
 import pytest
 
-from quantcore.feed import book, codec
+from quantcore.feed import binance, book
 
 
 def test_the_compiled_twins_are_built_and_in_use() -> None:
-    from quantcore.feed import _levels, _orderbook
+    from quantcore.feed import _depth_diff, _orderbook
 
     assert book.OrderBook is _orderbook.OrderBook
-    assert codec.plain_levels is _levels.plain_levels
+    assert binance.parse_depth_diff is _depth_diff.parse
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -70,32 +70,3 @@ def test_the_compiled_book_refuses_what_no_valid_frame_holds() -> None:
         compiled.update([(1.0,)], [])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         compiled.update([("1.0", "2.0")], [])  # type: ignore[list-item]
-
-
-@pytest.mark.parametrize(
-    ("bids", "asks"),
-    [
-        (b'["1.50","2.0"],["1.40","0.0"]', b""),
-        (b"", b'["61837.63000000","0.00100000"]'),
-        (b'["12345678901.12345678901234567890","1.0"]', b'["0.1","99999999999999.9"]'),
-        (b'["0.00000001","0.0"]', b'["3.14159265358979323846","2.0"]'),
-    ],
-)
-def test_the_compiled_level_parser_equals_its_python_twin(bids: bytes, asks: bytes) -> None:
-    assert codec.plain_levels(bids, asks) == codec.python_plain_levels(bids, asks)
-
-
-@pytest.mark.parametrize(
-    ("bids", "asks"),
-    [
-        (b'["01.5","1.0"]', b""),  # a leading zero: no JSON number
-        (b'["0.0","1.0"]', b""),  # a zero price
-        (b'["1.5","1.0"],', b""),  # a trailing comma
-        (b'["1.5","1.0"]', b'["1.5"]'),
-        (b'["1.5","1.0"]x', b""),
-        (b'["1e5","1.0"]', b""),
-        (b'["123456789012.5","1.0"]', b""),  # 12 integer digits: out of range for a price
-    ],
-)
-def test_the_compiled_level_parser_gives_up_on_anything_else(bids: bytes, asks: bytes) -> None:
-    assert codec.plain_levels(bids, asks) is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,6 +20,7 @@ from quantcore.feed.messages import (
     Control,
     DepthDiff,
     DepthSnapshot,
+    Level,
     Message,
     PartialDepth,
     Rejected,
@@ -152,11 +153,16 @@ _CANONICAL_DIFF = re.compile(
     + rb',"s":"([A-Z0-9]{1,40})","U":' + _ID + rb',"u":' + _ID
     + rb',"b":\[' + codec.PLAIN_LEVELS + rb'\],"a":\[' + codec.PLAIN_LEVELS + rb"\]\}\}"
 ).fullmatch  # fmt: skip
-_symbols: dict[bytes, str] = {}
 
 
-def _canonical_depth_diff(frame: bytes, recv_ns: int) -> DepthDiff | None:
-    """The fast path for a canonical diff frame; None sends it down the general path."""
+def python_parse_depth_diff(
+    frame: bytes,
+) -> tuple[str, int, int, int, list[Level], list[Level]] | None:
+    """(symbol, U, u, E, bids, asks) of a canonical diff frame; None for any other text.
+
+    The reference implementation: `parse_depth_diff` is its compiled twin (_depth_diff.c)
+    when the build compiled it, and this function otherwise.
+    """
     match = _CANONICAL_DIFF(frame)
     if match is None:
         return None
@@ -166,12 +172,25 @@ def _canonical_depth_diff(frame: bytes, recv_ns: int) -> DepthDiff | None:
     levels = codec.plain_levels(bids, asks)
     if levels is None:
         return None
-    name = _symbols.get(symbol)
-    if name is None:
-        name = symbol.decode()
-        if len(_symbols) < 100_000:
-            _symbols[symbol] = name
-    return DepthDiff(name, int(first), int(final), int(event_ms), recv_ns, *levels)
+    return symbol.decode(), int(first), int(final), int(event_ms), *levels
+
+
+if TYPE_CHECKING:
+    parse_depth_diff = python_parse_depth_diff
+else:
+    try:  # built by hatch_build.py; the fast-path tests hold the two to the same results
+        from quantcore.feed._depth_diff import parse as parse_depth_diff
+    except ImportError:
+        parse_depth_diff = python_parse_depth_diff
+
+
+def _canonical_depth_diff(frame: bytes, recv_ns: int) -> DepthDiff | None:
+    """The fast path for a canonical diff frame; None sends it down the general path."""
+    parsed = parse_depth_diff(frame)
+    if parsed is None:
+        return None
+    symbol, first, final, event_ms, bids, asks = parsed
+    return DepthDiff(symbol, first, final, event_ms, recv_ns, bids, asks)
 
 
 def decode_frame(frame: bytes, recv_ns: int) -> Message:

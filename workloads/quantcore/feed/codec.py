@@ -9,7 +9,7 @@ written to the book/trades/quarantine topics, with exactly the field names of
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -71,11 +71,8 @@ PLAIN_LEVELS = rb"((?:" + PLAIN_LEVEL + rb"(?:," + PLAIN_LEVEL + rb")*+)?+)"
 _QUOTES_BRACKETS = b'"[]'
 
 
-def python_plain_levels(bids: bytes, asks: bytes) -> tuple[list[Level], list[Level]] | None:
+def plain_levels(bids: bytes, asks: bytes) -> tuple[list[Level], list[Level]] | None:
     """Both sides of a diff from text matched by PLAIN_LEVELS, parsed in one call.
-
-    The reference implementation: `plain_levels` is its compiled twin (_levels.c) when the
-    build compiled it, and this function otherwise.
 
     Returns None when a price is zero (the only insane value that text can spell) or a number
     has a leading zero: the caller then decodes the slow way. orjson parses a JSON number to
@@ -99,15 +96,6 @@ def python_plain_levels(bids: bytes, asks: bytes) -> tuple[list[Level], list[Lev
     return list(zip(prices[:n], qtys[:n], strict=True)), list(
         zip(prices[n:], qtys[n:], strict=True)
     )
-
-
-if TYPE_CHECKING:
-    plain_levels = python_plain_levels
-else:
-    try:  # built by hatch_build.py; tests/unit/test_native.py holds the two to the same results
-        from quantcore.feed._levels import plain_levels
-    except ImportError:
-        plain_levels = python_plain_levels
 
 
 def price(raw: Any, what: str) -> float:
