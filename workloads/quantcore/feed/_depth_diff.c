@@ -114,6 +114,8 @@ static PyObject *pair(double price, double qty) {
     }
     PyTuple_SET_ITEM(level, 0, p);
     PyTuple_SET_ITEM(level, 1, q);
+    /* Two floats cannot form a reference cycle: keep the collector from ever visiting it. */
+    PyObject_GC_UnTrack(level);
     return level;
 }
 

@@ -93,7 +93,7 @@ class ShardCollector(Collector):
             labels=["connection", "event"],
         )
         for conn in shard.connections:
-            for event in ("connects", "reconnects", "handovers", "stale"):
+            for event in ("connects", "reconnects", "handovers", "stale", "frame_errors"):
                 conns.add_metric([conn.name, event], getattr(conn, event))
         yield conns
         routing = GaugeMetricFamily(

@@ -287,6 +287,7 @@ class Shard:
                     "reconnects": c.reconnects,
                     "handovers": c.handovers,
                     "stale": c.stale,
+                    "frame_errors": c.frame_errors,
                     "control_sent": c.control_sent,
                 }
                 for c in self.connections
