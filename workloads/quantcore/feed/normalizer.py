@@ -50,8 +50,12 @@ class Normalizer:
         max_buffer: int = 10_000,
         partial_books: bool = False,
         clock: Callable[[], int] = time.time_ns,
+        on_snapshot_wanted: Callable[[str], None] | None = None,
     ) -> None:
         self._emit = emit
+        # Told when a symbol starts waiting for a snapshot (added, or its book reset), so the
+        # owner can ask for one at once rather than on its next scan.
+        self._on_snapshot_wanted = on_snapshot_wanted
         self.levels = levels
         self.tick_sizes: dict[str, float] = dict(binance.KNOWN_TICK_SIZES)
         self.tick_sizes.update(tick_sizes or {})
@@ -75,6 +79,8 @@ class Normalizer:
     def add_symbol(self, symbol: str) -> None:
         if symbol not in self.syncs:
             self.syncs[symbol] = BookSync(symbol, levels=self.levels, max_buffer=self._max_buffer)
+            if self._on_snapshot_wanted is not None:
+                self._on_snapshot_wanted(symbol)
 
     def remove_symbol(self, symbol: str) -> None:
         self.syncs.pop(symbol, None)
@@ -191,3 +197,5 @@ class Normalizer:
     def _reset_marker(self, symbol: str, reason: str, recv_ns: int) -> None:
         marker = orjson.dumps({"quantcore": "reset", "symbol": symbol, "reason": reason})
         self._emit(RAW, symbol, codec.raw_line(recv_ns, marker))
+        if self._on_snapshot_wanted is not None:
+            self._on_snapshot_wanted(symbol)

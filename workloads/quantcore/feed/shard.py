@@ -8,6 +8,7 @@ weight budget), producer polling and the metrics/health endpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -70,6 +71,7 @@ class Shard:
         self.connections: list[StreamConnection] = []
         self._tg: asyncio.TaskGroup | None = None
         self.ready = asyncio.Event()  # set once the first routing table was applied
+        self._snapshots_wanted = asyncio.Event()  # a book was reset or a symbol added
         self.producer: FeedProducer | None = None
         self.normalizer: Normalizer | None = None
         self.snapshots: SnapshotClient | None = None
@@ -84,6 +86,7 @@ class Shard:
             self.producer.emit,
             levels=cfg.levels,
             partial_books=not cfg.streams.diff_depth and bool(cfg.streams.partial_levels),
+            on_snapshot_wanted=lambda symbol: self._snapshots_wanted.set(),
         )
         self.snapshots = SnapshotClient(
             cfg.rest_url, weight_share=cfg.weight_share, limit=cfg.snapshot_limit
@@ -217,7 +220,10 @@ class Shard:
                     if now >= due:
                         inflight.add(symbol)
                         tg.create_task(self._fetch(symbol, limit, inflight, not_before))
-                await asyncio.sleep(0.05)
+                # Rescan when a book resets (no 50 ms wait after a gap), or to serve backoffs.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._snapshots_wanted.wait(), 0.05)
+                self._snapshots_wanted.clear()
 
     async def _fetch(
         self,
