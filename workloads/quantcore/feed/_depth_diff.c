@@ -140,6 +140,10 @@ static int take_levels(Cursor *c, PyObject **out) {
         }
     }
     if (expect(c, "]") < 0) goto not_canonical;
+    /* Likewise a list of float pairs that nothing appends to (a DepthDiff's levels): a shard
+       buffers thousands of them while it waits for a snapshot, and collecting the young
+       generation would otherwise walk every one, every time. */
+    PyObject_GC_UnTrack(list);
     *out = list;
     return 1;
 not_canonical:
