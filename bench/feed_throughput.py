@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.procstat import cpu_seconds, machine_cpu, rss_mib, thread_cpu_seconds
+from bench.symbol_copies import write_copies
 from quantcore.feed import binance, codec
 from quantcore.feed.book import BookSync, Step
 from quantcore.feed.messages import DepthDiff, DepthSnapshot
@@ -203,15 +204,21 @@ def in_process(
 
 
 def shard_run(
-    bootstrap: str, broker_pid: int, prefix: str, seconds: float, workdir: Path
+    bootstrap: str, broker_pid: int, prefix: str, seconds: float, workdir: Path, copies: int
 ) -> dict[str, float]:
+    # Every loop of the replay ends with a pause: the next starts once each symbol's
+    # snapshot was asked for (replay.py), and the shard has drained its socket by then. Copies
+    # of the recordings (`--copies`) make each loop longer, so that pause weighs less; but
+    # the feeder and the broker then take more of the machine's two cores from the shard.
+    files = write_copies(FILES, workdir / "recordings", copies)
+    names = sorted(f.name.partition("_")[0].upper() for f in files)
     routing = workdir / "routing.json"
     table = RoutingTable.of(
-        [Route("BTCUSDT", 0, 1), Route("ETHUSDT", 0, 2)], partitions=4, shards=1, version=1
+        [Route(s, 0, i % 4) for i, s in enumerate(names)], partitions=4, shards=1, version=1
     )
     routing.write_text(table.to_json())
     with (
-        ReplayProcess(FILES, workdir, speed=0, loop=True) as replay,
+        ReplayProcess(files, workdir, speed=0, loop=True) as replay,
         ShardProcess(
             routing=routing, shard=0, kafka=bootstrap, ws_url=replay.ws_url,
             rest_url=replay.rest_url, workdir=workdir, topic_prefix=prefix,
@@ -224,11 +231,11 @@ def shard_run(
                    "--snapshot-limit", "100", "--linger-ms", str(LINGER_MS)],
         ) as shard,
     ):  # fmt: skip
-        # Warm up: both books live once.
+        # Warm up: every book live once.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             symbols = shard.health()["symbols"]
-            if all(s["applied"] > 100 for s in symbols.values()) and len(symbols) == 2:
+            if all(s["applied"] > 100 for s in symbols.values()) and len(symbols) == len(files):
                 break
             time.sleep(0.2)
         pids = {"shard": shard.pid, "feeder": replay.pid, "broker": broker_pid}
@@ -267,6 +274,9 @@ def shard_run(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--copies", type=int, default=1, help="copies of each recording the shard serves"
+    )
     args = parser.parse_args()
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]} on {os.cpu_count()} cores")
     print(f"producer linger.ms {LINGER_MS} (the shard's throughput setting; its default is 5)")
@@ -298,12 +308,12 @@ def main() -> None:
                 f"{1e6 / both:,.0f} diffs/s per core, of which librdkafka's threads "
                 f"{kafka_threads:.1f} (pure + produce only: {st['pure'] + produce:.1f})"
             )
-            r = shard_run(bootstrap, broker.pid, prefix, args.seconds, Path(tmp))
+            r = shard_run(bootstrap, broker.pid, prefix, args.seconds, Path(tmp), args.copies)
     per_core = r["diffs"] / r["cpu_shard"] if r["cpu_shard"] else 0.0
     wall = r["wall_s"]
     use = {name: r[f"cpu_{name}"] / wall for name in ("shard", "feeder", "broker")}
     print(
-        f"shard into Kafka: {per_core:,.0f} diffs/s per core = {1e6 / per_core if per_core else 0:.1f} "
+        f"shard into Kafka ({len(FILES) * args.copies} symbols): {per_core:,.0f} diffs/s per core = {1e6 / per_core if per_core else 0:.1f} "
         f"us/diff ({r['diffs']:,.0f} diffs in {r['cpu_shard']:.1f} CPU-s; wall "
         f"{r['diffs'] / wall:,.0f}/s over {wall:.0f} s; {r['applied']:,.0f} applied = "
         f"{r['applied'] / max(r['diffs'], 1):.1%}, {r['dropped']:,.0f} dropped, {r['gaps']:.0f} gaps "
