@@ -146,8 +146,11 @@ def test_order_book_matches_a_naive_model(
     book = implementation(**window)
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
-    for b, a in updates:
-        book.update(b, a)
+    for i, (b, a) in enumerate(updates):
+        # Every other update through `apply`, the per-diff path (update + top n, or None).
+        top_n = book.apply(b, a, n) if i % 2 else None
+        if not i % 2:
+            book.update(b, a)
         for model, levels in ((bids, b), (asks, a)):
             for p, q in levels:
                 if q == 0.0:
@@ -157,10 +160,18 @@ def test_order_book_matches_a_naive_model(
         want_bids = sorted(bids.items(), reverse=True)[:n]
         want_asks = sorted(asks.items())[:n]
         top = (*(want_bids[0] if bids else (None, None)), *(want_asks[0] if asks else (None, None)))
-        assert book.top_of_book() == top  # read before bids(n), which may sort more levels
-        assert book.crossed() == bool(bids and asks and want_bids[0][0] >= want_asks[0][0])
+        crossed = bool(bids and asks and want_bids[0][0] >= want_asks[0][0])
+        if i % 2:
+            assert top_n == (None if crossed else _columns(want_bids) + _columns(want_asks))
+        else:
+            assert book.top_of_book() == top  # read before bids(n), which may sort more levels
+        assert book.crossed() == crossed
         bp, bq = book.bids(n)
         ap, aq = book.asks(n)
         assert list(zip(bp, bq, strict=False)) == want_bids
         assert list(zip(ap, aq, strict=False)) == want_asks
         assert book.depth() == (len(bids), len(asks))
+
+
+def _columns(levels: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    return [p for p, _ in levels], [q for _, q in levels]

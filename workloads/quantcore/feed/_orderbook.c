@@ -280,11 +280,12 @@ static int side_apply(Side *s, PyObject *levels, const OrderBook *book) {
     return 0;
 }
 
-/* The best n levels, best first: (prices, quantities). */
-static PyObject *side_top(Side *s, Py_ssize_t n, const OrderBook *book) {
+/* The best n levels, best first, as two new lists: prices and quantities. */
+static int side_top(Side *s, Py_ssize_t n, const OrderBook *book, PyObject **px_out,
+                    PyObject **qty_out) {
     if (n < 0) n = 0;
     if (n > s->nkeys && s->floor != -INFINITY) {
-        if (side_sort(s, n > book->window ? n : book->window) < 0) return NULL;
+        if (side_sort(s, n > book->window ? n : book->window) < 0) return -1;
     }
     Py_ssize_t count = n < s->nkeys ? n : s->nkeys;
     PyObject *px = PyList_New(count), *qty = PyList_New(count);
@@ -302,15 +303,19 @@ static PyObject *side_top(Side *s, Py_ssize_t n, const OrderBook *book) {
         PyList_SET_ITEM(px, i, p);
         PyList_SET_ITEM(qty, i, q);
     }
-    PyObject *pair = PyTuple_New(2);
-    if (pair == NULL) goto fail;
-    PyTuple_SET_ITEM(pair, 0, px);
-    PyTuple_SET_ITEM(pair, 1, qty);
-    return pair;
+    *px_out = px;
+    *qty_out = qty;
+    return 0;
 fail:
     Py_XDECREF(px);
     Py_XDECREF(qty);
-    return NULL;
+    return -1;
+}
+
+static PyObject *side_top_pair(Side *s, Py_ssize_t n, const OrderBook *book) {
+    PyObject *px, *qty;
+    if (side_top(s, n, book, &px, &qty) < 0) return NULL;
+    return Py_BuildValue("(NN)", px, qty);
 }
 
 static int side_best(const Side *s, double *price, double *qty) {
@@ -372,11 +377,35 @@ static PyObject *OrderBook_load(OrderBook *self, PyObject *const *args, Py_ssize
     return OrderBook_update(self, args, nargs);
 }
 
-static PyObject *OrderBook_crossed(OrderBook *self, PyObject *Py_UNUSED(ignored)) {
+static int book_crossed(const OrderBook *self) {
     double bid, bid_qty, ask, ask_qty;
-    if (side_best(&self->bids, &bid, &bid_qty) && side_best(&self->asks, &ask, &ask_qty))
-        return PyBool_FromLong(bid >= ask);
-    Py_RETURN_FALSE;
+    return side_best(&self->bids, &bid, &bid_qty) && side_best(&self->asks, &ask, &ask_qty) &&
+           bid >= ask;
+}
+
+static PyObject *OrderBook_crossed(OrderBook *self, PyObject *Py_UNUSED(ignored)) {
+    return PyBool_FromLong(book_crossed(self));
+}
+
+/* update + crossed + bids(n) + asks(n) in one call: the per-diff path. */
+static PyObject *OrderBook_apply(OrderBook *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "apply(bids, asks, n)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[2]);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (apply_if_any(&self->bids, args[0], self) < 0) return NULL;
+    if (apply_if_any(&self->asks, args[1], self) < 0) return NULL;
+    if (book_crossed(self)) Py_RETURN_NONE;
+    PyObject *bid_px, *bid_qty, *ask_px, *ask_qty;
+    if (side_top(&self->bids, n, self, &bid_px, &bid_qty) < 0) return NULL;
+    if (side_top(&self->asks, n, self, &ask_px, &ask_qty) < 0) {
+        Py_DECREF(bid_px);
+        Py_DECREF(bid_qty);
+        return NULL;
+    }
+    return Py_BuildValue("(NNNN)", bid_px, bid_qty, ask_px, ask_qty);
 }
 
 static PyObject *OrderBook_top_of_book(OrderBook *self, PyObject *Py_UNUSED(ignored)) {
@@ -406,13 +435,13 @@ static PyObject *OrderBook_top_of_book(OrderBook *self, PyObject *Py_UNUSED(igno
 static PyObject *OrderBook_bids(OrderBook *self, PyObject *arg) {
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    return side_top(&self->bids, n, self);
+    return side_top_pair(&self->bids, n, self);
 }
 
 static PyObject *OrderBook_asks(OrderBook *self, PyObject *arg) {
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    return side_top(&self->asks, n, self);
+    return side_top_pair(&self->asks, n, self);
 }
 
 static PyObject *OrderBook_depth(OrderBook *self, PyObject *Py_UNUSED(ignored)) {
@@ -425,6 +454,9 @@ static PyMethodDef OrderBook_methods[] = {
      "load(bids, asks): replace the book with these levels."},
     {"update", (PyCFunction)(void (*)(void))OrderBook_update, METH_FASTCALL,
      "update(bids, asks): apply level changes; quantity 0 removes a level."},
+    {"apply", (PyCFunction)(void (*)(void))OrderBook_apply, METH_FASTCALL,
+     "apply(bids, asks, n): update, then (bid_px, bid_qty, ask_px, ask_qty) of the best n "
+     "levels, or None if the book crossed."},
     {"crossed", (PyCFunction)OrderBook_crossed, METH_NOARGS, "Best bid >= best ask."},
     {"top_of_book", (PyCFunction)OrderBook_top_of_book, METH_NOARGS,
      "(bid_px, bid_qty, ask_px, ask_qty); None for an empty side."},

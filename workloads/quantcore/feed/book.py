@@ -99,6 +99,16 @@ class PythonOrderBook:
         self._ask_keys[:] = sorted(map(neg, best))
         self._ask_floor = self._ask_keys[0] if len(side) > n else -math.inf
 
+    def apply(
+        self, bids: list[Level], asks: list[Level], n: int
+    ) -> tuple[list[float], list[float], list[float], list[float]] | None:
+        """`update`, then the best `n` levels of each side (bid_px, bid_qty, ask_px, ask_qty);
+        None if the book crossed (it is left as the update made it)."""
+        self.update(bids, asks)
+        if self.crossed():
+            return None
+        return (*self.bids(n), *self.asks(n))
+
     def crossed(self) -> bool:
         return bool(self._bid_keys and self._ask_keys) and self._bid_keys[-1] >= -self._ask_keys[-1]
 
@@ -316,8 +326,8 @@ class BookSync:
     def _apply(self, diff: DepthDiff) -> Step:
         book = self.book
         prev = None if self._fresh else book.top_of_book()
-        book.update(diff.bids, diff.asks)
-        if book.crossed():
+        top = book.apply(diff.bids, diff.asks, self.levels)
+        if top is None:
             self.counters.crossed += 1
             self._resync()
             return Step(Outcome.CROSSED)
@@ -326,9 +336,7 @@ class BookSync:
         self._fresh = False
         self.attempts = 0
         self.counters.applied += 1
-        n = self.levels
-        bid_px, bid_qty = book.bids(n)
-        ask_px, ask_qty = book.asks(n)
+        bid_px, bid_qty, ask_px, ask_qty = top
         return Step(Outcome.APPLIED, (BookUpdate(diff, bid_px, bid_qty, ask_px, ask_qty, prev),))
 
     def _resync(self) -> None:
