@@ -302,7 +302,8 @@ def _trade(data: dict[str, Any], symbol: str, recv_ns: int) -> Trade:
 
 
 def _book_ticker(data: dict[str, Any], symbol: str, recv_ns: int) -> BookTicker:
-    _check_fields(data, _TICKER_FIELDS, _TICKER_REQUIRED)
+    if data.keys() != _TICKER_REQUIRED:  # the spot stream's exact fields skip the set algebra
+        _check_fields(data, _TICKER_FIELDS, _TICKER_REQUIRED)
     _check_symbol(data, symbol)
     bid = codec.price(data["b"], "bid")
     ask = codec.price(data["a"], "ask")
