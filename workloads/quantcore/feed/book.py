@@ -141,7 +141,7 @@ class PythonOrderBook:
 if TYPE_CHECKING:
     OrderBook = PythonOrderBook
 else:
-    try:  # built by hatch_build.py; tests/unit/test_native.py holds the two to the same results
+    try:  # hatch_build.py builds it; test_native.py holds the two to the same results
         from quantcore.feed._orderbook import OrderBook
     except ImportError:
         OrderBook = PythonOrderBook

@@ -9,7 +9,7 @@
 - The watchdog probes with a ping when nothing arrived for `idle_probe` seconds and drops the
   connection only if the pong does not come back: a quiet symbol is not a dead socket.
 - Each complete text frame reaches `on_frame` from the socket's read callback, not through
-  websockets' message queue and a `recv()` per frame (`_InlineConnection`): that round trip
+  websockets' message queue and a `recv()` per frame (`_inline_connection`): that round trip
   was a third of a saturated shard's CPU.
 """
 
