@@ -195,7 +195,7 @@ static int side_sort(Side *s, Py_ssize_t n) {
     for (size_t i = 0; i < s->slots; i++) {
         if (s->prices[i] != 0.0) s->keys[k++] = s->sign * s->prices[i];
     }
-    qsort(s->keys, (size_t)k, sizeof(double), compare_doubles);
+    if (k > 1) qsort(s->keys, (size_t)k, sizeof(double), compare_doubles);
     if (k > n) {
         memmove(s->keys, s->keys + (k - n), (size_t)n * sizeof(double));
         s->nkeys = n;
