@@ -312,7 +312,10 @@ fail:
     return -1;
 }
 
-static PyObject *side_top_pair(Side *s, Py_ssize_t n, const OrderBook *book) {
+/* bids(n) / asks(n): (prices, quantities) of one side's best n. */
+static PyObject *side_top_pair(Side *s, PyObject *n_arg, const OrderBook *book) {
+    Py_ssize_t n = PyLong_AsSsize_t(n_arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
     PyObject *px, *qty;
     if (side_top(s, n, book, &px, &qty) < 0) return NULL;
     return Py_BuildValue("(NN)", px, qty);
@@ -350,9 +353,8 @@ static void OrderBook_dealloc(OrderBook *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *OrderBook_clear(OrderBook *self, PyObject *Py_UNUSED(ignored)) {
-    if (side_clear(&self->bids) < 0 || side_clear(&self->asks) < 0) return NULL;
-    Py_RETURN_NONE;
+static int book_clear(OrderBook *self) {
+    return side_clear(&self->bids) < 0 || side_clear(&self->asks) < 0 ? -1 : 0;
 }
 
 /* Apply `levels` to a side unless the list is empty (as the Python book skips empty sides). */
@@ -362,19 +364,32 @@ static int apply_if_any(Side *s, PyObject *levels, const OrderBook *book) {
     return any ? side_apply(s, levels, book) : 0;
 }
 
+static int book_update(OrderBook *self, PyObject *bids, PyObject *asks) {
+    if (apply_if_any(&self->bids, bids, self) < 0) return -1;
+    return apply_if_any(&self->asks, asks, self);
+}
+
+static PyObject *OrderBook_clear(OrderBook *self, PyObject *Py_UNUSED(ignored)) {
+    if (book_clear(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *OrderBook_update(OrderBook *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "update(bids, asks)");
         return NULL;
     }
-    if (apply_if_any(&self->bids, args[0], self) < 0) return NULL;
-    if (apply_if_any(&self->asks, args[1], self) < 0) return NULL;
+    if (book_update(self, args[0], args[1]) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *OrderBook_load(OrderBook *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (side_clear(&self->bids) < 0 || side_clear(&self->asks) < 0) return NULL;
-    return OrderBook_update(self, args, nargs);
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "load(bids, asks)");
+        return NULL;
+    }
+    if (book_clear(self) < 0 || book_update(self, args[0], args[1]) < 0) return NULL;
+    Py_RETURN_NONE;
 }
 
 static int book_crossed(const OrderBook *self) {
@@ -395,8 +410,7 @@ static PyObject *OrderBook_apply(OrderBook *self, PyObject *const *args, Py_ssiz
     }
     Py_ssize_t n = PyLong_AsSsize_t(args[2]);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (apply_if_any(&self->bids, args[0], self) < 0) return NULL;
-    if (apply_if_any(&self->asks, args[1], self) < 0) return NULL;
+    if (book_update(self, args[0], args[1]) < 0) return NULL;
     if (book_crossed(self)) Py_RETURN_NONE;
     PyObject *bid_px, *bid_qty, *ask_px, *ask_qty;
     if (side_top(&self->bids, n, self, &bid_px, &bid_qty) < 0) return NULL;
@@ -409,21 +423,17 @@ static PyObject *OrderBook_apply(OrderBook *self, PyObject *const *args, Py_ssiz
 }
 
 static PyObject *OrderBook_top_of_book(OrderBook *self, PyObject *Py_UNUSED(ignored)) {
-    double bid, bid_qty, ask, ask_qty;
+    const Side *sides[2] = {&self->bids, &self->asks};
     PyObject *out[4];
-    if (side_best(&self->bids, &bid, &bid_qty)) {
-        out[0] = PyFloat_FromDouble(bid);
-        out[1] = PyFloat_FromDouble(bid_qty);
-    } else {
-        out[0] = Py_NewRef(Py_None);
-        out[1] = Py_NewRef(Py_None);
-    }
-    if (side_best(&self->asks, &ask, &ask_qty)) {
-        out[2] = PyFloat_FromDouble(ask);
-        out[3] = PyFloat_FromDouble(ask_qty);
-    } else {
-        out[2] = Py_NewRef(Py_None);
-        out[3] = Py_NewRef(Py_None);
+    for (int i = 0; i < 2; i++) {
+        double price, qty;
+        if (side_best(sides[i], &price, &qty)) {
+            out[2 * i] = PyFloat_FromDouble(price);
+            out[2 * i + 1] = PyFloat_FromDouble(qty);
+        } else {
+            out[2 * i] = Py_NewRef(Py_None);
+            out[2 * i + 1] = Py_NewRef(Py_None);
+        }
     }
     if (out[0] == NULL || out[1] == NULL || out[2] == NULL || out[3] == NULL) {
         for (int i = 0; i < 4; i++) Py_XDECREF(out[i]);
@@ -433,15 +443,11 @@ static PyObject *OrderBook_top_of_book(OrderBook *self, PyObject *Py_UNUSED(igno
 }
 
 static PyObject *OrderBook_bids(OrderBook *self, PyObject *arg) {
-    Py_ssize_t n = PyLong_AsSsize_t(arg);
-    if (n == -1 && PyErr_Occurred()) return NULL;
-    return side_top_pair(&self->bids, n, self);
+    return side_top_pair(&self->bids, arg, self);
 }
 
 static PyObject *OrderBook_asks(OrderBook *self, PyObject *arg) {
-    Py_ssize_t n = PyLong_AsSsize_t(arg);
-    if (n == -1 && PyErr_Occurred()) return NULL;
-    return side_top_pair(&self->asks, n, self);
+    return side_top_pair(&self->asks, arg, self);
 }
 
 static PyObject *OrderBook_depth(OrderBook *self, PyObject *Py_UNUSED(ignored)) {
