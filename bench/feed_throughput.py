@@ -4,6 +4,7 @@ Runs, in one go (every figure is CPU time, so other load on the machine slows it
 wall time, though it still costs cache and hyperthread sharing; `uptime` is printed with it):
 1. stages, in this process, over the recordings' diff-depth frames: decode + validate, book,
    encode, and the whole pure path (the Normalizer, no sockets, no Kafka) = the baseline;
+   and websocket framing, the shard's splitter beside websockets' own parser;
 2. produce only: the records that path emits, into a real local Kafka broker, per diff
    (this process's CPU, librdkafka's threads included), until every record is acknowledged;
 3. the pure path and the producer together, in this process (no sockets);
@@ -34,6 +35,7 @@ from quantcore.feed.messages import DepthDiff, DepthSnapshot
 from quantcore.feed.normalizer import Normalizer
 from quantcore.feed.processes import ReplayProcess, ShardProcess, create_topics
 from quantcore.feed.recording import Line, merged
+from quantcore.feed.wsframes import FrameSplitter
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.routing import Route, RoutingTable
 
@@ -128,6 +130,43 @@ def stages(lines: list[Line], diffs: int, repeat: int = 5) -> dict[str, float]:
         "encode": best_of(repeat, encode, gc_off=True) * us,
         "pure": best_of(repeat, pure) * us,
     }
+
+
+def framing(lines: list[Line], repeat: int = 5) -> tuple[float, float]:
+    """Microseconds per frame to take the diff frames off a websocket byte stream cut in
+    64 KiB reads: the shard's `FrameSplitter`, and websockets' own parser beside it (its
+    protocol's receive_data and events, which the splitter stands in for)."""
+    from websockets.frames import Frame, Opcode
+    from websockets.protocol import Protocol, Side, State
+
+    frames = [ln.frame for ln in lines if not ln.is_snapshot]
+    stream = b"".join(Frame(Opcode.TEXT, f).serialize(mask=False) for f in frames)
+    reads = [stream[i : i + (64 << 10)] for i in range(0, len(stream), 64 << 10)]
+    got: list[bytes] = []
+
+    def splitter() -> float:
+        got.clear()
+        split = FrameSplitter(1 << 24, got.append, lambda other: None)
+        start = time.process_time()
+        for data in reads:
+            split.feed(data)
+        elapsed = time.process_time() - start
+        assert got == frames
+        return elapsed
+
+    def websockets_parser() -> float:
+        protocol = Protocol(Side.CLIENT, state=State.OPEN, max_size=1 << 24)  # after the handshake
+        count = 0
+        start = time.process_time()
+        for data in reads:
+            protocol.receive_data(data)
+            count += len(protocol.events_received())
+        elapsed = time.process_time() - start
+        assert count == len(frames)
+        return elapsed
+
+    us = 1e6 / len(frames)
+    return best_of(repeat, splitter) * us, best_of(repeat, websockets_parser) * us
 
 
 def _feed(norm: Normalizer, lines: list[Line]) -> None:
@@ -285,6 +324,11 @@ def main() -> None:
     print(
         f"stages (us CPU per diff, {diffs} diffs): decode+validate {st['decode']:.1f}, "
         f"book {st['book']:.1f}, encode {st['encode']:.1f}"
+    )
+    split_us, websockets_us = framing(lines)
+    print(
+        f"websocket framing (us CPU per frame, 64 KiB reads): the shard's splitter {split_us:.2f}, "
+        f"websockets' parser {websockets_us:.2f} (ratio {websockets_us / split_us:.1f})"
     )
     pure = 1e6 / st["pure"]
     print(

@@ -8,9 +8,10 @@
   dropped downstream by exchange sequence).
 - The watchdog probes with a ping when nothing arrived for `idle_probe` seconds and drops the
   connection only if the pong does not come back: a quiet symbol is not a dead socket.
-- Each complete text frame reaches `on_frame` from the socket's read callback, not through
-  websockets' message queue and a `recv()` per frame (`_inline_connection`): that round trip
-  was a third of a saturated shard's CPU.
+- Each complete text frame reaches `on_frame` from the socket's read callback, split off the
+  byte stream by `wsframes.FrameSplitter`, not parsed by websockets' generator-based parser
+  and queued for a `recv()` per frame (`_inline_connection`): that round trip was a third of
+  a saturated shard's CPU.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 from quantcore.feed import binance
 from quantcore.feed.messages import Control
 from quantcore.feed.snapshots import backoff
+from quantcore.feed.wsframes import FrameSplitter
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ MAX_CONTROL_PER_S = 4
 # Streams named in the URL at connect time; the rest are subscribed by message (URL length).
 URL_STREAMS = 100
 PARAMS_PER_MESSAGE = 200
+# A handshake response longer than this is not one the fast path waits for.
+HANDSHAKE_MAX_BYTES = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +174,9 @@ class StreamConnection:
                     open_timeout=self.settings.open_timeout_s,
                     close_timeout=2,
                     create_connection=functools.partial(  # type: ignore[arg-type]
-                        _inline_connection(), on_text=functools.partial(self._on_text, link)
+                        _inline_connection(),
+                        on_text=functools.partial(self._on_text, link),
+                        max_size=self.settings.max_frame_bytes,
                     ),
                 ),
                 self.settings.open_timeout_s + 1,
@@ -309,23 +315,68 @@ class StreamConnection:
 def _inline_connection() -> Callable[..., Any]:
     """websockets' client connection, handing complete text frames straight to `on_text`.
 
-    Built on first use, as the module imports websockets lazily. Other frames (a fragmented or
-    binary message, ping, pong, close) take websockets' own path; a fragmented message is
-    then read by `recv()` after frames that arrived later, and the book's sequence check
-    turns that reordering into a resync, never a wrong book (Binance does not fragment).
+    Built on first use, as the module imports websockets lazily. The bytes of the HTTP
+    handshake response are held until its blank line and handed to websockets alone, so that
+    when it switches to OPEN its frame parser sits at a frame boundary with nothing buffered.
+    From there a `FrameSplitter` takes the socket's bytes: each complete text frame goes to
+    `on_text`, every other frame (a fragmented or binary message, ping, pong, close) to
+    websockets whole. A fragmented message is then read by `recv()` after frames that arrived
+    later; the book's sequence check turns that reordering into a resync, never a wrong book
+    (Binance does not fragment). A refused handshake leaves every byte to websockets.
     """
     from websockets.asyncio.client import ClientConnection
-    from websockets.frames import Frame, Opcode
+    from websockets.protocol import State
 
     class InlineConnection(ClientConnection):
-        def __init__(self, protocol: Any, *, on_text: Callable[[bytes], None], **kwargs: Any):
+        def __init__(
+            self, protocol: Any, *, on_text: Callable[[bytes], None], max_size: int, **kwargs: Any
+        ):
             super().__init__(protocol, **kwargs)
             self._on_text = on_text
+            self._max_size = max_size
+            self._head = bytearray()  # the handshake response, until its blank line
+            self._splitter: FrameSplitter | None = None
+            self._passthrough = False  # the handshake did not open: websockets has it all
 
-        def process_event(self, event: Any) -> None:
-            if type(event) is Frame and event.fin and event.opcode is Opcode.TEXT:
-                self._on_text(bytes(event.data))
+        def data_received(self, data: bytes) -> None:
+            if self._splitter is not None:
+                self._splitter.feed(data)
+                return
+            if self._passthrough:
+                super().data_received(data)
+                return
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._head) > HANDSHAKE_MAX_BYTES:
+                    self._flush_head()  # let websockets refuse it
+                return
+            head, rest = bytes(self._head[: end + 4]), bytes(self._head[end + 4 :])
+            self._head.clear()
+            super().data_received(head)
+            if self.protocol.state is State.OPEN and not self.protocol.extensions:
+                self._splitter = FrameSplitter(self._max_size, self._on_text, self._on_other)
+                self._splitter.feed(rest)
             else:
-                super().process_event(event)
+                self._passthrough = True
+                if rest:
+                    super().data_received(rest)
+
+        def _on_other(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.protocol.state is not State.OPEN and self._splitter is not None:
+                # websockets failed or is closing the connection: no more fast-path frames.
+                self._splitter.stop()
+
+        def eof_received(self) -> None:
+            if self._splitter is None:
+                self._flush_head()
+            super().eof_received()
+
+        def _flush_head(self) -> None:
+            self._passthrough = True
+            head, self._head = bytes(self._head), bytearray()
+            if head:
+                super().data_received(head)
 
     return InlineConnection
