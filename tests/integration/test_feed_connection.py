@@ -5,19 +5,18 @@ that raises."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
+from websockets.utils import accept_key
 
 from quantcore.feed.connection import ConnectionSettings, StreamConnection
 
 pytestmark = pytest.mark.integration
 
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's accept-key suffix
 FRAMES = [b'{"stream":"btcusdt@trade","data":{"n":%d}}' % i for i in range(5)]
 
 
@@ -37,6 +36,18 @@ async def server_url() -> AsyncIterator[str]:
     async with serve(_send_mixed, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         yield f"ws://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def _running(conn: StreamConnection) -> AsyncIterator[None]:
+    """`conn` runs for the body of the block and is cancelled after it."""
+    task = asyncio.create_task(conn.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def _eventually(condition: Callable[[], bool]) -> None:
@@ -64,14 +75,8 @@ async def _collect(url: str, fail_on: bytes | None = None) -> tuple[list[bytes],
         "test", url, on_frame, lambda streams, reason: None, ConnectionSettings()
     )
     conn.subscribe(["btcusdt@trade"])
-    task = asyncio.create_task(conn.run())
-    try:
-        async with asyncio.timeout(10):
-            await all_in.wait()
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    async with _running(conn), asyncio.timeout(10):
+        await all_in.wait()
     return received, conn
 
 
@@ -126,13 +131,8 @@ async def test_pings_big_frames_and_close_after_the_fast_path_took_over() -> Non
             ConnectionSettings(backoff_base_s=0.05),
         )
         conn.subscribe(["btcusdt@trade"])
-        task = asyncio.create_task(conn.run())
-        try:
+        async with _running(conn):
             await _eventually(lambda: conn.connects >= 2 and len(received) >= 3)
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
     assert received == [FRAMES[0], BIG, FRAMES[0]]  # the second connection starts over
     assert pongs == [True]
     assert conn.connects == 2
@@ -164,7 +164,7 @@ def _accept(request: bytes) -> bytes:
         for line in request.split(b"\r\n")
         if line.lower().startswith(b"sec-websocket-key:")
     )
-    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+    return accept_key(key.decode()).encode()
 
 
 async def test_frames_in_the_same_segment_as_the_handshake_come_first_and_in_order() -> None:
@@ -189,14 +189,8 @@ async def test_frames_in_the_same_segment_as_the_handshake_come_first_and_in_ord
         lambda streams, reason: None, ConnectionSettings(),
     )  # fmt: skip
     conn.subscribe(["btcusdt@trade"])
-    task = asyncio.create_task(conn.run())
-    try:
+    async with server, _running(conn):
         await _eventually(lambda: len(received) >= len(FRAMES))
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        server.close()
     assert received == FRAMES
     assert conn.connects == 1
 
@@ -212,13 +206,7 @@ async def test_a_refused_handshake_is_a_failed_connect_not_a_fast_path() -> None
         "test", f"ws://127.0.0.1:{port}", lambda frame, recv_ns: None,
         lambda streams, reason: None, ConnectionSettings(backoff_base_s=0.05),
     )  # fmt: skip
-    task = asyncio.create_task(conn.run())
-    try:
+    async with server, _running(conn):
         await _eventually(lambda: conn.reconnects >= 2)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        server.close()
     assert conn.connects == 0
     assert "429" in conn.errors[0]

@@ -335,32 +335,28 @@ def _inline_connection() -> Callable[..., Any]:
             self._on_text = on_text
             self._max_size = max_size
             self._head = bytearray()  # the handshake response, until its blank line
+            # Made once the handshake is read; stopped at once when it did not open, so that
+            # websockets then has every byte.
             self._splitter: FrameSplitter | None = None
-            self._passthrough = False  # the handshake did not open: websockets has it all
 
         def data_received(self, data: bytes) -> None:
             if self._splitter is not None:
                 self._splitter.feed(data)
                 return
-            if self._passthrough:
-                super().data_received(data)
-                return
             self._head += data
             end = self._head.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._head) > HANDSHAKE_MAX_BYTES:
-                    self._flush_head()  # let websockets refuse it
+                    self._give_up()  # let websockets refuse it
                 return
             head, rest = bytes(self._head[: end + 4]), bytes(self._head[end + 4 :])
             self._head.clear()
             super().data_received(head)
-            if self.protocol.state is State.OPEN and not self.protocol.extensions:
-                self._splitter = FrameSplitter(self._max_size, self._on_text, self._on_other)
+            self._splitter = FrameSplitter(self._max_size, self._on_text, self._on_other)
+            if self.protocol.state is not State.OPEN or self.protocol.extensions:
+                self._splitter.stop()
+            if rest:
                 self._splitter.feed(rest)
-            else:
-                self._passthrough = True
-                if rest:
-                    super().data_received(rest)
 
         def _on_other(self, data: bytes) -> None:
             super().data_received(data)
@@ -370,13 +366,15 @@ def _inline_connection() -> Callable[..., Any]:
 
         def eof_received(self) -> None:
             if self._splitter is None:
-                self._flush_head()
+                self._give_up()
             super().eof_received()
 
-        def _flush_head(self) -> None:
-            self._passthrough = True
+        def _give_up(self) -> None:
+            """No fast path: what is held of the handshake, and all after it, go to websockets."""
             head, self._head = bytes(self._head), bytearray()
+            self._splitter = FrameSplitter(self._max_size, self._on_text, self._on_other)
+            self._splitter.stop()
             if head:
-                super().data_received(head)
+                self._splitter.feed(head)
 
     return InlineConnection
