@@ -17,15 +17,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dir", type=Path, default=Path(".dev/cluster"), help="state directory")
     parser.add_argument("--kubeconfig", type=Path, default=Path(".dev/kubeconfig"))
+    parser.add_argument(
+        "--no-node",
+        action="store_true",
+        help="up: the control plane alone on loopback (fast; pods stay Pending)",
+    )
     args = parser.parse_args(argv)
 
-    from quantcore.devcluster import binaries, controlplane, crds
+    from quantcore.devcluster import binaries, cluster, crds, images
 
     if args.action == "build":
         started = time.monotonic()
         built = binaries.ensure_all()
+        node = None if args.no_node else binaries.ensure_node()
         print(f"binaries ready in {time.monotonic() - started:.1f}s")
-        for path in (built.etcd, built.kube_apiserver, built.kube_controller_manager, built.helm):
+        paths = [built.etcd, built.kube_apiserver, built.kube_controller_manager, built.helm]
+        paths.append(built.kube_scheduler)
+        if node is not None:
+            paths += [node.kubelet, node.kube_proxy, node.containerd, node.ctr, node.coredns]
+        for path in paths:
             print(f"  {path}")
         return 0
     if args.action == "crds":
@@ -33,24 +43,31 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     if args.action == "down":
-        stopped = controlplane.stop(args.dir)
-        print("control plane stopped" if stopped else f"no control plane recorded in {args.dir}")
+        stopped = cluster.stop(args.dir)
+        print("cluster stopped" if stopped else f"no cluster recorded in {args.dir}")
         return 0
 
-    built = binaries.ensure_all()
     crd_paths = crds.third_party_crd_paths()
+    built: list[images.BuiltImage] = []
+    if not args.no_node:
+        built = list(images.build_all().values())
     started = time.monotonic()
-    plane = controlplane.start(args.dir, built, kubeconfig_path=args.kubeconfig.absolute())
+    running = cluster.start(
+        args.dir,
+        with_node=not args.no_node,
+        kubeconfig_path=args.kubeconfig.absolute(),
+        images=built,
+    )
     ready = time.monotonic() - started
 
     from kubernetes.config import new_client_from_config
 
-    with new_client_from_config(config_file=str(plane.kubeconfig)) as api:
+    with new_client_from_config(config_file=str(running.kubeconfig)) as api:
         names = crds.install(api, crd_paths)
-    print(f"control plane ready in {ready:.1f}s at {plane.server} (logs in {args.dir})")
+    what = "cluster with a node" if running.node else "control plane"
+    print(f"{what} ready in {ready:.1f}s at {running.server} (logs in {args.dir})")
     print(f"installed CRDs: {', '.join(names)}")
-    print(f"export KUBECONFIG={plane.kubeconfig}")
-    print(f"helm: {built.helm}")
+    print(f"export KUBECONFIG={running.kubeconfig}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Builds etcd, kube-apiserver, kube-controller-manager and helm from Go modules, once per version.
+"""Builds the test ground's binaries from Go modules, once per version: etcd, the Kubernetes
+control plane and node commands, helm, containerd and CoreDNS.
 
 k8s.io/kubernetes cannot be `go install`ed at a tag: its go.mod points every k8s.io/* staging
 module at ./staging/..., which a module download does not contain. The usual way out is a
@@ -23,7 +24,19 @@ from pathlib import Path
 from quantcore.devcluster import versions
 from quantcore.devservices.cache import cache_lock
 
-KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager")
+# One `go build` of the wrapper module makes all five: they share most of their packages.
+KUBE_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+)
+CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
+# Debian's runc and CNI plugins (runc, containernetworking-plugins): crun refuses this
+# machine's hybrid cgroups, and the plugins need no build.
+RUNC = Path("/usr/sbin/runc")
+CNI_PLUGINS = Path("/usr/lib/cni")
 # Builds run beside other work on a small machine: keep them polite.
 NICE = ("nice", "-n", "10")
 
@@ -38,6 +51,21 @@ class Binaries:
     kube_apiserver: Path
     kube_controller_manager: Path
     helm: Path
+    kube_scheduler: Path
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What a node runs beside the control plane."""
+
+    kubelet: Path
+    kube_proxy: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    coredns: Path
+    runc: Path
+    cni_plugins: Path
 
 
 def staging_modules(kubernetes_gomod: str) -> list[str]:
@@ -94,32 +122,56 @@ def kubernetes_ldflags(kubernetes: str, build_date: str) -> str:
 
 def ensure_all() -> Binaries:
     """Every binary the control plane and the tests need, building what is missing."""
-    apiserver, controller_manager = ensure_kubernetes()
+    kube = ensure_kubernetes()
     return Binaries(
         etcd=ensure_etcd(),
-        kube_apiserver=apiserver,
-        kube_controller_manager=controller_manager,
+        kube_apiserver=kube["kube-apiserver"],
+        kube_controller_manager=kube["kube-controller-manager"],
         helm=ensure_helm(),
+        kube_scheduler=kube["kube-scheduler"],
+    )
+
+
+def ensure_node() -> NodeBinaries:
+    """Every binary a node needs, building what is missing; Debian's runc and CNI plugins
+    must be installed (`.ci/run` and `make cluster-deps` install them)."""
+    for path, package in ((RUNC, "runc"), (CNI_PLUGINS / "bridge", "containernetworking-plugins")):
+        if not path.exists():
+            raise BuildError(f"{path} is missing: apt-get install {package}")
+    kube = ensure_kubernetes()
+    containerd = ensure_containerd()
+    return NodeBinaries(
+        kubelet=kube["kubelet"],
+        kube_proxy=kube["kube-proxy"],
+        containerd=containerd["containerd"],
+        containerd_shim=containerd["containerd-shim-runc-v2"],
+        ctr=containerd["ctr"],
+        coredns=ensure_coredns(),
+        runc=RUNC,
+        cni_plugins=CNI_PLUGINS,
     )
 
 
 def missing() -> list[Path]:
-    """Binaries not yet in the cache (what `ensure_all` would have to build)."""
+    """Binaries not yet in the cache (what `ensure_all` and `ensure_node` would build)."""
     wanted = [
         *(versions.kubernetes_dir() / "bin" / name for name in KUBE_COMMANDS),
         versions.etcd_dir() / "bin" / "etcd",
         versions.helm_dir() / "helm",
+        *(versions.containerd_dir() / "bin" / name for name in CONTAINERD_COMMANDS),
+        versions.coredns_dir() / "coredns",
     ]
     return [path for path in wanted if not path.exists()]
 
 
-def ensure_kubernetes() -> tuple[Path, Path]:
+def ensure_kubernetes() -> dict[str, Path]:
+    """The Kubernetes commands by name."""
     root = versions.kubernetes_dir()
     bin_dir = root / "bin"
-    wanted = [bin_dir / name for name in KUBE_COMMANDS]
+    wanted = {name: bin_dir / name for name in KUBE_COMMANDS}
     with cache_lock(root):
-        if all(path.exists() for path in wanted):
-            return wanted[0], wanted[1]
+        if all(path.exists() for path in wanted.values()):
+            return wanted
         started = time.monotonic()
         kube = versions.KUBERNETES
         info = _go_json(["mod", "download", "-json", f"k8s.io/kubernetes@{kube}"], cwd=root)
@@ -143,8 +195,8 @@ def ensure_kubernetes() -> tuple[Path, Path]:
             bin_dir,
             ldflags=kubernetes_ldflags(kube, build_date),
         )
-        _record_build_time(root, "kube-apiserver+kube-controller-manager", started)
-    return wanted[0], wanted[1]
+        _record_build_time(root, "+".join(KUBE_COMMANDS), started)
+    return wanted
 
 
 def ensure_etcd() -> Path:
@@ -198,6 +250,49 @@ def ensure_helm() -> Path:
             extra_env={"GOBIN": str(root)},
         )
         _record_build_time(root, "helm", started)
+    return binary
+
+
+def ensure_containerd() -> dict[str, Path]:
+    """containerd v2, its runc shim and ctr by name. `go install` works at a tag here (no
+    replace directives); no_btrfs drops the one snapshotter that needs C headers."""
+    root = versions.containerd_dir()
+    bin_dir = root / "bin"
+    wanted = {name: bin_dir / name for name in CONTAINERD_COMMANDS}
+    with cache_lock(root):
+        if all(path.exists() for path in wanted.values()):
+            return wanted
+        started = time.monotonic()
+        staged = root / "bin.tmp"
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        packages = [
+            f"github.com/containerd/containerd/v2/cmd/{name}@{versions.CONTAINERD}"
+            for name in CONTAINERD_COMMANDS
+        ]
+        _go(
+            ["install", "-tags", "no_btrfs", "-ldflags=-s -w", *packages],
+            cwd=root,
+            extra_env={"GOBIN": str(staged)},
+        )
+        _promote(staged, bin_dir)
+        _record_build_time(root, "containerd", started)
+    return wanted
+
+
+def ensure_coredns() -> Path:
+    root = versions.coredns_dir()
+    binary = root / "coredns"
+    with cache_lock(root):
+        if binary.exists():
+            return binary
+        started = time.monotonic()
+        _go(
+            ["install", "-ldflags=-s -w", f"github.com/coredns/coredns@{versions.COREDNS}"],
+            cwd=root,
+            extra_env={"GOBIN": str(root)},
+        )
+        _record_build_time(root, "coredns", started)
     return binary
 
 

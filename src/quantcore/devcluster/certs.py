@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DAYS = "3650"
+CLIENT_EXTENSIONS = (
+    "keyUsage=critical,digitalSignature,keyEncipherment",
+    "extendedKeyUsage=clientAuth",
+)
 
 
 class CertError(RuntimeError):
@@ -23,6 +27,18 @@ class KeyPair:
 
 
 @dataclass(frozen=True)
+class NodePki:
+    """The node's identities, signed by the control plane's CA."""
+
+    kubelet_client: KeyPair  # kube-apiserver -> kubelet (logs, exec, port-forward)
+    node: KeyPair  # kubelet -> API server, O=system:nodes for the Node authorizer
+    kubelet_serving: KeyPair  # the kubelet's own TLS, for the node address
+    scheduler: KeyPair  # system:kube-scheduler, bound by the bootstrap RBAC
+    kube_proxy: KeyPair  # system:kube-proxy, bound to system:node-proxier
+    coredns: KeyPair  # quantcore:coredns, bound by devcluster's own ClusterRole
+
+
+@dataclass(frozen=True)
 class Pki:
     ca: KeyPair
     serving: KeyPair  # kube-apiserver's TLS: 127.0.0.1, localhost and the in-cluster names
@@ -30,10 +46,14 @@ class Pki:
     controller_manager: KeyPair  # system:kube-controller-manager, bound by the bootstrap RBAC
     service_account_key: Path  # signs service-account tokens (apiserver and token controller)
     service_account_pub: Path
+    node: NodePki | None = None  # with a node: its identities
 
 
-def create(directory: Path, *, service_ip: str) -> Pki:
-    """Writes a fresh PKI into `directory` (made if missing) and returns its paths."""
+def create(directory: Path, *, service_ip: str, node: tuple[str, str] | None = None) -> Pki:
+    """Writes a fresh PKI into `directory` (made if missing) and returns its paths.
+
+    `node` (name, address): the node's identities too, and its address among the API
+    server's serving names."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = KeyPair(directory / "ca.crt", directory / "ca.key")
     _openssl(
@@ -47,6 +67,7 @@ def create(directory: Path, *, service_ip: str) -> Pki:
     serving_names = [
         "IP:127.0.0.1",
         f"IP:{service_ip}",
+        *([f"IP:{node[1]}"] if node else []),
         "DNS:localhost",
         "DNS:kubernetes",
         "DNS:kubernetes.default",
@@ -64,28 +85,54 @@ def create(directory: Path, *, service_ip: str) -> Pki:
             f"subjectAltName={','.join(serving_names)}",
         ],
     )
-    client_ext = [
-        "keyUsage=critical,digitalSignature,keyEncipherment",
-        "extendedKeyUsage=clientAuth",
-    ]
     admin = _issue(
         directory,
         "admin",
         ca,
         subject="/O=system:masters/CN=quantcore-admin",
-        extensions=client_ext,
+        extensions=CLIENT_EXTENSIONS,
     )
     controller_manager = _issue(
         directory,
         "controller-manager",
         ca,
         subject="/CN=system:kube-controller-manager",
-        extensions=client_ext,
+        extensions=CLIENT_EXTENSIONS,
     )
     sa_key, sa_pub = directory / "sa.key", directory / "sa.pub"
     _openssl(["genrsa", "-out", str(sa_key), "2048"])
     _openssl(["rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub)])
-    return Pki(ca, serving, admin, controller_manager, sa_key, sa_pub)
+    node_pki = create_node(directory, ca, node_name=node[0], node_ip=node[1]) if node else None
+    return Pki(ca, serving, admin, controller_manager, sa_key, sa_pub, node_pki)
+
+
+def create_node(directory: Path, ca: KeyPair, *, node_name: str, node_ip: str) -> NodePki:
+    """The node's certificates, beside the control plane's in `directory`."""
+
+    def client(name: str, subject: str) -> KeyPair:
+        return _issue(directory, name, ca, subject=subject, extensions=CLIENT_EXTENSIONS)
+
+    kubelet_serving = _issue(
+        directory,
+        "kubelet-serving",
+        ca,
+        subject=f"/CN={node_name}",
+        extensions=[
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            "extendedKeyUsage=serverAuth",
+            f"subjectAltName=IP:{node_ip},DNS:{node_name}",
+        ],
+    )
+    return NodePki(
+        kubelet_client=client(
+            "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client"
+        ),
+        node=client("node", f"/O=system:nodes/CN=system:node:{node_name}"),
+        kubelet_serving=kubelet_serving,
+        scheduler=client("scheduler", "/CN=system:kube-scheduler"),
+        kube_proxy=client("kube-proxy", "/CN=system:kube-proxy"),
+        coredns=client("coredns", "/CN=quantcore:coredns"),
+    )
 
 
 def _issue(

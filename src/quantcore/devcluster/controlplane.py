@@ -1,5 +1,8 @@
-"""Starts and stops etcd, kube-apiserver and kube-controller-manager on loopback, envtest-style.
+"""Starts and stops etcd, kube-apiserver and kube-controller-manager, envtest-style.
 
+Two placements: on the host's loopback (no node: pods stay Pending; fast, for the tests that
+need only the API), or inside a node's network namespace (netns.py) with kube-scheduler too,
+where pods reach the API server through the `kubernetes` Service and the host through a relay.
 Everything a run needs (certs, etcd data, logs, kubeconfigs, pids) lives in one directory,
 so `stop` needs only that directory and several control planes can run side by side.
 """
@@ -21,8 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantcore.devcluster import certs, kubeconfig
+from quantcore.devcluster import certs, kubeconfig, nodeconfig
 from quantcore.devcluster.binaries import Binaries
+from quantcore.devcluster.netns import NodeNamespace
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # the first address: the `kubernetes` service
@@ -47,6 +51,10 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
 )
 STATE_FILE = "state.json"
+# Inside the node namespace every port is ours: the well-known ones.
+NODE_ETCD_PORTS = (2379, 2380)
+NODE_CONTROLLER_MANAGER_PORT = 10257
+NODE_SCHEDULER_PORT = 10259
 
 
 class ControlPlaneError(RuntimeError):
@@ -59,6 +67,15 @@ class ControlPlane:
     kubeconfig: Path  # admin (system:masters) kubeconfig for kubectl, helm and tests
     server: str
     pids: dict[str, int]
+    pki: certs.Pki | None = None  # known to the process that started it
+
+
+@dataclass(frozen=True)
+class InNode:
+    """Placement inside a node's namespace: `server` is the host's way in (a relay)."""
+
+    namespace: NodeNamespace
+    server: str
 
 
 def start(
@@ -68,19 +85,37 @@ def start(
     kubeconfig_path: Path | None = None,
     die_with_parent: bool = False,
     timeout: float = 120.0,
+    node: InNode | None = None,
 ) -> ControlPlane:
-    """Starts a fresh control plane in `directory` (wiped first) and waits until it serves.
+    """Starts a fresh control plane in `directory` and waits until it serves.
 
     `die_with_parent` ties the processes to the calling process (a pytest session), so a
     killed test run leaves nothing behind; `make cluster-up` leaves them running instead.
+    `node` places it in a node's namespace, with a scheduler and the Node authorizer.
     """
-    if directory.exists():
+    if directory.exists() and node is None:
         stop(directory)
         shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    pki = certs.create(directory / "pki", service_ip=SERVICE_IP)
-    etcd_port, etcd_peer_port, api_port, kcm_port = _free_ports(4)
-    server = f"https://127.0.0.1:{api_port}"
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = certs.create(
+        directory / "pki",
+        service_ip=SERVICE_IP,
+        node=(nodeconfig.NODE_NAME, nodeconfig.NODE_IP) if node else None,
+    )
+    if node is None:
+        etcd_port, etcd_peer_port, api_port, kcm_port = _free_ports(4)
+        server = f"https://127.0.0.1:{api_port}"
+        internal_server = server
+    else:
+        (etcd_port, etcd_peer_port), api_port = NODE_ETCD_PORTS, nodeconfig.API_PORT
+        kcm_port = NODE_CONTROLLER_MANAGER_PORT
+        server = node.server
+        internal_server = f"https://127.0.0.1:{api_port}"
+
+    def launch(name: str, command: Sequence[str]) -> int:
+        wrapped = node.namespace.enter(command) if node else command
+        return spawn(directory, name, wrapped, die_with_parent)
+
     admin_kubeconfig = kubeconfig.write(
         kubeconfig_path or directory / "kubeconfig",
         kubeconfig.render(
@@ -90,19 +125,18 @@ def start(
     kcm_kubeconfig = kubeconfig.write(
         directory / "controller-manager.kubeconfig",
         kubeconfig.render(
-            server=server,
+            server=internal_server,
             ca_cert=pki.ca.cert,
             user="system:kube-controller-manager",
             client=pki.controller_manager,
         ),
     )
     pids: dict[str, int] = {}
-    plane = ControlPlane(directory, admin_kubeconfig, server, pids)
+    plane = ControlPlane(directory, admin_kubeconfig, server, pids, pki)
     try:
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{etcd_peer_port}"
-        pids["etcd"] = _spawn(
-            directory,
+        pids["etcd"] = launch(
             "etcd",
             [
                 str(binaries.etcd),
@@ -116,17 +150,15 @@ def start(
                 "--unsafe-no-fsync",  # throwaway data: durability buys nothing here
                 "--log-level=warn",
             ],
-            die_with_parent,
         )
-        _wait(directory, "etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout)
-        pids["kube-apiserver"] = _spawn(
-            directory,
+        if node is None:  # in a node, the API server's readiness covers etcd's
+            wait_ready(directory, "etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout)
+        pids["kube-apiserver"] = launch(
             "kube-apiserver",
             [
                 str(binaries.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *_apiserver_placement(node, pki),
                 f"--secure-port={api_port}",
                 f"--cert-dir={directory / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.serving.cert}",
@@ -136,23 +168,17 @@ def start(
                 f"--service-account-key-file={pki.service_account_pub}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--authorization-mode=RBAC",  # so charts' and operators' RBAC is really checked
-                # Loopback addresses are invalid Endpoints; nothing in-cluster dials the
-                # `kubernetes` service here, so skip reconciling its endpoints.
-                "--endpoint-reconciler-type=none",
                 "--profiling=false",
             ],
-            die_with_parent,
         )
         ca_context = _client_context(pki)
-        _wait(
+        wait_ready(
             directory,
             "kube-apiserver",
             lambda: _http_ok(f"{server}/readyz", ca_context),
             timeout,
         )
-        pids["kube-controller-manager"] = _spawn(
-            directory,
+        pids["kube-controller-manager"] = launch(
             "kube-controller-manager",
             [
                 str(binaries.kube_controller_manager),
@@ -162,7 +188,8 @@ def start(
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",
                 f"--cert-dir={directory / 'controller-manager-certs'}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                # With a node, every default controller (node lifecycle, endpoints, ...).
+                f"--controllers={'*' if node else ','.join(CONTROLLERS)}",
                 "--use-service-account-credentials",
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca.cert}",
@@ -170,21 +197,26 @@ def start(
                 "--leader-elect=false",
                 "--profiling=false",
             ],
-            die_with_parent,
         )
-        # Its serving cert is self-signed; /healthz is open to anyone by default.
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-        _wait(
-            directory,
-            "kube-controller-manager",
-            lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
-            timeout,
-        )
+        if node is None:
+            # Its serving cert is self-signed; /healthz is open to anyone by default.
+            insecure = ssl.create_default_context()
+            insecure.check_hostname = False
+            insecure.verify_mode = ssl.CERT_NONE
+            wait_ready(
+                directory,
+                "kube-controller-manager",
+                lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure),
+                timeout,
+            )
+        else:
+            pids["kube-scheduler"] = launch(
+                "kube-scheduler",
+                _scheduler_command(directory, binaries, pki, internal_server),
+            )
         # Readiness that matters to tests: the service-account controller made the
         # `default` account, so pods (and Deployments' pods) can be admitted.
-        _wait(
+        wait_ready(
             directory,
             "kube-controller-manager",
             lambda: _http_ok(
@@ -199,6 +231,54 @@ def start(
         json.dumps({"server": server, "kubeconfig": str(admin_kubeconfig), "pids": pids}, indent=2)
     )
     return plane
+
+
+def _apiserver_placement(node: InNode | None, pki: certs.Pki) -> list[str]:
+    if node is None:
+        return [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--authorization-mode=RBAC",  # so charts' and operators' RBAC is really checked
+            # Loopback addresses are invalid Endpoints; nothing in-cluster dials the
+            # `kubernetes` service here, so skip reconciling its endpoints.
+            "--endpoint-reconciler-type=none",
+        ]
+    assert pki.node is not None, "a control plane in a node has the node's PKI"
+    node_pki = pki.node
+    return [
+        "--bind-address=0.0.0.0",  # the namespace's loopback and the node address
+        f"--advertise-address={nodeconfig.NODE_IP}",  # the `kubernetes` Service's endpoint
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        f"--kubelet-client-certificate={node_pki.kubelet_client.cert}",
+        f"--kubelet-client-key={node_pki.kubelet_client.key}",
+        f"--kubelet-certificate-authority={pki.ca.cert}",
+        # The node's hostname resolves nowhere; its InternalIP is what logs/exec dial.
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
+
+
+def _scheduler_command(
+    directory: Path, binaries: Binaries, pki: certs.Pki, server: str
+) -> list[str]:
+    assert pki.node is not None, "a control plane in a node has the node's PKI"
+    identity = pki.node.scheduler
+    config = kubeconfig.write(
+        directory / "scheduler.kubeconfig",
+        kubeconfig.render(
+            server=server, ca_cert=pki.ca.cert, user="system:kube-scheduler", client=identity
+        ),
+    )
+    return [
+        str(binaries.kube_scheduler),
+        f"--kubeconfig={config}",
+        f"--authentication-kubeconfig={config}",
+        f"--authorization-kubeconfig={config}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={NODE_SCHEDULER_PORT}",
+        "--leader-elect=false",
+        "--profiling=false",
+    ]
 
 
 def stop(directory: Path) -> bool:
@@ -237,7 +317,14 @@ def _terminate(pids: dict[str, int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _spawn(directory: Path, name: str, command: Sequence[str], die_with_parent: bool) -> int:
+def spawn(
+    directory: Path,
+    name: str,
+    command: Sequence[str],
+    die_with_parent: bool,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Starts `command` with its output in `directory`/`name`.log; returns its pid."""
     log = (directory / f"{name}.log").open("wb")
     process = subprocess.Popen(
         command,
@@ -246,6 +333,7 @@ def _spawn(directory: Path, name: str, command: Sequence[str], die_with_parent: 
         stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C in a terminal must not reach the servers directly
         preexec_fn=_die_with_parent if die_with_parent else None,
+        env=env,
     )
     log.close()
     return process.pid
@@ -257,7 +345,8 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)
 
 
-def _wait(directory: Path, name: str, ready: Callable[[], bool], timeout: float) -> None:
+def wait_ready(directory: Path, name: str, ready: Callable[[], bool], timeout: float) -> None:
+    """Waits for `ready()`; on timeout, fails with the tail of `name`'s log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready():

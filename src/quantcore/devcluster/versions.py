@@ -14,6 +14,8 @@ from pathlib import Path
 KUBERNETES = "v1.36.3"
 ETCD = "v3.6.8"  # the etcd client version k8s.io/kubernetes v1.36.3 itself requires
 HELM = "v3.22.0"
+CONTAINERD = "v2.4.2"  # v2: the kubelet marks containerd 1.x support for removal in 1.37
+COREDNS = "v1.15.0"
 SPARK_OPERATOR = "v2.4.0"  # github.com/kubeflow/spark-operator/v2
 PROMETHEUS_OPERATOR = "v0.85.0"  # github.com/prometheus-operator/prometheus-operator
 
@@ -41,6 +43,14 @@ def etcd_dir() -> Path:
 def helm_dir() -> Path:
     # Shared with the chart's lint targets, which install helm into the same place.
     return cache_root() / f"helm-{HELM}"
+
+
+def containerd_dir() -> Path:
+    return cache_root() / f"containerd-{CONTAINERD}"
+
+
+def coredns_dir() -> Path:
+    return cache_root() / f"coredns-{COREDNS}"
 
 
 def crd_dir() -> Path:
