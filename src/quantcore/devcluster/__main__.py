@@ -1,4 +1,4 @@
-"""`python -m quantcore.devcluster build|up|down|crds`: the make targets' entry point."""
+"""`python -m quantcore.devcluster build|up|down|crds|images`: the make targets' entry point."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m quantcore.devcluster", description=__doc__)
     parser.add_argument(
         "action",
-        choices=["build", "up", "down", "crds"],
-        help="build: binaries only; up: start and install CRDs; down: stop; crds: fetch CRDs",
+        choices=["build", "up", "down", "crds", "images"],
+        help="build: binaries only; up: start and install CRDs; down: stop; crds: fetch CRDs; "
+        "images: build the container images into archives",
     )
     parser.add_argument("--dir", type=Path, default=Path(".dev/cluster"), help="state directory")
     parser.add_argument("--kubeconfig", type=Path, default=Path(".dev/kubeconfig"))
@@ -25,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from quantcore.devcluster import binaries, cluster, crds, images
+
+    if args.action == "images":
+        started = time.monotonic()
+        built_images = images.build_all()
+        print(f"images ready in {time.monotonic() - started:.1f}s")
+        for image in built_images.values():
+            print(f"  {image.ref}  {image.archive}  {image.archive_bytes / 2**20:.0f} MiB")
+        return 0
 
     if args.action == "build":
         started = time.monotonic()

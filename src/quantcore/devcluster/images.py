@@ -1,0 +1,506 @@
+"""The test ground's container images, built with buildah and exported as docker archives.
+
+- runtime: images/Dockerfile.runtime (operator, feed shards, server), on Debian bases;
+- spark: images/Dockerfile.spark (pyspark's distribution + a JRE + the Kafka connector jars);
+- spark-operator: the spark image plus the kubeflow spark-operator binary;
+- pause: the pod sandbox's process (images/pause.c, static).
+
+Each image is cached by content: the hash of its Dockerfile, the build-context files it
+copies, its bases' recipes and its build arguments. An archive for that hash means nothing is
+built, so a second `make images` only hashes files. `load_into_containerd` imports the
+archives into a node's containerd, where pods use them with imagePullPolicy IfNotPresent or
+Never.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from quantcore.devcluster import rootfs, sparkoperator, versions
+from quantcore.devcluster.buildah import Buildah, BuildahError
+from quantcore.devservices.cache import cache_lock
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "charts" / "quantcore"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Paths inside build containers; mounted for RUN steps only, never committed.
+BUILD_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+BUILD_PIP_CONF = "/etc/pip.conf"
+BUILD_WHEELS = "/var/cache/quantcore-wheels"
+# pip settings a build inherits from this machine (the index it may be told to use, timeouts).
+FORWARDED_PIP_SETTINGS = (
+    "index-url",
+    "extra-index-url",
+    "trusted-host",
+    "timeout",
+    "default-timeout",
+    "retries",
+    "proxy",
+)
+PAUSE_REF = "localhost/quantcore/pause:1"
+SPARK_OPERATOR_REPOSITORY = "localhost/quantcore/spark-operator"
+SPARK_UID = "185:185"
+# The sandbox process holds namespaces only: nobody's uid.
+PAUSE_UID = "65535:65535"
+
+
+class ImageBuildError(RuntimeError):
+    """An image could not be built; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str
+    ref: str  # the name pods use, with imagePullPolicy IfNotPresent or Never
+    key: str  # content hash the archive was built from
+    archive: Path  # docker-archive tar, importable with `ctr images import`
+    archive_bytes: int
+    build_seconds: float  # what building it took when it was built (0 if it never was here)
+
+
+# ---- pure logic -------------------------------------------------------------------------------
+
+
+def copy_sources(dockerfile: str) -> list[str]:
+    """Build-context paths a Dockerfile's COPY/ADD instructions read (not --from=...)."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    sources: list[str] = []
+    for line in joined.splitlines():
+        words = shlex.split(line.strip(), comments=True) if line.strip() else []
+        if not words or words[0].upper() not in ("COPY", "ADD"):
+            continue
+        flags = [w for w in words[1:] if w.startswith("--")]
+        if any(f.startswith("--from=") for f in flags):
+            continue
+        paths = [w for w in words[1:] if not w.startswith("--")]
+        sources += [p.rstrip("/") for p in paths[:-1]]
+    return sorted(set(sources))
+
+
+def content_key(parts: Mapping[str, str]) -> str:
+    """One hash over named parts; any change in a name or a value changes it."""
+    digest = hashlib.sha256()
+    for name, value in sorted(parts.items()):
+        digest.update(f"{name}\0{value}\0".encode())
+    return digest.hexdigest()
+
+
+def files_digest(root: Path, files: Iterable[str]) -> str:
+    """Hash of each file's path (relative to root), mode and content."""
+    digest = hashlib.sha256()
+    for relative in sorted(files):
+        path = root / relative
+        digest.update(f"{relative}\0{path.stat().st_mode & 0o777:o}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def pip_settings(config_list: str) -> dict[str, str]:
+    """`pip config list` output (`global.index-url='...'`, `:env:.timeout='60'`) as key -> value;
+    environment values win over files, as they do for pip itself."""
+    settings: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for line in config_list.splitlines():
+        name, sep, raw = line.partition("=")
+        if not sep:
+            continue
+        key = name.rsplit(".", 1)[-1]
+        value = raw.strip().strip("'\"")
+        (env if name.startswith(":env:") else settings)[key] = value
+    return {**settings, **env}
+
+
+def pip_conf(settings: Mapping[str, str], *, cert: str, find_links: str | None) -> str:
+    """The pip.conf mounted into build steps: this machine's index settings, its CA bundle
+    (HTTPS may pass a proxy with its own CA) and, if given, a directory of prebuilt wheels."""
+    lines = ["[global]"]
+    for key in FORWARDED_PIP_SETTINGS:
+        if key in settings:
+            lines.append(f"{key} = {settings[key]}")
+    lines.append(f"cert = {cert}")
+    if find_links:
+        lines.append(f"find-links = {find_links}")
+    return "\n".join(lines) + "\n"
+
+
+def chart_image_refs(values: str, chart: str) -> dict[str, str]:
+    """The runtime and Spark image references the chart uses by default (tag = appVersion)."""
+    parsed_values = yaml.safe_load(values)
+    app_version = str(yaml.safe_load(chart)["appVersion"])
+
+    def ref(section: str) -> str:
+        image = parsed_values[section]
+        return f"{image['repository']}:{image.get('tag') or app_version}"
+
+    return {"runtime": ref("image"), "spark": ref("sparkImage")}
+
+
+def containerd_digests(images_ls: str) -> dict[str, str]:
+    """`ctr images ls` output -> image name -> manifest digest."""
+    digests: dict[str, str] = {}
+    for line in images_ls.splitlines()[1:]:
+        words = line.split()
+        if len(words) >= 3 and words[2].startswith("sha256:"):
+            digests[words[0]] = words[2]
+    return digests
+
+
+# ---- building --------------------------------------------------------------------------------
+
+
+def images_dir() -> Path:
+    return versions.cache_root() / "images"
+
+
+def build_all() -> dict[str, BuiltImage]:
+    """Every image the test ground runs, built when its content changed, as archives."""
+    work = images_dir()
+    with cache_lock(work):
+        builder = _Builder(work)
+        refs = chart_image_refs(
+            (CHART / "values.yaml").read_text(), (CHART / "Chart.yaml").read_text()
+        )
+        runtime = builder.dockerfile_image(
+            "runtime",
+            refs["runtime"],
+            bases={"BUILD_BASE": rootfs.BUILD, "RUNTIME_BASE": rootfs.PYTHON},
+        )
+        spark = builder.dockerfile_image(
+            "spark",
+            refs["spark"],
+            bases={"BUILD_BASE": rootfs.BUILD, "SPARK_BASE": rootfs.SPARK},
+            build_contexts={"connector-jars": _connector_jars(work)},
+            wheels=_pyspark_wheel(work),
+        )
+        operator = builder.spark_operator_image(spark)
+        pause = builder.pause_image()
+        builder.buildah.prune_dangling()
+    return {image.name: image for image in (runtime, spark, operator, pause)}
+
+
+def ensure_in_store(image: BuiltImage) -> Buildah:
+    """The image store holding `image` (restored from its archive if it was pruned)."""
+    buildah = Buildah.under(images_dir())
+    if not buildah.has_image(image.ref):
+        buildah.pull_archive(image.archive)
+    return buildah
+
+
+class _Builder:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.buildah = Buildah.under(work)
+        self.archives = work / "archives"
+        self.archives.mkdir(parents=True, exist_ok=True)
+        self.mirror = rootfs.host_mirror()
+
+    def cached(self, name: str, key: str) -> BuiltImage | None:
+        stem = f"{name}-{key[:16]}"
+        record, tar = self.archives / f"{stem}.json", self.archives / f"{stem}.tar"
+        if not (record.exists() and tar.exists()):
+            return None
+        return BuiltImage(**{**json.loads(record.read_text()), "archive": tar})
+
+    def archive(self, name: str, ref: str, key: str, started: float) -> BuiltImage:
+        tar = self.archives / f"{name}-{key[:16]}.tar"
+        self.buildah.push_archive(ref, tar)
+        image = BuiltImage(
+            name=name,
+            ref=ref,
+            key=key,
+            archive=tar,
+            archive_bytes=tar.stat().st_size,
+            build_seconds=round(time.monotonic() - started, 1),
+        )
+        record = {**asdict(image), "archive": tar.name}
+        (self.archives / f"{name}-{key[:16]}.json").write_text(json.dumps(record, indent=2))
+        # Earlier builds of this image are superseded: keep the cache to one archive each.
+        for old in self.archives.glob(f"{name}-*"):
+            if old.stem != f"{name}-{key[:16]}" and old.suffix in (".tar", ".json"):
+                old.unlink()
+        return image
+
+    def dockerfile_image(
+        self,
+        name: str,
+        ref: str,
+        *,
+        bases: Mapping[str, rootfs.Base],
+        build_contexts: Mapping[str, Path] | None = None,
+        wheels: Path | None = None,
+    ) -> BuiltImage:
+        dockerfile = ROOT / "images" / f"Dockerfile.{name}"
+        text = dockerfile.read_text()
+        files = _context_files(copy_sources(text))
+        build_args = {arg: rootfs.base_ref(base, self.mirror) for arg, base in bases.items()}
+        parts = {
+            "dockerfile": text,
+            "context": files_digest(ROOT, files),
+            **{f"arg:{k}": v for k, v in build_args.items()},
+            **{
+                f"context:{k}": files_digest(p, _files_in(p))
+                for k, p in (build_contexts or {}).items()
+            },
+        }
+        if wheels is not None:
+            parts["wheels"] = files_digest(wheels, sorted(p.name for p in wheels.glob("*.whl")))
+        key = content_key(parts)
+        cached = self.cached(name, key)
+        if cached is not None:
+            return cached
+        started = time.monotonic()
+        for base in bases.values():
+            rootfs.ensure_base(self.buildah, base, self.work / "rootfs", self.mirror)
+        with tempfile.TemporaryDirectory(dir=self.work, prefix=f"context-{name}-") as tmp:
+            context = Path(tmp) / "context"
+            for relative in files:
+                target = context / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / relative, target)
+            conf = Path(tmp) / "pip.conf"
+            conf.write_text(
+                pip_conf(
+                    _host_pip_settings(),
+                    cert=BUILD_CA_BUNDLE,
+                    find_links=BUILD_WHEELS if wheels else None,
+                )
+            )
+            volumes = [f"{HOST_CA_BUNDLE}:{BUILD_CA_BUNDLE}:ro", f"{conf}:{BUILD_PIP_CONF}:ro"]
+            if wheels is not None:
+                volumes.append(f"{wheels}:{BUILD_WHEELS}:ro")
+            try:
+                self.buildah.bud(
+                    dockerfile=context / "images" / dockerfile.name,
+                    context=context,
+                    ref=ref,
+                    build_args=build_args,
+                    build_contexts=build_contexts or {},
+                    volumes=volumes,
+                )
+            except BuildahError as error:
+                raise ImageBuildError(f"building the {name} image failed: {error}") from error
+        return self.archive(name, ref, key, started)
+
+    def spark_operator_image(self, spark: BuiltImage) -> BuiltImage:
+        binary = sparkoperator.ensure_spark_operator()
+        ref = f"{SPARK_OPERATOR_REPOSITORY}:{versions.SPARK_OPERATOR}"
+        key = content_key(
+            {"spark": spark.key, "binary": files_digest(binary.parent, [binary.name])}
+        )
+        cached = self.cached("spark-operator", key)
+        if cached is not None:
+            return cached
+        started = time.monotonic()
+        ensure_in_store(spark)
+        with self.buildah.container(spark.ref) as container:
+            target = "/usr/local/bin/spark-operator"
+            self.buildah.run(["copy", "--chmod", "0755", container, str(binary), target])
+            # The controller runs spark-submit (SPARK_HOME is the Spark image's) and writes
+            # pod templates under /tmp/spark: /tmp is an emptyDir in its pod.
+            self.buildah.run(
+                [
+                    "config",
+                    "--entrypoint",
+                    json.dumps(["/usr/bin/tini", "--", target]),
+                    "--cmd",
+                    json.dumps(["controller", "start"]),
+                    "--user",
+                    SPARK_UID,
+                    "--workingdir",
+                    "/tmp",
+                    "--label",
+                    "org.opencontainers.image.title=quantcore-spark-operator",
+                    "--label",
+                    f"org.opencontainers.image.version={versions.SPARK_OPERATOR}",
+                    container,
+                ]
+            )
+            self.buildah.commit(container, ref)
+        return self.archive("spark-operator", ref, key, started)
+
+    def pause_image(self) -> BuiltImage:
+        source = ROOT / "images" / "pause.c"
+        compiler = shutil.which("gcc")
+        if compiler is None:
+            raise ImageBuildError("gcc is not installed (the pause image is compiled with it)")
+        flags = ["-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror"]
+        version = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()[0]
+        key = content_key({"source": source.read_text(), "gcc": version, "flags": " ".join(flags)})
+        cached = self.cached("pause", key)
+        if cached is not None:
+            return cached
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(dir=self.work, prefix="pause-") as tmp:
+            binary = Path(tmp) / "pause"
+            done = subprocess.run(
+                [compiler, *flags, "-o", str(binary), str(source)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise ImageBuildError(f"compiling {source} failed:\n{done.stderr}")
+            container = self.buildah.run(["from", "--quiet", "scratch"], check_output=True)
+            container = container.strip()
+            try:
+                self.buildah.run(["copy", "--chmod", "0755", container, str(binary), "/pause"])
+                self.buildah.run(
+                    [
+                        "config",
+                        "--entrypoint",
+                        json.dumps(["/pause"]),
+                        "--user",
+                        PAUSE_UID,
+                        "--label",
+                        "org.opencontainers.image.title=quantcore-pause",
+                        container,
+                    ]
+                )
+                self.buildah.commit(container, PAUSE_REF)
+            except BaseException:
+                self.buildah.run(["rm", container])
+                raise
+        return self.archive("pause", PAUSE_REF, key, started)
+
+
+def _context_files(sources: Sequence[str]) -> list[str]:
+    """The files under `sources` that git tracks or would track (build products and caches,
+    which .gitignore names, stay out of the image and out of its hash)."""
+    done = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(ROOT),
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+            *sources,
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ImageBuildError(f"listing the build context needs a git checkout: {done.stderr!r}")
+    files = sorted({f for f in done.stdout.decode().split("\0") if f and (ROOT / f).is_file()})
+    missing = [s for s in sources if not any(f == s or f.startswith(s + "/") for f in files)]
+    if missing:
+        raise ImageBuildError(f"build context lacks {', '.join(missing)}")
+    return files
+
+
+def _files_in(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def _host_pip_settings() -> dict[str, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    )
+    return pip_settings(done.stdout) if done.returncode == 0 else {}
+
+
+def _connector_jars(work: Path) -> Path:
+    """The Kafka connector jars pyspark lacks (resolved by mvn into the cache), staged into a
+    directory of their own: the spark image's `connector-jars` build context."""
+    from quantcore.devservices.spark import spark_jars
+
+    jars = spark_jars()
+    staged = work / "connector-jars"
+    wanted = {jar.name for jar in jars}
+    staged.mkdir(parents=True, exist_ok=True)
+    for present in staged.iterdir():
+        if present.name not in wanted:
+            present.unlink()
+    for jar in jars:
+        target = staged / jar.name
+        if not target.exists() or target.stat().st_size != jar.stat().st_size:
+            shutil.copy2(jar, target)
+    return staged
+
+
+def _pyspark_wheel(work: Path) -> Path:
+    """pyspark's wheel for the pinned version, built once here (PyPI has only its 400 MB source
+    archive): the spark image's build installs it from this directory."""
+    from importlib.metadata import version
+
+    pinned = version("pyspark")
+    directory = work / "wheels" / f"pyspark-{pinned}"
+    with cache_lock(directory.parent):
+        if not list(directory.glob(f"pyspark-{pinned}-*.whl")):
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "-q",
+                    "--no-deps",
+                    "-w",
+                    str(directory),
+                    f"pyspark=={pinned}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise ImageBuildError(f"building the pyspark {pinned} wheel failed:\n{done.stderr}")
+    return directory
+
+
+# ---- loading into a node ----------------------------------------------------------------------
+
+
+def load_into_containerd(
+    ctr: Path,
+    address: str,
+    images: Iterable[BuiltImage],
+    *,
+    namespace: str = "k8s.io",
+    snapshotter: str | None = None,
+) -> dict[str, str]:
+    """Import the archives into the containerd at `address` (the kubelet's namespace by
+    default); returns each image's reference -> its manifest digest there.
+
+    Pods name the images by reference (`BuiltImage.ref`) with imagePullPolicy IfNotPresent
+    or Never: no registry serves them.
+    """
+    base = [str(ctr), "--address", address, "--namespace", namespace]
+    wanted = list(images)
+    for image in wanted:
+        command = [*base, "images", "import"]
+        if snapshotter:
+            command += ["--snapshotter", snapshotter]
+        done = subprocess.run(
+            [*command, str(image.archive)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise ImageBuildError(
+                f"importing {image.archive} into {address} failed:\n{done.stderr.strip()}"
+            )
+    listed = subprocess.run([*base, "images", "ls"], capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        raise ImageBuildError(f"listing images in {address} failed:\n{listed.stderr.strip()}")
+    digests = containerd_digests(listed.stdout)
+    absent = [image.ref for image in wanted if image.ref not in digests]
+    if absent:
+        raise ImageBuildError(f"containerd at {address} lacks {', '.join(absent)} after import")
+    return {image.ref: digests[image.ref] for image in wanted}

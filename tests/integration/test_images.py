@@ -1,0 +1,186 @@
+"""The images `make images` builds work without a cluster: each one runs under buildah
+(chroot isolation), as the user and with the entry point a pod would get.
+
+Building from cold takes minutes (debootstrap, pip, a Go build); `make test` builds them
+first (`make images`), so here build_all() finds every archive cached.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import tarfile
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+from quantcore.devcluster import images, versions
+from quantcore.devcluster.buildah import Buildah
+
+pytestmark = [
+    pytest.mark.images,
+    pytest.mark.skipif(shutil.which("buildah") is None, reason="buildah is not installed"),
+    pytest.mark.timeout(3600),
+]
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, images.BuiltImage]:
+    return images.build_all()
+
+
+class Running:
+    """A working container of one image: commands run in it as the image's user."""
+
+    def __init__(self, buildah: Buildah, container: str) -> None:
+        self.buildah = buildah
+        self.container = container
+
+    def __call__(self, *command: str, env: dict[str, str] | None = None) -> str:
+        return self.buildah.run_in(self.container, command, env=env)
+
+
+def running(built: dict[str, images.BuiltImage], name: str) -> Iterator[Running]:
+    buildah = images.ensure_in_store(built[name])
+    with buildah.container(built[name].ref) as container:
+        yield Running(buildah, container)
+
+
+@pytest.fixture(scope="module")
+def runtime(built: dict[str, images.BuiltImage]) -> Iterator[Running]:
+    yield from running(built, "runtime")
+
+
+@pytest.fixture(scope="module")
+def spark(built: dict[str, images.BuiltImage]) -> Iterator[Running]:
+    yield from running(built, "spark")
+
+
+@pytest.fixture(scope="module")
+def operator(built: dict[str, images.BuiltImage]) -> Iterator[Running]:
+    yield from running(built, "spark-operator")
+
+
+@pytest.fixture(scope="module")
+def pause(built: dict[str, images.BuiltImage]) -> Iterator[Running]:
+    yield from running(built, "pause")
+
+
+def config(built: dict[str, images.BuiltImage], name: str) -> dict[str, object]:
+    return images.ensure_in_store(built[name]).image_config(built[name].ref)
+
+
+def test_every_archive_holds_its_image_under_its_reference(
+    built: dict[str, images.BuiltImage],
+) -> None:
+    assert set(built) == {"runtime", "spark", "spark-operator", "pause"}
+    for image in built.values():
+        with tarfile.open(image.archive) as tar:
+            member = tar.extractfile("manifest.json")
+            assert member is not None
+            manifest = json.load(member)
+        assert manifest[0]["RepoTags"] == [image.ref]
+        assert image.archive.stat().st_size == image.archive_bytes
+
+
+def test_a_second_build_reuses_every_archive(built: dict[str, images.BuiltImage]) -> None:
+    mtimes = {name: image.archive.stat().st_mtime_ns for name, image in built.items()}
+    again = images.build_all()
+    assert {name: image.key for name, image in again.items()} == {
+        name: image.key for name, image in built.items()
+    }
+    assert {name: image.archive.stat().st_mtime_ns for name, image in again.items()} == mtimes
+
+
+def test_runtime_image_runs_the_cli_with_its_compiled_feed_modules(
+    built: dict[str, images.BuiltImage], runtime: Running
+) -> None:
+    cfg = config(built, "runtime")
+    assert cfg["Entrypoint"] == ["quantcore"]
+    assert cfg["User"] == "10001:10001"
+    assert "usage: quantcore" in runtime("quantcore", "--help").lower()
+    out = runtime(
+        "python",
+        "-c",
+        "import quantcore.feed._orderbook as o, quantcore.feed._depth_diff as d;"
+        "print(o.__file__); print(d.__file__)",
+    )
+    assert [line.rsplit(".", 1)[-1] for line in out.splitlines()] == ["so", "so"]
+    # The compiler and Python's headers stayed in the build stage.
+    assert runtime("bash", "-c", "command -v gcc cc || echo none").strip() == "none"
+    assert runtime("bash", "-c", "ls /usr/include/python3* 2>/dev/null || echo none") == "none\n"
+
+
+def test_spark_image_is_a_complete_spark(
+    built: dict[str, images.BuiltImage], spark: Running
+) -> None:
+    cfg = config(built, "spark")
+    assert cfg["User"] == "185:185"
+    assert cfg["Entrypoint"] == ["/usr/bin/tini", "--", "/opt/spark/entrypoint.sh"]
+    version = spark("/opt/spark/entrypoint.sh", "bash", "-c", "spark-submit --version 2>&1")
+    assert f"version {importlib.metadata.version('pyspark')}" in version
+    jars = spark("bash", "-c", "ls $SPARK_HOME/jars")
+    assert "spark-kubernetes_2.13" in jars
+    assert "spark-sql-kafka-0-10_2.13" in jars
+
+
+def test_spark_image_runs_a_job_through_its_driver_entrypoint(spark: Running) -> None:
+    job = textwrap.dedent(
+        """
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.appName("image-check").getOrCreate()
+        total = spark.range(100).selectExpr("sum(id) AS s").first()["s"]
+        kafka = spark._jvm.java.lang.Class.forName(
+            "org.apache.spark.sql.kafka010.KafkaSourceProvider").getName()
+        import quantcore.stream
+        print(f"RESULT {total} {kafka}")
+        spark.stop()
+        """
+    )
+    out = spark(
+        "bash",
+        "-c",
+        f"cat > /tmp/job.py <<'EOF'\n{job}\nEOF\n"
+        "/opt/spark/entrypoint.sh driver --master 'local[1]' "
+        "--conf spark.ui.enabled=false /tmp/job.py 2>/tmp/driver.log "
+        "|| { tail -40 /tmp/driver.log; exit 1; }",
+        env={"SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1"},
+    )
+    assert "RESULT 4950 org.apache.spark.sql.kafka010.KafkaSourceProvider" in out
+
+
+def test_spark_operator_image_carries_the_controller_and_spark(
+    built: dict[str, images.BuiltImage], operator: Running
+) -> None:
+    cfg = config(built, "spark-operator")
+    assert cfg["Entrypoint"] == ["/usr/bin/tini", "--", "/usr/local/bin/spark-operator"]
+    assert cfg["User"] == "185:185"
+    commands = operator("/usr/local/bin/spark-operator", "--help")
+    assert "controller" in commands
+    assert "webhook" in commands
+    start = operator("/usr/local/bin/spark-operator", "controller", "start", "--help")
+    assert "--namespaces" in start
+    assert versions.SPARK_OPERATOR.removeprefix("v") in operator(
+        "/usr/local/bin/spark-operator", "version"
+    )
+    # It submits applications with the Spark image's spark-submit.
+    assert operator("bash", "-c", "test -x $SPARK_HOME/bin/spark-submit && echo ok") == "ok\n"
+
+
+def test_pause_image_is_one_static_program(
+    built: dict[str, images.BuiltImage], pause: Running
+) -> None:
+    cfg = config(built, "pause")
+    assert cfg["Entrypoint"] == ["/pause"]
+    assert cfg["User"] == "65535:65535"
+    assert pause("/pause", "--version") == "quantcore-pause 1\n"
+    with tarfile.open(built["pause"].archive) as tar:
+        layers = [m for m in tar.getmembers() if m.name.endswith((".tar", "/layer.tar"))]
+        assert len(layers) == 1
+        layer = tar.extractfile(layers[0])
+        assert layer is not None
+        with tarfile.open(fileobj=layer) as files:
+            names = [m.name.lstrip("./") for m in files.getmembers() if m.isfile()]
+    assert names == ["pause"]
