@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes import client
+from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
 from quantcore.devcluster import cluster, images
@@ -59,9 +59,7 @@ def test_runtime_image_runs_and_its_logs_are_readable(
     built_images: dict[str, images.BuiltImage],
 ) -> None:
     core = client.CoreV1Api(api)
-    core.create_namespaced_pod(
-        node_namespace, _pod("cli", built_images["runtime"].ref, ["quantcore", "--help"])
-    )
+    _create(api, node_namespace, _pod("cli", built_images["runtime"].ref, ["quantcore", "--help"]))
     _wait_phase(core, node_namespace, "cli", "Succeeded")
     logs = _kubectl(node_cluster.kubeconfig, "logs", "-n", node_namespace, "cli")
     assert "usage: quantcore" in logs
@@ -74,8 +72,8 @@ def test_spark_image_runs_spark_submit(
     built_images: dict[str, images.BuiltImage],
 ) -> None:
     core = client.CoreV1Api(api)
-    core.create_namespaced_pod(
-        node_namespace, _pod("spark", built_images["spark"].ref, ["spark-submit", "--version"])
+    _create(
+        api, node_namespace, _pod("spark", built_images["spark"].ref, ["spark-submit", "--version"])
     )
     _wait_phase(core, node_namespace, "spark", "Succeeded")
     logs = _kubectl(node_cluster.kubeconfig, "logs", "-n", node_namespace, "spark")
@@ -98,7 +96,8 @@ def test_deployment_becomes_available_and_its_service_resolves_by_name(
     )
     server["ports"] = [{"containerPort": 8080, "name": "http"}]
     server["readinessProbe"] = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
-    apps.create_namespaced_deployment(
+    _create(
+        api,
         node_namespace,
         {
             "apiVersion": "apps/v1",
@@ -114,7 +113,8 @@ def test_deployment_becomes_available_and_its_service_resolves_by_name(
             },
         },
     )
-    core.create_namespaced_service(
+    _create(
+        api,
         node_namespace,
         {
             "apiVersion": "v1",
@@ -125,7 +125,7 @@ def test_deployment_becomes_available_and_its_service_resolves_by_name(
     )
 
     def available() -> bool:
-        status = apps.read_namespaced_deployment_status("echo", node_namespace).status
+        status: Any = apps.read_namespaced_deployment_status("echo", node_namespace).status
         conditions = {c.type: c.status for c in status.conditions or []}
         return conditions.get("Available") == "True" and status.available_replicas == 1
 
@@ -137,12 +137,13 @@ def test_deployment_becomes_available_and_its_service_resolves_by_name(
         "print('resolved', socket.gethostbyname(name));"
         "print('status', urllib.request.urlopen(f'http://{name}/', timeout=10).status)"
     )
-    core.create_namespaced_pod(
-        node_namespace, _pod("client", built_images["runtime"].ref, ["python3", "-c", fetch])
+    _create(
+        api, node_namespace, _pod("client", built_images["runtime"].ref, ["python3", "-c", fetch])
     )
     _wait_phase(core, node_namespace, "client", "Succeeded")
     logs = _kubectl(node_cluster.kubeconfig, "logs", "-n", node_namespace, "client")
-    service_ip = core.read_namespaced_service("echo", node_namespace).spec.cluster_ip
+    service: Any = core.read_namespaced_service("echo", node_namespace)
+    service_ip = service.spec.cluster_ip
     assert f"resolved {service_ip}" in logs
     assert "status 200" in logs
 
@@ -155,7 +156,8 @@ def test_restricted_namespace_admits_both_images_read_only(
 ) -> None:
     core = client.CoreV1Api(api)
     probe = "import pathlib; pathlib.Path('/opt/x').write_text('x')"
-    core.create_namespaced_pod(
+    _create(
+        api,
         restricted_namespace,
         _pod(
             "runtime",
@@ -163,7 +165,8 @@ def test_restricted_namespace_admits_both_images_read_only(
             ["sh", "-c", f'python3 -c "{probe}" 2>&1 | tail -1; quantcore --help'],
         ),
     )
-    core.create_namespaced_pod(
+    _create(
+        api,
         restricted_namespace,
         _pod("spark", built_images["spark"].ref, ["spark-submit", "--version"]),
     )
@@ -190,8 +193,10 @@ def test_pods_have_no_route_off_the_machine(
         "except OSError as error:\n"
         "    print('refused', error.errno)\n"
     )
-    core.create_namespaced_pod(
-        node_namespace, _pod("offline", built_images["runtime"].ref, ["python3", "-c", attempt])
+    _create(
+        api,
+        node_namespace,
+        _pod("offline", built_images["runtime"].ref, ["python3", "-c", attempt]),
     )
     _wait_phase(core, node_namespace, "offline", "Succeeded")
     logs = _kubectl(node_cluster.kubeconfig, "logs", "-n", node_namespace, "offline")
@@ -200,6 +205,10 @@ def test_pods_have_no_route_off_the_machine(
 
 
 # ---- helpers ----------------------------------------------------------------------------
+
+
+def _create(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> None:
+    utils.create_from_dict(api, manifest, namespace=namespace)
 
 
 def _namespace(api: client.ApiClient, *, labels: dict[str, str]) -> Iterator[str]:
@@ -261,7 +270,8 @@ def _wait_phase(
     core: client.CoreV1Api, namespace: str, name: str, phase: str, timeout: float = 180
 ) -> None:
     def reached() -> bool:
-        current = core.read_namespaced_pod(name, namespace).status.phase
+        pod: Any = core.read_namespaced_pod(name, namespace)
+        current = pod.status.phase
         if current == "Failed" and phase != "Failed":
             raise AssertionError(f"pod {name} failed: {_describe(core, namespace, name)}")
         return bool(current == phase)

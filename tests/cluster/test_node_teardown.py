@@ -8,9 +8,10 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, utils
 
 from quantcore.devcluster import cgroups, cluster, images, netns
 from tests.fixtures.cluster import api_client
@@ -58,8 +59,8 @@ def test_cluster_down_leaves_nothing_behind(
     try:
         with api_client(started.kubeconfig) as api:
             core = client.CoreV1Api(api)
-            core.create_namespaced_pod(
-                "default",
+            utils.create_from_dict(
+                api,
                 {
                     "apiVersion": "v1",
                     "kind": "Pod",
@@ -70,9 +71,10 @@ def test_cluster_down_leaves_nothing_behind(
                         ]
                     },
                 },
+                namespace="default",
             )
             deadline = time.monotonic() + 120
-            while core.read_namespaced_pod("idle", "default").status.phase != "Running":
+            while _phase(core, "idle") != "Running":
                 assert time.monotonic() < deadline, "the idle pod never ran"
                 time.sleep(0.2)
         # While it runs: the pod's process is in the node's cgroup, the daemons in its
@@ -89,3 +91,8 @@ def test_cluster_down_leaves_nothing_behind(
     assert not (directory / "node" / "containerd").exists()
     assert not (directory / "node" / "kubelet").exists()
     assert _host_network() == before
+
+
+def _phase(core: client.CoreV1Api, name: str) -> str:
+    pod: Any = core.read_namespaced_pod(name, "default")
+    return str(pod.status.phase)

@@ -57,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     crd_paths = crds.third_party_crd_paths()
-    built: list[images.BuiltImage] = []
+    node_images: list[images.BuiltImage] = []
     if not args.no_node:
-        built = list(images.build_all().values())
+        node_images = list(images.build_all().values())
     started = time.monotonic()
     running = cluster.start(
         args.dir,
         with_node=not args.no_node,
         kubeconfig_path=args.kubeconfig.absolute(),
-        images=built,
+        images=node_images,
     )
     ready = time.monotonic() - started
 

@@ -72,7 +72,9 @@ def start(
         raise ClusterError(f"a node needs the {PAUSE_IMAGE!r} image among its images")
     node_binaries = binaries.ensure_node()
     stop(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    # A fresh cluster: the previous run's etcd data, certificates and node state go.
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
     paths = node.NodePaths(directory / "node")
     namespace = netns.create(paths.root, log_dir=paths.logs)
     cgroup_name = f"quantcore-{namespace.net_inode}"

@@ -247,7 +247,7 @@ def dns_objects() -> list[dict[str, Any]]:
             "labels": {
                 **labels,
                 "kubernetes.io/service-name": "kube-dns",
-                "endpointslice.kubernetes.io/managed-by": "quantcore.io/devcluster",
+                "endpointslice.kubernetes.io/managed-by": "devcluster.quantcore.io",
             },
         },
         "addressType": "IPv4",
