@@ -111,6 +111,12 @@ def test_runtime_image_runs_the_cli_with_its_compiled_feed_modules(
     # The compiler and Python's headers stayed in the build stage.
     assert runtime("bash", "-c", "command -v gcc cc || echo none").strip() == "none"
     assert runtime("bash", "-c", "ls /usr/include/python3* 2>/dev/null || echo none") == "none\n"
+    # Nothing of the build's own settings (pip's, the CA bundle mount) stayed behind.
+    assert (
+        runtime("bash", "-c", "ls -A /mnt; ls /etc/pip.conf 2>&1 || true")
+        .strip()
+        .endswith("No such file or directory")
+    )
 
 
 def test_spark_image_is_a_complete_spark(

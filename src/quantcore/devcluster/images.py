@@ -36,20 +36,18 @@ from quantcore.devservices.cache import cache_lock
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "quantcore"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-# Paths inside build containers; mounted for RUN steps only, never committed.
+# Mounted for RUN steps only, at paths every final base already has (a mount point the base
+# lacks would stay behind in the image as an empty file or directory).
 BUILD_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-BUILD_PIP_CONF = "/etc/pip.conf"
-BUILD_WHEELS = "/var/cache/quantcore-wheels"
-# pip settings a build inherits from this machine (the index it may be told to use, timeouts).
-FORWARDED_PIP_SETTINGS = (
-    "index-url",
-    "extra-index-url",
-    "trusted-host",
-    "timeout",
-    "default-timeout",
-    "retries",
-    "proxy",
-)
+BUILD_WHEELS = "/mnt"
+# pip settings a build inherits from this machine, passed as the build stages' PIP_* ARGs.
+FORWARDED_PIP_SETTINGS = {
+    "index-url": "PIP_INDEX_URL",
+    "extra-index-url": "PIP_EXTRA_INDEX_URL",
+    "trusted-host": "PIP_TRUSTED_HOST",
+    "timeout": "PIP_DEFAULT_TIMEOUT",
+    "default-timeout": "PIP_DEFAULT_TIMEOUT",
+}
 PAUSE_REF = "localhost/quantcore/pause:1"
 SPARK_OPERATOR_REPOSITORY = "localhost/quantcore/spark-operator"
 SPARK_UID = "185:185"
@@ -123,17 +121,21 @@ def pip_settings(config_list: str) -> dict[str, str]:
     return {**settings, **env}
 
 
-def pip_conf(settings: Mapping[str, str], *, cert: str, find_links: str | None) -> str:
-    """The pip.conf mounted into build steps: this machine's index settings, its CA bundle
-    (HTTPS may pass a proxy with its own CA) and, if given, a directory of prebuilt wheels."""
-    lines = ["[global]"]
-    for key in FORWARDED_PIP_SETTINGS:
-        if key in settings:
-            lines.append(f"{key} = {settings[key]}")
-    lines.append(f"cert = {cert}")
+def pip_build_args(
+    settings: Mapping[str, str], *, cert: str, find_links: str | None
+) -> dict[str, str]:
+    """The PIP_* build arguments of a build: this machine's index settings, its CA bundle (HTTPS
+    may pass a proxy with its own CA) and, if given, a directory of prebuilt wheels. Host paths
+    (a find-links directory of its own) stay out."""
+    args = {
+        FORWARDED_PIP_SETTINGS[key]: value
+        for key, value in settings.items()
+        if key in FORWARDED_PIP_SETTINGS
+    }
+    args["PIP_CERT"] = cert
     if find_links:
-        lines.append(f"find-links = {find_links}")
-    return "\n".join(lines) + "\n"
+        args["PIP_FIND_LINKS"] = find_links
+    return args
 
 
 def chart_image_refs(values: str, chart: str) -> dict[str, str]:
@@ -270,23 +272,24 @@ class _Builder:
                 target = context / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / relative, target)
-            conf = Path(tmp) / "pip.conf"
-            conf.write_text(
-                pip_conf(
-                    _host_pip_settings(),
-                    cert=BUILD_CA_BUNDLE,
-                    find_links=BUILD_WHEELS if wheels else None,
-                )
-            )
-            volumes = [f"{HOST_CA_BUNDLE}:{BUILD_CA_BUNDLE}:ro", f"{conf}:{BUILD_PIP_CONF}:ro"]
+            # The Dockerfile text that was hashed, beside the context rather than in it.
+            hashed_dockerfile = Path(tmp) / dockerfile.name
+            hashed_dockerfile.write_text(text)
+            volumes = [f"{HOST_CA_BUNDLE}:{BUILD_CA_BUNDLE}:ro"]
             if wheels is not None:
                 volumes.append(f"{wheels}:{BUILD_WHEELS}:ro")
+            pip_args = pip_build_args(
+                _host_pip_settings(),
+                cert=BUILD_CA_BUNDLE,
+                find_links=BUILD_WHEELS if wheels else None,
+            )
             try:
                 self.buildah.bud(
-                    dockerfile=context / "images" / dockerfile.name,
+                    dockerfile=hashed_dockerfile,
                     context=context,
                     ref=ref,
-                    build_args=build_args,
+                    # Network settings only: not part of the content key.
+                    build_args={**build_args, **pip_args},
                     build_contexts=build_contexts or {},
                     volumes=volumes,
                 )
