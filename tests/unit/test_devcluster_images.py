@@ -168,3 +168,16 @@ def test_same_path_replaces_of_a_gomod() -> None:
 def test_replaces_a_wrapper_cannot_carry_are_refused(line: str) -> None:
     with pytest.raises(BuildError, match="unsupported replace"):
         same_path_replaces(f"module m\n\nreplace {line}\n")
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("registry.invalid/a/b:1.0", "registry.invalid/a/b@sha256:ab"),
+        ("localhost:5000/pause:1", "localhost:5000/pause@sha256:ab"),
+        ("localhost:5000/pause", "localhost:5000/pause@sha256:ab"),
+        ("pause@sha256:00", "pause@sha256:ab"),
+    ],
+)
+def test_digest_reference_replaces_the_tag(ref: str, expected: str) -> None:
+    assert images.digest_reference(ref, "sha256:ab") == expected

@@ -160,6 +160,13 @@ def containerd_digests(images_ls: str) -> dict[str, str]:
     return digests
 
 
+def digest_reference(ref: str, digest: str) -> str:
+    """`registry.invalid/a/b:1.0` + `sha256:...` -> `registry.invalid/a/b@sha256:...`."""
+    name, _, tag = ref.rpartition(":")
+    repository = name if name and "/" not in tag else ref
+    return f"{repository.split('@')[0]}@{digest}"
+
+
 # ---- building --------------------------------------------------------------------------------
 
 
@@ -358,9 +365,7 @@ class _Builder:
             )
             if done.returncode != 0:
                 raise ImageBuildError(f"compiling {source} failed:\n{done.stderr}")
-            container = self.buildah.run(["from", "--quiet", "scratch"], check_output=True)
-            container = container.strip()
-            try:
+            with self.buildah.container("scratch") as container:
                 self.buildah.run(["copy", "--chmod", "0755", container, str(binary), "/pause"])
                 self.buildah.run(
                     [
@@ -375,9 +380,6 @@ class _Builder:
                     ]
                 )
                 self.buildah.commit(container, PAUSE_REF)
-            except BaseException:
-                self.buildah.run(["rm", container])
-                raise
         return self.archive("pause", PAUSE_REF, key, started)
 
 
@@ -481,10 +483,11 @@ def load_into_containerd(
     snapshotter: str | None = None,
 ) -> dict[str, str]:
     """Import the archives into the containerd at `address` (the kubelet's namespace by
-    default); returns each image's reference -> its manifest digest there.
+    default); returns each image's reference -> the same image by digest (`repo@sha256:...`).
 
-    Pods name the images by reference (`BuiltImage.ref`) with imagePullPolicy IfNotPresent
-    or Never: no registry serves them.
+    Pods name the images by either reference with imagePullPolicy IfNotPresent or Never: no
+    registry serves them. The digest name is created here (an import names images by tag
+    only), so the kubelet's runtime finds a digest reference locally as well.
     """
     base = [str(ctr), "--address", address, "--namespace", namespace]
     wanted = list(images)
@@ -492,18 +495,20 @@ def load_into_containerd(
         command = [*base, "images", "import"]
         if snapshotter:
             command += ["--snapshotter", snapshotter]
-        done = subprocess.run(
-            [*command, str(image.archive)], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise ImageBuildError(
-                f"importing {image.archive} into {address} failed:\n{done.stderr.strip()}"
-            )
-    listed = subprocess.run([*base, "images", "ls"], capture_output=True, text=True, check=False)
-    if listed.returncode != 0:
-        raise ImageBuildError(f"listing images in {address} failed:\n{listed.stderr.strip()}")
-    digests = containerd_digests(listed.stdout)
+        _ctr([*command, str(image.archive)], f"importing {image.archive} into {address}")
+    digests = containerd_digests(_ctr([*base, "images", "ls"], f"listing images in {address}"))
     absent = [image.ref for image in wanted if image.ref not in digests]
     if absent:
         raise ImageBuildError(f"containerd at {address} lacks {', '.join(absent)} after import")
-    return {image.ref: digests[image.ref] for image in wanted}
+    by_digest = {image.ref: digest_reference(image.ref, digests[image.ref]) for image in wanted}
+    for ref, pinned in by_digest.items():
+        if digests.get(pinned) != digests[ref]:
+            _ctr([*base, "images", "tag", "--force", ref, pinned], f"naming {pinned}")
+    return by_digest
+
+
+def _ctr(command: Sequence[str], what: str) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ImageBuildError(f"{what} failed:\n{done.stderr.strip()}")
+    return done.stdout
