@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
+import subprocess
 import tarfile
 import textwrap
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -111,6 +115,12 @@ def test_runtime_image_runs_the_cli_with_its_compiled_feed_modules(
     # The compiler and Python's headers stayed in the build stage.
     assert runtime("bash", "-c", "command -v gcc cc || echo none").strip() == "none"
     assert runtime("bash", "-c", "ls /usr/include/python3* 2>/dev/null || echo none") == "none\n"
+    # Nothing of the build's own settings (pip's, the CA bundle mount) stayed behind.
+    assert (
+        runtime("bash", "-c", "ls -A /mnt; ls /etc/pip.conf 2>&1 || true")
+        .strip()
+        .endswith("No such file or directory")
+    )
 
 
 def test_spark_image_is_a_complete_spark(
@@ -184,3 +194,77 @@ def test_pause_image_is_one_static_program(
         with tarfile.open(fileobj=layer) as files:
             names = [m.name.lstrip("./") for m in files.getmembers() if m.isfile()]
     assert names == ["pause"]
+
+
+def containerd_binaries() -> Path | None:
+    """A directory with containerd and ctr: $QUANTCORE_CONTAINERD_BIN, else a build of the
+    test ground's in the cache."""
+    configured = os.environ.get("QUANTCORE_CONTAINERD_BIN")
+    candidates = [Path(configured)] if configured else []
+    candidates += sorted(versions.cache_root().glob("containerd-v*/bin"), reverse=True)
+    for directory in candidates:
+        if (directory / "containerd").is_file() and (directory / "ctr").is_file():
+            return directory
+    return None
+
+
+@pytest.fixture
+def containerd(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A throwaway containerd (no CRI, no registry) on a socket in tmp_path: (ctr, address)."""
+    binaries = containerd_binaries()
+    if binaries is None:
+        pytest.skip("no containerd build (set QUANTCORE_CONTAINERD_BIN)")
+    address = str(tmp_path / "containerd.sock")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            version = 3
+            root = "{tmp_path / "root"}"
+            state = "{tmp_path / "state"}"
+            disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
+              "io.containerd.cri.v1.images"]
+            [grpc]
+              address = "{address}"
+            [ttrpc]
+              address = "{address}.ttrpc"
+            """
+        )
+    )
+    log = (tmp_path / "containerd.log").open("w")
+    daemon = subprocess.Popen(
+        [binaries / "containerd", "--config", config], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(
+            [binaries / "ctr", "--address", address, "version"], capture_output=True, check=False
+        ).returncode:
+            assert daemon.poll() is None, (tmp_path / "containerd.log").read_text()
+            assert time.monotonic() < deadline, "containerd did not answer within 60 s"
+            time.sleep(0.2)
+        yield binaries / "ctr", address
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        log.close()
+
+
+def test_archives_load_into_containerd_by_tag_and_digest(
+    built: dict[str, images.BuiltImage], containerd: tuple[Path, str]
+) -> None:
+    ctr, address = containerd
+    pause = built["pause"]
+    loaded = images.load_into_containerd(ctr, address, [pause])
+    pinned = loaded[pause.ref]
+    assert pinned.startswith("localhost/quantcore/pause@sha256:")
+    listing = subprocess.run(
+        [ctr, "--address", address, "-n", "k8s.io", "images", "ls"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    digests = images.containerd_digests(listing)
+    assert digests[pause.ref] == digests[pinned] == pinned.split("@")[1]
+    # A second load of the same archive changes nothing.
+    assert images.load_into_containerd(ctr, address, [pause]) == loaded

@@ -3,6 +3,7 @@ pip settings a build inherits, the chart's image names, go.mod replaces, ctr's l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -104,16 +105,21 @@ def test_pip_settings_prefer_the_environment() -> None:
     )
     settings = images.pip_settings(listed)
     assert settings["index-url"] == "https://env.invalid/simple"
-    conf = images.pip_conf(settings, cert="/ca.crt", find_links="/wheels")
-    lines = conf.splitlines()
-    assert lines[0] == "[global]"
-    assert "index-url = https://env.invalid/simple" in lines
-    assert "default-timeout = 180" in lines
     # The host's own paths never reach the build: the mounted bundle and wheels replace them.
-    assert "cert = /ca.crt" in lines
-    assert "find-links = /wheels" in lines
-    assert "/opt/wheels" not in conf
-    assert "find-links" not in images.pip_conf({}, cert="/ca.crt", find_links=None)
+    assert images.pip_build_args(settings, cert="/ca.crt", find_links="/wheels") == {
+        "PIP_INDEX_URL": "https://env.invalid/simple",
+        "PIP_DEFAULT_TIMEOUT": "180",
+        "PIP_CERT": "/ca.crt",
+        "PIP_FIND_LINKS": "/wheels",
+    }
+    assert images.pip_build_args({}, cert="/ca.crt", find_links=None) == {"PIP_CERT": "/ca.crt"}
+
+
+def test_every_forwarded_pip_setting_is_a_build_stage_arg() -> None:
+    for name in ("runtime", "spark"):
+        text = (ROOT / "images" / f"Dockerfile.{name}").read_text()
+        declared = set(re.findall(r"^ARG (PIP_\w+)$", text, re.M))
+        assert {*images.FORWARDED_PIP_SETTINGS.values(), "PIP_CERT", "PIP_FIND_LINKS"} <= declared
 
 
 def test_chart_image_refs_are_the_charts_defaults() -> None:
@@ -162,3 +168,16 @@ def test_same_path_replaces_of_a_gomod() -> None:
 def test_replaces_a_wrapper_cannot_carry_are_refused(line: str) -> None:
     with pytest.raises(BuildError, match="unsupported replace"):
         same_path_replaces(f"module m\n\nreplace {line}\n")
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("registry.invalid/a/b:1.0", "registry.invalid/a/b@sha256:ab"),
+        ("localhost:5000/pause:1", "localhost:5000/pause@sha256:ab"),
+        ("localhost:5000/pause", "localhost:5000/pause@sha256:ab"),
+        ("pause@sha256:00", "pause@sha256:ab"),
+    ],
+)
+def test_digest_reference_replaces_the_tag(ref: str, expected: str) -> None:
+    assert images.digest_reference(ref, "sha256:ab") == expected

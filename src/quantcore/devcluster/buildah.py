@@ -105,7 +105,7 @@ class Buildah:
         return self.run([*args, container, "--", *command], check_output=True)
 
     def commit(self, container: str, ref: str) -> None:
-        self.run(["commit", "--format", "docker", "--rm", "-q", container, ref])
+        self.run(["commit", "--format", "docker", "-q", container, ref])
 
     def push_archive(self, ref: str, archive: Path) -> None:
         """`ref` as a docker-archive tar at `archive` (written beside, then renamed)."""

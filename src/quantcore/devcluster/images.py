@@ -36,20 +36,18 @@ from quantcore.devservices.cache import cache_lock
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "quantcore"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-# Paths inside build containers; mounted for RUN steps only, never committed.
+# Mounted for RUN steps only, at paths every final base already has (a mount point the base
+# lacks would stay behind in the image as an empty file or directory).
 BUILD_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-BUILD_PIP_CONF = "/etc/pip.conf"
-BUILD_WHEELS = "/var/cache/quantcore-wheels"
-# pip settings a build inherits from this machine (the index it may be told to use, timeouts).
-FORWARDED_PIP_SETTINGS = (
-    "index-url",
-    "extra-index-url",
-    "trusted-host",
-    "timeout",
-    "default-timeout",
-    "retries",
-    "proxy",
-)
+BUILD_WHEELS = "/mnt"
+# pip settings a build inherits from this machine, passed as the build stages' PIP_* ARGs.
+FORWARDED_PIP_SETTINGS = {
+    "index-url": "PIP_INDEX_URL",
+    "extra-index-url": "PIP_EXTRA_INDEX_URL",
+    "trusted-host": "PIP_TRUSTED_HOST",
+    "timeout": "PIP_DEFAULT_TIMEOUT",
+    "default-timeout": "PIP_DEFAULT_TIMEOUT",
+}
 PAUSE_REF = "localhost/quantcore/pause:1"
 SPARK_OPERATOR_REPOSITORY = "localhost/quantcore/spark-operator"
 SPARK_UID = "185:185"
@@ -123,17 +121,21 @@ def pip_settings(config_list: str) -> dict[str, str]:
     return {**settings, **env}
 
 
-def pip_conf(settings: Mapping[str, str], *, cert: str, find_links: str | None) -> str:
-    """The pip.conf mounted into build steps: this machine's index settings, its CA bundle
-    (HTTPS may pass a proxy with its own CA) and, if given, a directory of prebuilt wheels."""
-    lines = ["[global]"]
-    for key in FORWARDED_PIP_SETTINGS:
-        if key in settings:
-            lines.append(f"{key} = {settings[key]}")
-    lines.append(f"cert = {cert}")
+def pip_build_args(
+    settings: Mapping[str, str], *, cert: str, find_links: str | None
+) -> dict[str, str]:
+    """The PIP_* build arguments of a build: this machine's index settings, its CA bundle (HTTPS
+    may pass a proxy with its own CA) and, if given, a directory of prebuilt wheels. Host paths
+    (a find-links directory of its own) stay out."""
+    args = {
+        FORWARDED_PIP_SETTINGS[key]: value
+        for key, value in settings.items()
+        if key in FORWARDED_PIP_SETTINGS
+    }
+    args["PIP_CERT"] = cert
     if find_links:
-        lines.append(f"find-links = {find_links}")
-    return "\n".join(lines) + "\n"
+        args["PIP_FIND_LINKS"] = find_links
+    return args
 
 
 def chart_image_refs(values: str, chart: str) -> dict[str, str]:
@@ -156,6 +158,13 @@ def containerd_digests(images_ls: str) -> dict[str, str]:
         if len(words) >= 3 and words[2].startswith("sha256:"):
             digests[words[0]] = words[2]
     return digests
+
+
+def digest_reference(ref: str, digest: str) -> str:
+    """`registry.invalid/a/b:1.0` + `sha256:...` -> `registry.invalid/a/b@sha256:...`."""
+    name, _, tag = ref.rpartition(":")
+    repository = name if name and "/" not in tag else ref
+    return f"{repository.split('@')[0]}@{digest}"
 
 
 # ---- building --------------------------------------------------------------------------------
@@ -270,23 +279,24 @@ class _Builder:
                 target = context / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / relative, target)
-            conf = Path(tmp) / "pip.conf"
-            conf.write_text(
-                pip_conf(
-                    _host_pip_settings(),
-                    cert=BUILD_CA_BUNDLE,
-                    find_links=BUILD_WHEELS if wheels else None,
-                )
-            )
-            volumes = [f"{HOST_CA_BUNDLE}:{BUILD_CA_BUNDLE}:ro", f"{conf}:{BUILD_PIP_CONF}:ro"]
+            # The Dockerfile text that was hashed, beside the context rather than in it.
+            hashed_dockerfile = Path(tmp) / dockerfile.name
+            hashed_dockerfile.write_text(text)
+            volumes = [f"{HOST_CA_BUNDLE}:{BUILD_CA_BUNDLE}:ro"]
             if wheels is not None:
                 volumes.append(f"{wheels}:{BUILD_WHEELS}:ro")
+            pip_args = pip_build_args(
+                _host_pip_settings(),
+                cert=BUILD_CA_BUNDLE,
+                find_links=BUILD_WHEELS if wheels else None,
+            )
             try:
                 self.buildah.bud(
-                    dockerfile=context / "images" / dockerfile.name,
+                    dockerfile=hashed_dockerfile,
                     context=context,
                     ref=ref,
-                    build_args=build_args,
+                    # Network settings only: not part of the content key.
+                    build_args={**build_args, **pip_args},
                     build_contexts=build_contexts or {},
                     volumes=volumes,
                 )
@@ -355,9 +365,7 @@ class _Builder:
             )
             if done.returncode != 0:
                 raise ImageBuildError(f"compiling {source} failed:\n{done.stderr}")
-            container = self.buildah.run(["from", "--quiet", "scratch"], check_output=True)
-            container = container.strip()
-            try:
+            with self.buildah.container("scratch") as container:
                 self.buildah.run(["copy", "--chmod", "0755", container, str(binary), "/pause"])
                 self.buildah.run(
                     [
@@ -372,9 +380,6 @@ class _Builder:
                     ]
                 )
                 self.buildah.commit(container, PAUSE_REF)
-            except BaseException:
-                self.buildah.run(["rm", container])
-                raise
         return self.archive("pause", PAUSE_REF, key, started)
 
 
@@ -478,10 +483,11 @@ def load_into_containerd(
     snapshotter: str | None = None,
 ) -> dict[str, str]:
     """Import the archives into the containerd at `address` (the kubelet's namespace by
-    default); returns each image's reference -> its manifest digest there.
+    default); returns each image's reference -> the same image by digest (`repo@sha256:...`).
 
-    Pods name the images by reference (`BuiltImage.ref`) with imagePullPolicy IfNotPresent
-    or Never: no registry serves them.
+    Pods name the images by either reference with imagePullPolicy IfNotPresent or Never: no
+    registry serves them. The digest name is created here (an import names images by tag
+    only), so the kubelet's runtime finds a digest reference locally as well.
     """
     base = [str(ctr), "--address", address, "--namespace", namespace]
     wanted = list(images)
@@ -489,18 +495,20 @@ def load_into_containerd(
         command = [*base, "images", "import"]
         if snapshotter:
             command += ["--snapshotter", snapshotter]
-        done = subprocess.run(
-            [*command, str(image.archive)], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise ImageBuildError(
-                f"importing {image.archive} into {address} failed:\n{done.stderr.strip()}"
-            )
-    listed = subprocess.run([*base, "images", "ls"], capture_output=True, text=True, check=False)
-    if listed.returncode != 0:
-        raise ImageBuildError(f"listing images in {address} failed:\n{listed.stderr.strip()}")
-    digests = containerd_digests(listed.stdout)
+        _ctr([*command, str(image.archive)], f"importing {image.archive} into {address}")
+    digests = containerd_digests(_ctr([*base, "images", "ls"], f"listing images in {address}"))
     absent = [image.ref for image in wanted if image.ref not in digests]
     if absent:
         raise ImageBuildError(f"containerd at {address} lacks {', '.join(absent)} after import")
-    return {image.ref: digests[image.ref] for image in wanted}
+    by_digest = {image.ref: digest_reference(image.ref, digests[image.ref]) for image in wanted}
+    for ref, pinned in by_digest.items():
+        if digests.get(pinned) != digests[ref]:
+            _ctr([*base, "images", "tag", "--force", ref, pinned], f"naming {pinned}")
+    return by_digest
+
+
+def _ctr(command: Sequence[str], what: str) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ImageBuildError(f"{what} failed:\n{done.stderr.strip()}")
+    return done.stdout

@@ -133,8 +133,7 @@ def ensure_base(buildah: Buildah, base: Base, work: Path, mirror: str) -> str:
 
 
 def _import(buildah: Buildah, rootfs: Path, ref: str) -> None:
-    container = buildah.run(["from", "--quiet", "scratch"], check_output=True).strip()
-    try:
+    with buildah.container("scratch") as container:
         mountpoint = buildah.run(["mount", container], check_output=True).strip()
         # tar keeps owners, modes and special files as debootstrap made them.
         pack = subprocess.Popen(
@@ -148,15 +147,12 @@ def _import(buildah: Buildah, rootfs: Path, ref: str) -> None:
         )
         if pack.stdout is not None:
             pack.stdout.close()
+        buildah.run(["umount", container])
         if pack.wait() != 0 or unpack.returncode != 0:
             raise RootfsError(f"copying {rootfs} into the image failed: {unpack.stderr!r}")
-        buildah.run(["umount", container])
         env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         buildah.run(["config", "--env", env, "--cmd", "/bin/bash", container])
         buildah.commit(container, ref)
-    except BaseException:
-        buildah.run(["rm", container])
-        raise
 
 
 def _empty(path: Path) -> None:
