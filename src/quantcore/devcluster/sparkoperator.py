@@ -9,6 +9,7 @@ binaries.py uses for Kubernetes).
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -94,3 +95,61 @@ def ensure_spark_operator() -> Path:
         _promote(staged, root / "bin")
         _record_build_time(root, "spark-operator", started)
     return binary
+
+
+# ---- the release: upstream's own chart, installed by helm into a test-ground cluster --------
+
+RELEASE = "spark-operator"
+NAMESPACE = "spark-operator"
+
+
+class ReleaseError(RuntimeError):
+    """helm could not install the release; the message carries helm's output."""
+
+
+def chart_dir() -> Path:
+    """Upstream's Helm chart at the pinned version, from the same module download."""
+    info = _go_json(
+        ["mod", "download", "-json", f"{MODULE}@{versions.SPARK_OPERATOR}"], cwd=operator_dir()
+    )
+    chart = Path(info["Dir"]) / "charts" / "spark-operator-chart"
+    if not (chart / "Chart.yaml").exists():
+        raise BuildError(f"{MODULE}@{versions.SPARK_OPERATOR} has no chart at {chart}")
+    return chart
+
+
+def chart_values(image_ref: str) -> list[str]:
+    """helm --set arguments: our locally built image (no registry serves it), every namespace
+    watched, one replica without leader election, and no webhook: SparkApplications in this
+    version give their driver and executor pods a template for what Spark's own settings
+    cannot say (security context, ConfigMap volumes), so no pod needs mutating."""
+    name, _, tag = image_ref.rpartition(":")
+    registry, _, repository = name.partition("/")
+    if not (registry and repository and tag):
+        raise ValueError(f"image reference {image_ref!r} is not registry/repository:tag")
+    return [
+        *("--set", f"image.registry={registry}"),
+        *("--set", f"image.repository={repository}"),
+        *("--set", f"image.tag={tag}"),
+        *("--set", "image.pullPolicy=Never"),
+        *("--set", "webhook.enable=false"),
+        *("--set-json", 'spark.jobNamespaces=[""]'),
+        *("--set", "controller.leaderElection.enable=false"),
+        *("--set", "controller.uiService.enable=false"),
+    ]
+
+
+def install(kubeconfig: Path, helm: Path, image_ref: str, *, timeout: str = "180s") -> None:
+    """Installs (or upgrades) the release and waits until its controller is Available. The
+    SparkApplication CRD is the test ground's (crds.py), so the chart's copy is skipped."""
+    command = [
+        str(helm),
+        *("upgrade", "--install", RELEASE, str(chart_dir())),
+        *("--namespace", NAMESPACE, "--create-namespace", "--skip-crds"),
+        f"--kubeconfig={kubeconfig}",
+        *chart_values(image_ref),
+        *("--wait", "--timeout", timeout),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ReleaseError(f"helm install of the spark-operator failed:\n{done.stderr.strip()}")
