@@ -24,6 +24,9 @@ FIELD_MANAGER = "quantcore-devcluster"
 SOURCES: dict[str, tuple[str, ...]] = {
     f"github.com/kubeflow/spark-operator/v2@{versions.SPARK_OPERATOR}": (
         "config/crd/bases/sparkoperator.k8s.io_sparkapplications.yaml",
+        # The controller refuses to start unless every kind it serves is known.
+        "config/crd/bases/sparkoperator.k8s.io_scheduledsparkapplications.yaml",
+        "config/crd/bases/sparkoperator.k8s.io_sparkconnects.yaml",
     ),
     f"github.com/prometheus-operator/prometheus-operator@{versions.PROMETHEUS_OPERATOR}": (
         "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",

@@ -12,6 +12,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from quantcore.devcluster import versions
 from quantcore.devcluster.binaries import (
@@ -153,3 +154,50 @@ def install(kubeconfig: Path, helm: Path, image_ref: str, *, timeout: str = "180
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ReleaseError(f"helm install of the spark-operator failed:\n{done.stderr.strip()}")
+    _grant_network_policies(kubeconfig)
+
+
+def network_policy_rbac() -> list[dict[str, Any]]:
+    """spark-submit in Spark 4.2 applies a NetworkPolicy beside every driver, which the
+    chart's RBAC for the controller (v2.4.0) does not allow: submissions fail with 403."""
+    name = "spark-operator-controller-networkpolicies"
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["networkpolicies"],
+                    "verbs": ["create", "get", "list", "watch", "patch", "update", "delete"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": f"{RELEASE}-controller", "namespace": NAMESPACE}
+            ],
+        },
+    ]
+
+
+def _grant_network_policies(kubeconfig: Path) -> None:
+    from kubernetes import dynamic
+    from kubernetes.config import new_client_from_config
+
+    with new_client_from_config(config_file=str(kubeconfig)) as api:
+        resources = dynamic.DynamicClient(api).resources
+        for manifest in network_policy_rbac():
+            kind = resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+            kind.server_side_apply(
+                body=manifest, field_manager="quantcore-devcluster", force_conflicts=True
+            )
