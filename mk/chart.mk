@@ -31,7 +31,7 @@ chart-render: helm
 	  --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true > $(CHART_RENDER)/all.yaml
 
 checkov: $(CHECKOV)
-$(CHECKOV):
+$(CHECKOV): | cache
 	rm -rf $(CHECKOV_HOME)
 	$(PYTHON) -m venv $(CHECKOV_HOME)
 	$(CHECKOV_HOME)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", type=Path, default=Path(".dev/kubeconfig"))
     args = parser.parse_args(argv)
 
+    from quantcore import ownership
     from quantcore.devcluster import binaries, controlplane, crds
 
     if args.action == "build":
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     built = binaries.ensure_all()
     crd_paths = crds.third_party_crd_paths()
     started = time.monotonic()
-    plane = controlplane.start(args.dir, built, kubeconfig_path=args.kubeconfig.absolute())
+    try:
+        plane = controlplane.start(args.dir, built, kubeconfig_path=args.kubeconfig.absolute())
+    except ownership.NotOurs as refused:
+        print(refused, file=sys.stderr)
+        return 2
     ready = time.monotonic() - started
 
     from kubernetes.config import new_client_from_config

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -21,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantcore import ownership
 from quantcore.devcluster import certs, kubeconfig
 from quantcore.devcluster.binaries import Binaries
 
@@ -74,10 +74,9 @@ def start(
     `die_with_parent` ties the processes to the calling process (a pytest session), so a
     killed test run leaves nothing behind; `make cluster-up` leaves them running instead.
     """
-    if directory.exists():
-        stop(directory)
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    ownership.claim(directory, "--dir (make: CLUSTER_DIR=)")  # refuses what is not ours
+    stop(directory)
+    ownership.clear(directory)
     pki = certs.create(directory / "pki", service_ip=SERVICE_IP)
     etcd_port, etcd_peer_port, api_port, kcm_port = _free_ports(4)
     server = f"https://127.0.0.1:{api_port}"
@@ -204,7 +203,7 @@ def start(
 def stop(directory: Path) -> bool:
     """Stops the control plane recorded in `directory`; False when none was recorded."""
     state_file = directory / STATE_FILE
-    if not state_file.exists():
+    if not ownership.is_ours(directory) or not state_file.exists():
         return False
     state = json.loads(state_file.read_text())
     _terminate(state["pids"])
