@@ -1,8 +1,8 @@
 """What quantcore may delete or overwrite: only what it created.
 
-A directory is quantcore's when it holds `MARKER`, written when quantcore creates the directory
-or takes an empty one. Only then are its contents ever deleted, and deleting them never
-follows a symbolic link out of it. A non-empty directory without the marker is refused with
+A directory is quantcore's when it, or a directory it really sits in (links resolved), holds
+`MARKER`, written when quantcore creates the directory or takes an empty one. Only then are
+its contents ever deleted, and deleting them never follows a symbolic link out of it. A non-empty directory without the marker is refused with
 an error naming it and the option that chooses another.
 
 A file written at a path the user names (a recording, a kubeconfig) is a `FileBeside`: it is
@@ -34,7 +34,13 @@ class NotOurs(RuntimeError):
 
 
 def is_ours(directory: Path) -> bool:
-    """True when `directory` holds the marker as a regular file (not a link to one)."""
+    """True when `directory` or one it sits in holds the marker as a regular file (not a link
+    to one). Links are resolved first: a link inside our directory to a user's is not ours."""
+    real = directory.resolve()
+    return any(_marked(d) for d in (real, *real.parents))
+
+
+def _marked(directory: Path) -> bool:
     try:
         return stat.S_ISREG(os.lstat(directory / MARKER).st_mode)
     except OSError:
@@ -59,9 +65,8 @@ def claim(directory: Path, option: str) -> Path:
                 f"it is not empty and holds no {MARKER} file, so quantcore did not create it",
                 f"Choose another directory with {option}.",
             ) from None
-    marker = directory / MARKER
-    if not is_ours(directory):
-        marker.write_text(MARKER_TEXT)
+    if not _marked(directory):
+        (directory / MARKER).write_text(MARKER_TEXT)
     return directory
 
 
@@ -137,13 +142,15 @@ class FileBeside:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m quantcore.ownership claim DIR OPTION | remove DIR`, for Makefile recipes.
+    """`python -m quantcore.ownership claim|fresh DIR OPTION | remove DIR`, for Makefile recipes.
 
     Standard library only, so it runs (PYTHONPATH=src) before the virtualenv exists.
     """
     try:
         if argv[:1] == ["claim"] and len(argv) == 3:
             claim(Path(argv[1]), argv[2])
+        elif argv[:1] == ["fresh"] and len(argv) == 3:
+            fresh(Path(argv[1]), argv[2])
         elif argv[:1] == ["remove"] and len(argv) == 2:
             remove(Path(argv[1]))
         else:

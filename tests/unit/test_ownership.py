@@ -63,6 +63,20 @@ def test_a_linked_marker_does_not_make_a_directory_ours(tmp_path: Path) -> None:
     assert (directory / "thesis.tex").exists()
 
 
+def test_what_sits_in_our_directory_is_ours_but_not_through_a_link(tmp_path: Path) -> None:
+    cache = ownership.claim(tmp_path / "cache", "QUANTCORE_CACHE")
+    entry = cache / "tools" / "checkov"
+    entry.mkdir(parents=True)
+    (entry / "half-built").write_text("")
+    ownership.fresh(entry, "CHECKOV_HOME=")  # made by an earlier version, inside our cache
+    assert sorted(p.name for p in entry.iterdir()) == [MARKER]
+    outside = foreign(tmp_path / "outside")
+    (cache / "link").symlink_to(outside)
+    with pytest.raises(NotOurs):
+        ownership.fresh(cache / "link", "--dir")
+    assert sorted(p.name for p in outside.iterdir()) == ["thesis.tex"]
+
+
 def test_fresh_empties_our_directory_without_following_links_out(tmp_path: Path) -> None:
     outside = foreign(tmp_path / "outside")
     directory = ownership.claim(tmp_path / "run", "--dir")
