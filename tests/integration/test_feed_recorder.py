@@ -79,13 +79,16 @@ def assert_complete(out: Path, stdout: str) -> None:
     assert not list(out.parent.glob(f".{out.name}.*.partial"))
 
 
-def test_sigterm_keeps_a_complete_recording_in_place_of_the_forced_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_keeps_a_complete_recording_in_place_of_the_forced_one(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     out = tmp_path / "recorded.gz"
     out.write_bytes(b"an old recording, replaced on purpose")
     with ReplayProcess([BTC, ETH], tmp_path, speed=5) as replay:
         recorder = start_recording(out, replay, "--force")
         assert out.read_bytes() == b"an old recording, replaced on purpose"  # until complete
-        recorder.send_signal(signal.SIGTERM)
+        recorder.send_signal(stop)
         stdout, stderr = recorder.communicate(timeout=60)
     assert recorder.returncode == 0, stderr
     assert_complete(out, stdout)
