@@ -25,14 +25,14 @@ chart-lint: helm
 
 # Everything the chart can create, rendered to $(CHART_RENDER)/all.yaml for scanners.
 chart-render: helm
-	mkdir -p $(CHART_RENDER)
+	$(OWNERSHIP) claim $(CHART_RENDER) CHART_RENDER=
 	$(HELM_BIN) template quantcore $(CHART) --namespace quantcore --include-crds \
 	  --kube-version $(KUBE_VERSION) \
 	  --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true > $(CHART_RENDER)/all.yaml
 
 checkov: $(CHECKOV)
-$(CHECKOV):
-	rm -rf $(CHECKOV_HOME)
+$(CHECKOV): | cache
+	$(OWNERSHIP) fresh $(CHECKOV_HOME) CHECKOV_HOME=
 	$(PYTHON) -m venv $(CHECKOV_HOME)
 	$(CHECKOV_HOME)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
 

@@ -18,7 +18,7 @@ TF_PROVIDER_FREE := infra/modules/chart-values
 .PHONY: infra-terraform infra-fmt infra-validate infra-checkov infra-check
 
 infra-terraform: $(TF)
-$(TF):
+$(TF): | cache
 	mkdir -p $(TF_HOME)/bin
 	@if command -v terraform >/dev/null && \
 	    [ "$$(terraform version -json 2>/dev/null | sed -n 's/.*"terraform_version": *"\([^"]*\)".*/\1/p')" = "$(TERRAFORM_VERSION)" ]; then \
@@ -28,7 +28,7 @@ $(TF):
 	  GOBIN=$(TF_HOME)/bin nice -n 10 go install github.com/hashicorp/terraform@v$(TERRAFORM_VERSION); \
 	fi
 
-$(TF_CLI_CONFIG):
+$(TF_CLI_CONFIG): | cache
 	mkdir -p $(dir $@)
 	printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$(TF_MIRROR)" > $@
 
@@ -37,9 +37,9 @@ infra-fmt: $(TF) $(TF_CLI_CONFIG)
 
 # Validated in copies under the cache, so `terraform init` leaves no .terraform/ or lock file
 # in the work tree.
-infra-validate: $(TF) $(TF_CLI_CONFIG)
+infra-validate: $(TF) $(TF_CLI_CONFIG) cache
 	@for dir in $(TF_PROVIDER_FREE); do \
-	  work=$(TF_WORK)/$$(basename $$dir); rm -rf $$work && mkdir -p $$work && cp -r $$dir/. $$work/ && \
+	  work=$(TF_WORK)/$$(basename $$dir); $(OWNERSHIP) fresh $$work TF_WORK= && cp -r $$dir/. $$work/ && \
 	  (cd $$work && export TF_CLI_CONFIG_FILE=$(TF_CLI_CONFIG) TF_IN_AUTOMATION=1 && \
 	   $(TF) init -backend=false -input=false -no-color >init.log 2>&1 || { cat init.log; exit 1; }; \
 	   echo "terraform validate $$dir:"; $(TF) validate -no-color) || exit 1; \
@@ -49,7 +49,7 @@ infra-validate: $(TF) $(TF_CLI_CONFIG)
 	  echo "  (the registries this machine reaches do not serve them; fmt, checkov and the module above still gate)" >&2; \
 	  exit $$(( $(INFRA_REQUIRE_PROVIDERS) ? 1 : 0 )); \
 	fi; \
-	rm -rf $(TF_WORK)/root && mkdir -p $(TF_WORK)/root && \
+	$(OWNERSHIP) fresh $(TF_WORK)/root TF_WORK= && \
 	cp -r infra/*.tf infra/modules $(TF_WORK)/root/ && cd $(TF_WORK)/root && \
 	export TF_CLI_CONFIG_FILE=$(TF_CLI_CONFIG) TF_IN_AUTOMATION=1 && \
 	$(TF) init -backend=false -input=false -no-color >init.log 2>&1 || { cat init.log; exit 1; } && \

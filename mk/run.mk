@@ -11,7 +11,7 @@ run: setup services-deps services-jars
 	$(BIN)/quantcore up $(UP_ARGS)
 
 grpcurl: $(GRPCURL)
-$(GRPCURL):
+$(GRPCURL): | cache
 	GOBIN=$(dir $@) nice -n 10 go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 TEST_PREREQS += grpcurl

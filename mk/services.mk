@@ -1,6 +1,6 @@
 # Local Kafka, Redis and Spark (quantcore.devservices). Jars are resolved with mvn into
 # $(QUANTCORE_CACHE), keyed by version; system packages come from apt-get when missing.
-SERVICES_DIR ?= .dev
+SERVICES_DIR ?= .dev/services
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: services-deps services-jars services-up services-down services-status

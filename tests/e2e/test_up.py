@@ -150,7 +150,24 @@ def book_records(
     return found
 
 
+def previous_run(directory: Path) -> Path:
+    """`directory` as an earlier `quantcore up` left it (that one found nothing to replay),
+    with a stale log; returns the stale log."""
+    earlier = subprocess.run(
+        [sys.executable, "-m", "quantcore.cli", "up", "--source", "replay", "--no-view",
+         "--recordings", "/nonexistent", "--dir", str(directory)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert "no recordings" in earlier.stderr, earlier.stderr
+    stale = directory / "logs" / "serve.log"
+    stale.parent.mkdir()
+    stale.write_text("listening on a port of the previous run\n")
+    return stale
+
+
 def test_up_replay_serves_reference_values_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    # A second `up` on its own previous directory starts cleanly, from an emptied directory.
+    stale = previous_run(tmp_path / "up")
     argv = [sys.executable, "-m", "quantcore.cli", "up", "--source", "replay", "--no-view"]
     argv += ["--port", "0", "--dir", str(tmp_path / "up"), "--symbols", *SYMBOLS]
     proc = subprocess.Popen(
@@ -165,6 +182,7 @@ def test_up_replay_serves_reference_values_and_ctrl_c_stops_everything(tmp_path:
         ready = out.wait_for(READY, proc, timeout=900)
         target, bootstrap = ready.group(1).rstrip(","), ready.group(2).rstrip(",")
         assert "source: REPLAY" in out.text()
+        assert "previous run" not in stale.read_text()
 
         updates = asyncio.run(collect(target, per_symbol=40))
         books = [u for u in updates if u.WhichOneof("body") == "book"]

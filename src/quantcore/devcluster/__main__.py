@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from quantcore.devcluster import binaries, cluster, crds, images
+    from quantcore import ownership
+    from quantcore.devcluster import binaries, cluster, crds, images, kubeconfig
 
     if args.action == "images":
         started = time.monotonic()
@@ -56,17 +57,27 @@ def main(argv: list[str] | None = None) -> int:
         print("cluster stopped" if stopped else f"no cluster recorded in {args.dir}")
         return 0
 
+    try:  # refused before anything is built or started
+        ownership.claim(args.dir, "--dir (make: CLUSTER_DIR=)")
+        kubeconfig.check_writable(args.kubeconfig.absolute())
+    except ownership.NotOurs as refused:
+        print(refused, file=sys.stderr)
+        return 2
     crd_paths = crds.third_party_crd_paths()
     node_images: list[images.BuiltImage] = []
     if not args.no_node:
         node_images = list(images.build_all().values())
     started = time.monotonic()
-    running = cluster.start(
-        args.dir,
-        with_node=not args.no_node,
-        kubeconfig_path=args.kubeconfig.absolute(),
-        images=node_images,
-    )
+    try:
+        running = cluster.start(
+            args.dir,
+            with_node=not args.no_node,
+            kubeconfig_path=args.kubeconfig.absolute(),
+            images=node_images,
+        )
+    except ownership.NotOurs as refused:
+        print(refused, file=sys.stderr)
+        return 2
     ready = time.monotonic() - started
 
     from kubernetes.config import new_client_from_config

@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import new_client_from_config
 
+from quantcore import ownership
 from quantcore.devcluster import (
     binaries,
     cgroups,
@@ -71,10 +72,10 @@ def start(
     if not sandbox:
         raise ClusterError(f"a node needs the {PAUSE_IMAGE!r} image among its images")
     node_binaries = binaries.ensure_node()
+    ownership.claim(directory, "--dir (make: CLUSTER_DIR=)")  # refuses what is not ours
     stop(directory)
     # A fresh cluster: the previous run's etcd data, certificates and node state go.
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    ownership.clear(directory)
     paths = node.NodePaths(directory / "node")
     namespace = netns.create(paths.root, log_dir=paths.logs)
     cgroup_name = f"quantcore-{namespace.net_inode}"
@@ -120,9 +121,10 @@ def start(
 
 
 def stop(directory: Path) -> bool:
-    """Stops whatever cluster `directory` records; False when it records none."""
+    """Stops whatever cluster `directory` records; False when it records none, or when the
+    directory is not the project's (ownership.py)."""
     state_file = directory / NODE_STATE
-    if not state_file.exists():
+    if not state_file.exists() or not ownership.is_ours(directory):
         return controlplane.stop(directory)
     state = json.loads(state_file.read_text())
     namespace = netns.NodeNamespace(state["holder"], state["net_inode"])

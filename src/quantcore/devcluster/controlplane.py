@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -24,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantcore import ownership
 from quantcore.devcluster import certs, kubeconfig, nodeconfig
 from quantcore.devcluster.binaries import Binaries
 from quantcore.devcluster.netns import NodeNamespace
@@ -93,10 +93,10 @@ def start(
     killed test run leaves nothing behind; `make cluster-up` leaves them running instead.
     `node` places it in a node's namespace, with a scheduler and the Node authorizer.
     """
-    if directory.exists() and node is None:
+    if node is None:  # in a node, cluster.start has claimed and cleared the directory
+        ownership.claim(directory, "--dir (make: CLUSTER_DIR=)")  # refuses what is not ours
         stop(directory)
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+        ownership.clear(directory)
     pki = certs.create(
         directory / "pki",
         service_ip=SERVICE_IP,
@@ -284,7 +284,7 @@ def _scheduler_command(
 def stop(directory: Path) -> bool:
     """Stops the control plane recorded in `directory`; False when none was recorded."""
     state_file = directory / STATE_FILE
-    if not state_file.exists():
+    if not ownership.is_ours(directory) or not state_file.exists():
         return False
     state = json.loads(state_file.read_text())
     _terminate(state["pids"])

@@ -7,9 +7,12 @@ from typing import Any
 
 import yaml
 
+from quantcore import ownership
 from quantcore.devcluster.certs import KeyPair
 
 CONTEXT = "quantcore-dev"
+# The first line of every kubeconfig written here: what lets a later `up` replace it.
+SIGNATURE = "# quantcore.devcluster kubeconfig, rewritten by every `up`"
 
 
 def render(*, server: str, ca_cert: Path, user: str, client: KeyPair) -> dict[str, Any]:
@@ -38,8 +41,34 @@ def render(*, server: str, ca_cert: Path, user: str, client: KeyPair) -> dict[st
     }
 
 
-def write(path: Path, config: dict[str, Any]) -> Path:
+def ours(path: Path) -> bool:
+    """True when `path` is a kubeconfig `write` made (its first line is `SIGNATURE`)."""
+    try:
+        with path.open("rb") as file:
+            return file.readline().rstrip(b"\n") == SIGNATURE.encode()
+    except OSError:
+        return False
+
+
+REMEDY = "Choose another path with --kubeconfig."
+
+
+def check_writable(path: Path) -> None:
+    """Raises `ownership.NotOurs` now when `write(path, ...)` would refuse, so a command can
+    say so before it starts anything."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o600)  # kubectl and helm warn about group/world-readable kubeconfigs
+    ownership.FileBeside(path, replace=ours(path), remedy=REMEDY)
+
+
+def write(path: Path, config: dict[str, Any]) -> Path:
+    """Writes `config` to `path`, replacing only a kubeconfig written here before: a
+    user's own (`--kubeconfig ~/.kube/config`) is refused with `ownership.NotOurs`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = ownership.FileBeside(path, replace=ours(path), remedy=REMEDY)
+    try:
+        target.temporary.write_text(SIGNATURE + "\n" + yaml.safe_dump(config, sort_keys=False))
+        target.temporary.chmod(0o600)  # kubectl and helm warn about group/world-readable ones
+        target.publish()
+    finally:
+        target.discard()
     return path

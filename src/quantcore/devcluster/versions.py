@@ -6,8 +6,10 @@ named by its version, so bumping a pin builds the new one beside the old.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+# One cache for every pin, claimed as quantcore's own (see quantcore.ownership).
+from quantcore.devservices.cache import cache_root
 
 # One supported Kubernetes release; the staging modules (k8s.io/api, ...) are published as
 # v0.<minor>.<patch> for every v1.<minor>.<patch> tag of k8s.io/kubernetes.
@@ -26,10 +28,6 @@ def staging_version(kubernetes: str = KUBERNETES) -> str:
     if major != "1":
         raise ValueError(f"unexpected Kubernetes version {kubernetes}")
     return f"v0.{minor}.{patch}"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("QUANTCORE_CACHE") or Path.home() / ".cache" / "quantcore")
 
 
 def kubernetes_dir() -> Path:

@@ -8,12 +8,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from quantcore import ownership
+
 
 def cache_root() -> Path:
-    """The cache directory, created on first use."""
-    root = Path(os.environ.get("QUANTCORE_CACHE") or Path.home() / ".cache" / "quantcore")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    """The cache directory, created on first use and quantcore's own (`quantcore.ownership`):
+    stale entries under it are deleted, so a QUANTCORE_CACHE holding anything else is refused.
+    """
+    default = Path.home() / ".cache" / "quantcore"
+    root = Path(os.environ.get("QUANTCORE_CACHE") or default)
+    if root == default and root.is_dir() and not ownership.is_ours(root):
+        # Named after the project in the user's cache: quantcore's by name, including
+        # caches filled before directories carried the marker.
+        (root / ownership.MARKER).write_text(ownership.MARKER_TEXT)
+    return ownership.claim(root, "QUANTCORE_CACHE")
 
 
 @contextmanager

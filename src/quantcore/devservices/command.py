@@ -2,22 +2,25 @@
 
 `up` starts Kafka and Redis detached, writes `<dir>/services.env` and pid files, and puts
 Kafka's own CLI tools in `<dir>/bin`; `down` stops exactly the processes `up` started.
+`<dir>` is quantcore's own (`quantcore.ownership`): `up` empties it first and refuses one
+that holds anything quantcore did not put there.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from quantcore import ownership
 
 ENV_FILE = "services.env"
 
 
 @dataclass(frozen=True)
 class PidFile:
-    """`<dir>/services/<name>.pid`: the pid and the config path that identifies the process."""
+    """`<dir>/<name>.pid`: the pid and the config path that identifies the process."""
 
     path: Path
 
@@ -41,7 +44,10 @@ def env_file_text(values: dict[str, str]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["up", "down", "status", "jars"])
     parser.add_argument(
-        "--dir", type=Path, default=Path(".dev"), help="state directory (default .dev)"
+        "--dir",
+        type=Path,
+        default=Path(".dev/services"),
+        help="state directory, quantcore's own (default .dev/services)",
     )
 
 
@@ -57,14 +63,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def pid_files(state: Path) -> dict[str, PidFile]:
-    return {name: PidFile(state / "services" / f"{name}.pid") for name in ("kafka", "redis")}
+    return {name: PidFile(state / f"{name}.pid") for name in ("kafka", "redis")}
 
 
 def running(state: Path) -> dict[str, int]:
     """Services whose pid file points at a live process of ours."""
     from quantcore.devservices.process import command_line
 
-    alive = {}
+    alive: dict[str, int] = {}
+    if not ownership.is_ours(state):
+        return alive  # pid files in a directory quantcore did not create are not ours
     for name, pid_file in pid_files(state).items():
         entry = pid_file.read()
         if entry and entry[1] in command_line(entry[0]):
@@ -97,13 +105,16 @@ def up(state: Path) -> int:
     if alive:
         print(f"services already running ({', '.join(alive)}); see {state / ENV_FILE}")
         return 0
+    try:
+        # Emptied so every `up` starts from an empty broker and database.
+        ownership.fresh(state, "--dir (make: SERVICES_DIR=)")
+    except ownership.NotOurs as refused:
+        print(refused, file=sys.stderr)
+        return 2
     spark = spark_jars()
     tools = write_tool_wrappers(state / "bin")
-    kafka = KafkaBroker(state / "services" / "kafka")
-    redis = RedisServer(state / "services" / "redis")
-    # The workdir is wiped so every `up` starts from an empty broker and database.
-    for service in (kafka, redis):
-        shutil.rmtree(service.workdir, ignore_errors=True)
+    kafka = KafkaBroker(state / "kafka")
+    redis = RedisServer(state / "redis")
     pids = pid_files(state)
     try:
         bootstrap = kafka.start()
@@ -134,6 +145,9 @@ def up(state: Path) -> int:
 def down(state: Path) -> int:
     from quantcore.devservices.process import stop_pid
 
+    if not ownership.is_ours(state):
+        print(f"no services of quantcore's in {state}")
+        return 0
     for name, pid_file in pid_files(state).items():
         entry = pid_file.read()
         if entry is None:

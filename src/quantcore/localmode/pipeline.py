@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import signal
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
+from quantcore import ownership
 from quantcore.localmode.children import ChildFailed, Children, log_tail
 from quantcore.localmode.source import (
     Source,
@@ -65,9 +65,10 @@ class Pipeline:
     # --- start -------------------------------------------------------------------
     def start(self) -> None:
         signal.signal(signal.SIGTERM, _terminate)
-        if self.dir.exists():
-            shutil.rmtree(self.dir)  # ours: state of the previous run
-        self.dir.mkdir(parents=True)
+        try:
+            ownership.fresh(self.dir, "--dir")  # the previous run's state, never anyone else's
+        except ownership.NotOurs as exc:
+            raise PipelineError(str(exc)) from None
         self.source = self._choose_source()
         self._start_services()
         table = self._plan_and_create_topics()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -15,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--loop", action="store_true", help="start over at the end (ids keep growing)"
     )
-    parser.add_argument("--url-file", type=Path, help="also write the URLs here (JSON)")
+    parser.add_argument("--url-file", type=Path, help="also write the URLs here (JSON; a new file)")
     parser.add_argument("files", nargs="+", type=Path)
 
 
@@ -28,8 +29,18 @@ def run(args: argparse.Namespace) -> int:
     import orjson
 
     from quantcore.feed.replay import Replay, serve
+    from quantcore.ownership import FileBeside, NotOurs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        url_file = (
+            None
+            if args.url_file is None
+            else FileBeside(args.url_file, replace=False, remedy="Choose another --url-file.")
+        )
+    except NotOurs as refused:
+        print(f"quantcore replay: {refused}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         task = asyncio.current_task()
@@ -41,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
             "ws_url": f"ws://{args.host}:{port}/stream",
             "rest_url": f"http://{args.host}:{port}",
         }
-        if args.url_file:
-            args.url_file.write_bytes(orjson.dumps(urls))
+        if url_file is not None:
+            url_file.temporary.write_bytes(orjson.dumps(urls))
+            url_file.publish()  # whole or absent: a reader never sees half of it
         print(f"replay ws_url={urls['ws_url']} rest_url={urls['rest_url']}", flush=True)
         try:
             await replay.play()
