@@ -1,4 +1,4 @@
-"""`quantcore stream` end to end on real Kafka, Redis and Spark: the shared recordings go to
+"""`quantcore stream` end to end on real Kafka, Redis and Spark: the repository's recordings go to
 the book and trades topics in the feed's format while the job runs; it is SIGKILLed mid-stream
 and restarted from its checkpoint. Every published update equals the plain-Python reference,
 no subscriber sees a sequence go backwards, replayed/duplicated/reordered input changes
@@ -76,7 +76,7 @@ def _wait(cond, timeout: float, what: str, job=None, log: Path | None = None) ->
 
 @pytest.fixture(scope="module")
 def records() -> list[BookRecord | TradeRecord]:
-    assert RECORDINGS, "the shared recordings are missing"
+    assert RECORDINGS, "the recordings are missing (recordings/binance-spot)"
     return records_from_recording(*RECORDINGS)
 
 

@@ -1,7 +1,8 @@
 """Recordings (`<recv ns> <json>` per line, gzip) and what a shard would publish for one.
 
-Format (see the shared data README): each line is a combined-stream frame, or a bare REST depth
-response; a bare response belongs to the symbol of the nearest depth frame before it.
+Format (see recordings/binance-spot/README.md): each line is a combined-stream frame, or a
+bare REST depth response; a bare response belongs to the symbol of the nearest depth frame
+before it.
 """
 
 from __future__ import annotations
