@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantcore.events import Topics
 from quantcore.feed import binance
 from quantcore.feed.binance import StreamConfig
 from quantcore.feed.connection import ConnectionSettings, StreamConnection
 from quantcore.feed.normalizer import Normalizer
-from quantcore.feed.producer import FeedProducer, Topics
+from quantcore.feed.producer import FeedProducer
 from quantcore.feed.snapshots import SnapshotClient, SnapshotError, backoff
 from quantcore.routing import RoutingTable
 
