@@ -29,11 +29,11 @@ from pathlib import Path
 
 from bench.procstat import cpu_seconds, machine_cpu, rss_mib, thread_cpu_seconds
 from bench.symbol_copies import write_copies
+from quantcore.devservices.programs import ReplayProcess, ShardProcess, create_topics
 from quantcore.feed import binance, codec
 from quantcore.feed.book import BookSync, Step
 from quantcore.feed.messages import DepthDiff, DepthSnapshot
 from quantcore.feed.normalizer import Normalizer
-from quantcore.feed.processes import ReplayProcess, ShardProcess, create_topics
 from quantcore.feed.recording import Line, merged
 from quantcore.feed.wsframes import FrameSplitter
 from quantcore.localmode.source import default_recordings_dir
@@ -180,7 +180,8 @@ def _feed(norm: Normalizer, lines: list[Line]) -> None:
 
 def _producer(bootstrap: str, prefix: str) -> object:
     """A FeedProducer whose idempotent producer id is already acquired (not on our clock)."""
-    from quantcore.feed.producer import FeedProducer, Topics
+    from quantcore.events import Topics
+    from quantcore.feed.producer import FeedProducer
 
     producer = FeedProducer(
         bootstrap,
