@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from quantcore.devservices.spark import build_session
 from quantcore.events import BookRecord
 from quantcore.feed.recording import records_from_recording
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.stream import signals
+from quantcore.stream.session import build_session
 from quantcore.v1 import signals_pb2
 from tests.unit import stream_reference as ref
 

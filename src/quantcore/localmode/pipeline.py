@@ -15,6 +15,7 @@ from typing import Protocol
 from quantcore.devservices.ports import free_port
 from quantcore.devservices.process import ProcessError, log_tail
 from quantcore.devservices.programs import ReplayProcess, ServeProcess, quantcore_argv
+from quantcore.devservices.spark import spark_jars
 from quantcore.feedshard import shard_args
 from quantcore.localmode.children import Children
 from quantcore.localmode.source import (
@@ -195,6 +196,8 @@ class Pipeline:
                 str(self.dir / "checkpoint"),
                 "--trigger",
                 self.args.trigger,
+                "--jars",
+                ",".join(str(jar) for jar in spark_jars()),
             ),
             self.dir / "logs" / "stream.log",
         )
