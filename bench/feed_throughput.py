@@ -116,7 +116,7 @@ def stages(lines: list[Line], diffs: int, repeat: int = 5) -> dict[str, float]:
         return time.process_time() - start
 
     def pure() -> float:
-        norm = Normalizer(lambda kind, symbol, value: None)
+        norm = Normalizer(binance, lambda kind, symbol, value: None)
         for s in SYMBOLS:
             norm.add_symbol(s)
         start = time.process_time()
@@ -202,7 +202,7 @@ def produce_only(
     from quantcore.feed.producer import FeedProducer
 
     records: list[Record] = []
-    norm = Normalizer(lambda kind, symbol, value: records.append((kind, symbol, value)))
+    norm = Normalizer(binance, lambda kind, symbol, value: records.append((kind, symbol, value)))
     for s in SYMBOLS:
         norm.add_symbol(s)
     _feed(norm, lines)
@@ -230,7 +230,9 @@ def in_process(
     threads0 = thread_cpu_seconds()
     start = time.process_time()
     for _ in range(passes):
-        norm = Normalizer(producer.emit)  # a fresh sync per pass: the recording replays whole
+        norm = Normalizer(
+            binance, producer.emit
+        )  # a fresh sync per pass: the recording replays whole
         for s in SYMBOLS:
             norm.add_symbol(s)
         _feed(norm, lines)

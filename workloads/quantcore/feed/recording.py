@@ -90,7 +90,9 @@ def publish_recording(
     def emit(kind: str, symbol: str | None, value: bytes) -> None:
         out.records.append((kind, symbol, value))
 
-    normalizer = Normalizer(emit, levels=levels, tick_sizes=tick_sizes, clock=lambda: clock_ns[0])
+    normalizer = Normalizer(
+        binance, emit, levels=levels, tick_sizes=tick_sizes, clock=lambda: clock_ns[0]
+    )
     for line in merged(*paths):
         clock_ns[0] = line.recv_ns
         if line.symbol is not None:
