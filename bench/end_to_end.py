@@ -278,7 +278,7 @@ def run_synthetic(args: argparse.Namespace) -> None:
         server = ServeProcess(redis_url, free_port(), Path(tmp) / "serve.log")
         try:
             server.start()
-            server.wait_listening()
+            server.wait_started()
             port = server.port
 
             async def main() -> None:

@@ -198,8 +198,17 @@ class ChildProcess:
         self.signal_group(signal.SIGKILL)
         self.wait_gone(5.0)
 
+    def wait_started(self) -> None:
+        """What `with` waits for after starting it: nothing here, a program's readiness in a
+        subclass (raising `ProcessError` when it does not get there)."""
+
     def __enter__(self) -> Self:
         self.start()
+        try:
+            self.wait_started()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,8 @@
 gRPC server, each a `quantcore` subcommand run by this interpreter.
 
 Used by local mode, the integration tests and the benchmarks. Each is a `ChildProcess`: `with`
-starts it and waits until it serves, and stops it on exit; a failure carries its log's tail.
+starts it and waits until it serves (`wait_started`), and stops it on exit; a failure carries
+its log's tail.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from quantcore.devservices.ports import LOOPBACK, free_port
 from quantcore.devservices.process import ChildProcess
@@ -57,16 +58,7 @@ class ReplayProcess(ChildProcess):
         self.ws_url = ""
         self.rest_url = ""
 
-    def __enter__(self) -> Self:
-        self.start()
-        try:
-            self.wait_serving()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def wait_serving(self, timeout: float = START_TIMEOUT_S) -> None:
+    def wait_started(self, timeout: float = START_TIMEOUT_S) -> None:
         """Wait for the URLs the server publishes once it listens."""
         self.wait_ready(
             lambda: self.url_file.exists() and self.url_file.stat().st_size > 0,
@@ -117,14 +109,8 @@ class ShardProcess(ChildProcess):
             f"feed-{shard}", quantcore_argv(*args, *extra), workdir / f"feed-{shard}.log"
         )
 
-    def __enter__(self) -> Self:
-        self.start()
-        try:
-            self.wait_ready(self._answers, START_TIMEOUT_S, "its health endpoint answering")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def wait_started(self, timeout: float = START_TIMEOUT_S) -> None:
+        self.wait_ready(self._answers, timeout, "its health endpoint answering")
 
     def _answers(self) -> bool:
         try:
@@ -159,16 +145,7 @@ class ServeProcess(ChildProcess):
         args = ["serve", "--redis", redis_url, "--host", LOOPBACK, "--port", str(port), *extra]
         super().__init__("serve", quantcore_argv(*args), log, die_with_parent=die_with_parent)
 
-    def __enter__(self) -> Self:
-        self.start()
-        try:
-            self.wait_listening()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def wait_listening(self, timeout: float = 60.0) -> None:
+    def wait_started(self, timeout: float = 60.0) -> None:
         self.wait_ready(
             lambda: self.log.exists() and "listening on" in self.log.read_text(errors="replace"),
             timeout,

@@ -163,7 +163,7 @@ class Pipeline:
                 )
             )
             try:
-                replay.wait_serving(60)
+                replay.wait_started(60)
             except ProcessError as exc:
                 raise PipelineError(str(exc)) from exc
             ws_url, rest_url = replay.ws_url, replay.rest_url
@@ -215,7 +215,7 @@ class Pipeline:
             )
         )
         try:
-            serve.wait_listening(60)
+            serve.wait_started(60)
         except ProcessError as exc:
             raise PipelineError(str(exc)) from exc
         self.target = serve.target
