@@ -16,7 +16,8 @@ from typing import TypeVar
 
 from quantcore.devservices.kafka import KafkaBroker, kafka_jars
 from quantcore.devservices.redis import RedisServer
-from quantcore.devservices.spark import build_session, spark_jars
+from quantcore.devservices.spark import spark_jars
+from quantcore.stream.session import build_session
 
 T = TypeVar("T")
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import grpc
 
 from bench.procstat import cpu_seconds, machine_cpu, process_tree_cpu
-from bench.serve_process import stop_server
 from bench.symbol_copies import write_copies
 from quantcore.client.stream import flatten
+from quantcore.devservices.programs import ServeProcess
 from quantcore.stream.job import TRIGGERS
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
 
@@ -275,30 +275,11 @@ def run_synthetic(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         redis = RedisServer(Path(tmp) / "redis")
         redis_url = redis.start()
-        port = free_port()
-        log = Path(tmp) / "serve.log"
-        with log.open("wb") as out:
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "quantcore.cli",
-                    "serve",
-                    "--redis",
-                    redis_url,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        server = ServeProcess(redis_url, free_port(), Path(tmp) / "serve.log")
         try:
-            while "listening on" not in log.read_text():
-                if server.poll() is not None:
-                    raise SystemExit(log.read_text())
-                time.sleep(0.1)
+            server.start()
+            server.wait_started()
+            port = server.port
 
             async def main() -> None:
                 stop = asyncio.Event()
@@ -317,7 +298,8 @@ def run_synthetic(args: argparse.Namespace) -> None:
             )
             asyncio.run(main())
         finally:
-            stop_server(server)
+            # SIGTERM, then SIGKILL if it has not drained and exited within 30 s.
+            server.stop(timeout=30)
             redis.stop()
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench.procstat import cpu_seconds, rss_mib
-from bench.serve_process import start_server, stop_server
+from quantcore.devservices.programs import ServeProcess
 
 ROOT = Path(__file__).parents[1]
 
@@ -229,7 +229,7 @@ async def measure(
 
 
 async def run_all(
-    args: argparse.Namespace, target: str, redis_url: str, server: subprocess.Popen[bytes]
+    args: argparse.Namespace, target: str, redis_url: str, server: ServeProcess
 ) -> None:
     idle_rss, _ = rss_mib(server.pid)
     print(
@@ -279,13 +279,13 @@ def parent(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
         redis = RedisServer(Path(tmp) / "redis")
         redis_url = redis.start()
-        port = free_port()
         try:
-            server = start_server(redis_url, port, Path(tmp) / "serve.log")
-            try:
-                asyncio.run(run_all(args, f"127.0.0.1:{port}", redis_url, server))
-            finally:
-                stop_server(server)
+            log = Path(tmp) / "serve.log"
+            # SIGTERM, then SIGKILL if it has not drained and exited within 30 s.
+            server = ServeProcess(redis_url, free_port(), log, "--max-streams", "100000")
+            with server:
+                asyncio.run(run_all(args, server.target, redis_url, server))
+                server.stop(timeout=30)
         finally:
             redis.stop()
 

@@ -29,11 +29,11 @@ from pathlib import Path
 
 from bench.procstat import cpu_seconds, machine_cpu, rss_mib, thread_cpu_seconds
 from bench.symbol_copies import write_copies
+from quantcore.devservices.programs import ReplayProcess, ShardProcess, create_topics
 from quantcore.feed import binance, codec
 from quantcore.feed.book import BookSync, Step
 from quantcore.feed.messages import DepthDiff, DepthSnapshot
 from quantcore.feed.normalizer import Normalizer
-from quantcore.feed.processes import ReplayProcess, ShardProcess, create_topics
 from quantcore.feed.recording import Line, merged
 from quantcore.feed.wsframes import FrameSplitter
 from quantcore.localmode.source import default_recordings_dir
@@ -116,7 +116,7 @@ def stages(lines: list[Line], diffs: int, repeat: int = 5) -> dict[str, float]:
         return time.process_time() - start
 
     def pure() -> float:
-        norm = Normalizer(lambda kind, symbol, value: None)
+        norm = Normalizer(binance, lambda kind, symbol, value: None)
         for s in SYMBOLS:
             norm.add_symbol(s)
         start = time.process_time()
@@ -180,7 +180,8 @@ def _feed(norm: Normalizer, lines: list[Line]) -> None:
 
 def _producer(bootstrap: str, prefix: str) -> object:
     """A FeedProducer whose idempotent producer id is already acquired (not on our clock)."""
-    from quantcore.feed.producer import FeedProducer, Topics
+    from quantcore.events import Topics
+    from quantcore.feed.producer import FeedProducer
 
     producer = FeedProducer(
         bootstrap,
@@ -201,7 +202,7 @@ def produce_only(
     from quantcore.feed.producer import FeedProducer
 
     records: list[Record] = []
-    norm = Normalizer(lambda kind, symbol, value: records.append((kind, symbol, value)))
+    norm = Normalizer(binance, lambda kind, symbol, value: records.append((kind, symbol, value)))
     for s in SYMBOLS:
         norm.add_symbol(s)
     _feed(norm, lines)
@@ -229,7 +230,9 @@ def in_process(
     threads0 = thread_cpu_seconds()
     start = time.process_time()
     for _ in range(passes):
-        norm = Normalizer(producer.emit)  # a fresh sync per pass: the recording replays whole
+        norm = Normalizer(
+            binance, producer.emit
+        )  # a fresh sync per pass: the recording replays whole
         for s in SYMBOLS:
             norm.add_symbol(s)
         _feed(norm, lines)

@@ -1,5 +1,5 @@
 """Recordings copied under other symbol names: load the whole pipeline with more symbols than
-were recorded (the shared recordings hold two).
+were recorded (the repository's recordings hold two).
 
 Copy k of BTCUSDT is BTC<k>USDT: every frame's stream names and "s" fields renamed. Each copy's
 receive times are shifted by a fraction of the depth interval, so the copies' updates

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from quantcore.devservices.process import ChildProcess
+from quantcore.devservices.programs import quantcore_argv
 from quantcore.operator import planner, rbac, topics
 from quantcore.operator.api import MarketFeedSpec
 from quantcore.operator.applier import Kube
@@ -84,36 +85,12 @@ def kube(crd_installed: Path) -> Iterator[Kube]:
     k.close()
 
 
-class OperatorProcess:
+class OperatorProcess(ChildProcess):
     """`quantcore operator` as a subprocess watching one namespace."""
 
     def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
-        self.args = [
-            sys.executable, "-m", "quantcore.cli", "operator",
-            "--kubeconfig", str(kubeconfig), "--namespace", namespace,
-        ]  # fmt: skip
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+        args = ["operator", "--kubeconfig", str(kubeconfig), "--namespace", namespace]
+        super().__init__("operator", quantcore_argv(*args), log, cwd=ROOT)
 
 
 @pytest.fixture
@@ -121,7 +98,7 @@ def operator(crd_installed: Path, namespace: str, tmp_path: Path) -> Iterator[Op
     op = OperatorProcess(crd_installed, namespace, tmp_path / "operator.log")
     op.start()
     yield op
-    op.stop()
+    op.stop(timeout=10)
     sys.stderr.write(f"--- operator log tail ---\n{op.tail()}\n")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from quantcore.feed.processes import ReplayProcess
+from quantcore.devservices.programs import ReplayProcess
 from quantcore.feed.recording import publish_recording, read_recording
 from tests.unit.feed.reference import BTC, ETH
 

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
+from quantcore.devservices.programs import ReplayProcess, ShardProcess, create_topics
 from quantcore.events import BookRecord, QuarantineRecord, TradeRecord
-from quantcore.feed.processes import ReplayProcess, ShardProcess, create_topics
 from quantcore.routing import Route, RoutingTable
 from tests.unit.feed.reference import BTC, ETH, reference_books
 

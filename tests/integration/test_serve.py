@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quantcore.client.stream import MarketDataClient, Subscription, flatten
 from quantcore.devservices.ports import free_port
+from quantcore.devservices.programs import ServeProcess
 from quantcore.devservices.redis import RedisServer
 from quantcore.serve.server import SERVICE_NAME, MarketDataServer, ServerConfig
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
@@ -244,55 +245,17 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-class ServeProcess:
-    """`quantcore serve` as a child process, so restarts and memory are the real thing."""
-
-    def __init__(self, redis_url: str, port: int, log: Path) -> None:
-        self.port = port
-        self._log = log
-        self._args = [
-            sys.executable,
-            "-m",
-            "quantcore.cli",
-            "serve",
-            "--redis",
-            redis_url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--shutdown-grace",
-            "1",
-        ]
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self._log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self._args, stdout=out, stderr=subprocess.STDOUT
-            )
-        async with asyncio.timeout(30):
-            while "listening on" not in self._log.read_text():
-                assert self.proc.returncode is None, self._log.read_text()
-                await asyncio.sleep(0.1)
-
-    async def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.terminate()
-        async with asyncio.timeout(20):
-            return await self.proc.wait()
-
-
 @pytest.fixture
 async def serve_process(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[ServeProcess]:
-    proc = ServeProcess(redis_server.url, free_port(), tmp_path / "serve.log")
-    await proc.start()
+    """`quantcore serve` as a child process, so restarts and memory are the real thing."""
+    proc = ServeProcess(
+        redis_server.url, free_port(), tmp_path / "serve.log", "--shutdown-grace", "1"
+    )
+    await asyncio.to_thread(proc.__enter__)
     try:
         yield proc
     finally:
-        if proc.proc is not None and proc.proc.returncode is None:
-            proc.proc.kill()
-            await proc.proc.wait()
+        await asyncio.to_thread(proc.kill)
 
 
 async def test_slow_consumer_is_conflated_and_memory_stays_bounded(
@@ -300,7 +263,6 @@ async def test_slow_consumer_is_conflated_and_memory_stays_bounded(
 ) -> None:
     """One client stops reading while ten keep up. The ten get every symbol's last value;
     the server's memory does not grow with what the stalled client failed to read."""
-    assert serve_process.proc is not None
     symbols = [f"SYM{i}USDT" for i in range(10)]
     for symbol in symbols:
         await sink.book(symbol, 0, 0.0)
@@ -315,7 +277,7 @@ async def test_slow_consumer_is_conflated_and_memory_stays_bounded(
             )
         )
         await read_n(stalled, 1)  # connected; from here on it reads nothing
-        base_rss = rss_bytes(serve_process.proc.pid)
+        base_rss = rss_bytes(serve_process.pid)
 
         async def fast_reader() -> dict[str, int]:
             last: dict[str, int] = {}
@@ -337,9 +299,9 @@ async def test_slow_consumer_is_conflated_and_memory_stays_bounded(
         for seq in range(1, rounds + 1):
             await sink.books([(s, seq, float(seq)) for s in symbols], padding=payload)
             if seq % 200 == 0:
-                peak_rss = max(peak_rss, rss_bytes(serve_process.proc.pid))
+                peak_rss = max(peak_rss, rss_bytes(serve_process.pid))
         finished = await asyncio.gather(*readers)
-        peak_rss = max(peak_rss, rss_bytes(serve_process.proc.pid))
+        peak_rss = max(peak_rss, rss_bytes(serve_process.pid))
         for last in finished:
             assert last == dict.fromkeys(symbols, rounds)
         published = rounds * len(symbols) * payload
@@ -371,9 +333,10 @@ async def test_clients_resume_after_server_restart(
             await sink.book("BTCUSDT", seq, float(seq))
             await asyncio.sleep(0.005)
             if seq == 150:
-                assert await serve_process.stop() == 0  # graceful: exit code 0
+                # graceful: exit code 0
+                assert await asyncio.to_thread(serve_process.stop, 20.0) == 0
             if seq == 250:
-                await serve_process.start()
+                await asyncio.to_thread(serve_process.__enter__)
 
     async with asyncio.timeout(60):
         async with asyncio.TaskGroup() as tg:

@@ -1,4 +1,4 @@
-"""`quantcore stream` end to end on real Kafka, Redis and Spark: the shared recordings go to
+"""`quantcore stream` end to end on real Kafka, Redis and Spark: the repository's recordings go to
 the book and trades topics in the feed's format while the job runs; it is SIGKILLed mid-stream
 and restarted from its checkpoint. Every published update equals the plain-Python reference,
 no subscriber sees a sequence go backwards, replayed/duplicated/reordered input changes
@@ -47,15 +47,22 @@ MALFORMED_TRADES = [b'{"symbol": "ETHUSDT", "trade_id": "x"}']
 
 
 def _start_job(
-    kafka: str, redis_url: str, checkpoint: Path, topics: tuple[str, str], log: Path, trigger: str
+    kafka: str,
+    redis_url: str,
+    checkpoint: Path,
+    topics: tuple[str, str],
+    log: Path,
+    trigger: str,
+    jars: list[str],
 ):
     cmd = [
         sys.executable, "-m", "quantcore.cli", "stream",
         "--kafka", kafka, "--redis", redis_url, "--checkpoint", str(checkpoint),
         "--trigger", trigger, "--book-topic", topics[0], "--trades-topic", topics[1],
         "--watermark", "10 seconds", "--realtime-batch", "20 seconds", "--threads", "8",
+        "--jars", ",".join(jars),
     ]  # fmt: skip
-    # The job resolves the connector jars itself (cached), like `quantcore up` runs it.
+    # The connector jars resolved by development tooling, as `quantcore up` passes them.
     return subprocess.Popen(
         cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=os.environ.copy()
     )
@@ -76,7 +83,7 @@ def _wait(cond, timeout: float, what: str, job=None, log: Path | None = None) ->
 
 @pytest.fixture(scope="module")
 def records() -> list[BookRecord | TradeRecord]:
-    assert RECORDINGS, "the shared recordings are missing"
+    assert RECORDINGS, "the recordings are missing (recordings/binance-spot)"
     return records_from_recording(*RECORDINGS)
 
 
@@ -119,7 +126,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
                 for bad in MALFORMED_TRADES:
                     producer.produce(topics[1], bad, "ETHUSDT", partition=1)
         producer.flush(30)
-        job = _start_job(kafka_bootstrap, redis_url, checkpoint, topics, log, trigger)
+        job = _start_job(kafka_bootstrap, redis_url, checkpoint, topics, log, trigger, spark_jars)
         # Generous: JVM start and planning take minutes on a loaded 2-core machine.
         _wait(lambda: len(sub.updates) >= 200, 900, "the first updates", job, log)
         # Mid-stream: more input arrives, then the job dies without any chance to clean up.
@@ -131,7 +138,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
         job.wait(30)
         seen_before_kill = len(sub.updates)
 
-        job = _start_job(kafka_bootstrap, redis_url, checkpoint, topics, log, trigger)
+        job = _start_job(kafka_bootstrap, redis_url, checkpoint, topics, log, trigger, spark_jars)
         for rec in records[half + 2000 :]:
             produce(rec)
         # Replays: an old stretch again, newest first, and the last book twice more.

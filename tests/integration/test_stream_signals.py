@@ -1,4 +1,4 @@
-"""The signal expressions on real Spark over every book record of the shared recordings equal
+"""The signal expressions on real Spark over every book record of the repository's recordings equal
 the plain-Python reference (absolute tolerance 1e-9); malformed records are flagged, not fatal."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from quantcore.devservices.spark import build_session
 from quantcore.events import BookRecord
 from quantcore.feed.recording import records_from_recording
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.stream import signals
+from quantcore.stream.session import build_session
 from quantcore.v1 import signals_pb2
 from tests.unit import stream_reference as ref
 
@@ -23,7 +23,7 @@ BOOK_FIELDS = [f.name for f in signals_pb2.BookSignals.DESCRIPTOR.fields]
 
 @pytest.fixture(scope="module")
 def books() -> list[BookRecord]:
-    assert RECORDINGS, "the shared recordings are missing"
+    assert RECORDINGS, "the recordings are missing (recordings/binance-spot)"
     return [r for r in records_from_recording(*RECORDINGS) if isinstance(r, BookRecord)]
 
 

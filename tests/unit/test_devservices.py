@@ -12,7 +12,8 @@ from quantcore.devservices.kafka import TOOLS, new_cluster_id, server_properties
 from quantcore.devservices.maven import Artifact, pom_for
 from quantcore.devservices.process import first_errors, log_tail, without_stack_frames
 from quantcore.devservices.redis import redis_config
-from quantcore.devservices.spark import artifact_name, session_conf
+from quantcore.devservices.spark import artifact_name
+from quantcore.stream.session import session_conf
 
 
 def parse_properties(text: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Property tests of the routing rules in DESIGN.md: rebalance(table, symbols, ...)."""
+"""Property tests of the routing rules (docs/architecture.md): rebalance(table, symbols, ...)."""
 
 from __future__ import annotations
 

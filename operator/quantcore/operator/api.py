@@ -135,6 +135,10 @@ class Topics(_Model):
     trades: TopicName = events.TRADES_TOPIC
     quarantine: TopicName = events.QUARANTINE_TOPIC
 
+    def names(self) -> events.Topics:
+        """The names as the rest of the project takes them (with the derived signals topic)."""
+        return events.Topics(self.raw, self.book, self.trades, self.quarantine)
+
 
 class Kafka(_Model):
     model_config = ConfigDict(

@@ -18,13 +18,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from quantcore.feedshard import POD_METRICS_PORT, shard_args, shard_environment
 from quantcore.operator.api import MarketFeed, MarketFeedSpec
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable, rebalance
 
 Obj = dict[str, Any]
 
 ROUTING_DIR = "/etc/quantcore/routing"
-METRICS_PORT = 9090
+METRICS_PORT = POD_METRICS_PORT  # feed shards and serving alike
 REDIS_PORT = 6379
 FEED_LABEL = "quantcore.io/marketfeed"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -179,32 +180,23 @@ def shard_configmap(feed: MarketFeed, table: RoutingTable, shard: int) -> Obj:
 def shard_deployment(feed: MarketFeed, shard: int) -> Obj:
     spec = feed.spec
     labels = _selector(feed, "feed", **{SHARD_LABEL: str(shard)})
-    args = [
-        "feed",
-        "--routing",
-        f"{ROUTING_DIR}/{CONFIGMAP_KEY}",
-        "--shard",
-        str(shard),
-        "--kafka",
-        spec.kafka.bootstrap,
-        "--ws-url",
-        spec.endpoints.ws_url,
-        "--rest-url",
-        spec.endpoints.rest_url,
-        # /metrics for Prometheus and /healthz (503 until the shard is healthy) for the probe.
-        "--metrics-port",
-        str(METRICS_PORT),
-    ]
-    env = [
-        {"name": "QUANTCORE_DEPTH_LEVELS", "value": str(spec.streams.depth.levels)},
-        {"name": "QUANTCORE_DEPTH_INTERVAL_MS", "value": str(spec.streams.depth.interval_ms)},
-        {"name": "QUANTCORE_TRADES", "value": str(spec.streams.trades).lower()},
-        {"name": "QUANTCORE_BOOK_TICKER", "value": str(spec.streams.book_ticker).lower()},
-        {"name": "QUANTCORE_TOPIC_RAW", "value": spec.kafka.topics.raw},
-        {"name": "QUANTCORE_TOPIC_BOOK", "value": spec.kafka.topics.book},
-        {"name": "QUANTCORE_TOPIC_TRADES", "value": spec.kafka.topics.trades},
-        {"name": "QUANTCORE_TOPIC_QUARANTINE", "value": spec.kafka.topics.quarantine},
-    ]
+    # /metrics for Prometheus and /healthz (503 until the shard is healthy) for the probe.
+    args = shard_args(
+        routing=f"{ROUTING_DIR}/{CONFIGMAP_KEY}",
+        shard=shard,
+        kafka=spec.kafka.bootstrap,
+        ws_url=spec.endpoints.ws_url,
+        rest_url=spec.endpoints.rest_url,
+        metrics_port=METRICS_PORT,
+    )
+    environment = shard_environment(
+        levels=spec.streams.depth.levels,
+        interval_ms=spec.streams.depth.interval_ms,
+        trades=spec.streams.trades,
+        book_ticker=spec.streams.book_ticker,
+        topics=spec.kafka.topics.names(),
+    )
+    env = [{"name": name, "value": value} for name, value in environment.items()]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -533,6 +525,21 @@ def service_monitor(feed: MarketFeed) -> Obj:
 # ---- the plan -------------------------------------------------------------------------
 
 
+def next_table(
+    spec: MarketFeedSpec, current: RoutingTable | None, symbols: list[str], min_partitions: int = 0
+) -> RoutingTable:
+    """The sharding: the routing table for `symbols` from `current`, by the routing rules.
+
+    Local mode (`quantcore up`) shards with this too, so it cannot drift from the cluster.
+    """
+    return rebalance(
+        current,
+        symbols,
+        spec.sharding.symbols_per_shard,
+        max(spec.kafka.partitions, min_partitions),
+    )
+
+
 def plan(
     feed: MarketFeed,
     current: RoutingTable | None,
@@ -545,12 +552,7 @@ def plan(
     spec; partitions never shrink).
     """
     spec = feed.spec
-    table = rebalance(
-        current,
-        symbols,
-        spec.sharding.symbols_per_shard,
-        max(spec.kafka.partitions, min_partitions),
-    )
+    table = next_table(spec, current, symbols, min_partitions)
     old = current or RoutingTable(partitions=0, shards=0)
     changed = frozenset(
         i

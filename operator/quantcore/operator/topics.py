@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from quantcore.events import signals_topic
 from quantcore.operator.api import MarketFeedSpec
 
 TIMEOUT_S = 15.0
@@ -26,9 +25,8 @@ class TopicOutcome:
 
 
 def topic_names(spec: MarketFeedSpec) -> list[str]:
-    t = spec.kafka.topics
     # The stream job's output topic is named after the book topic, not configured on its own.
-    return [t.raw, t.book, t.trades, t.quarantine, signals_topic(t.book)]
+    return spec.kafka.topics.names().all()
 
 
 def topic_config(spec: MarketFeedSpec) -> dict[str, str]:

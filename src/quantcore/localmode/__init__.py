@@ -1,1 +1,4 @@
-"""`quantcore up`: the whole pipeline as local processes on one machine (see DESIGN.md)."""
+"""`quantcore up`: the whole pipeline as local processes on one machine.
+
+See "One-machine mode" in docs/architecture.md.
+"""

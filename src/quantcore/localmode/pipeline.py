@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +12,12 @@ from types import FrameType
 from typing import Protocol
 
 from quantcore import ownership
-from quantcore.localmode.children import ChildFailed, Children, log_tail
+from quantcore.devservices.ports import free_port
+from quantcore.devservices.process import ProcessError, log_tail
+from quantcore.devservices.programs import ReplayProcess, ServeProcess, quantcore_argv
+from quantcore.devservices.spark import spark_jars
+from quantcore.feedshard import shard_args
+from quantcore.localmode.children import Children
 from quantcore.localmode.source import (
     Source,
     live_reachable,
@@ -24,7 +27,6 @@ from quantcore.localmode.source import (
 from quantcore.routing import RoutingTable
 
 Say = Callable[[int | None, str], None]
-LOOPBACK = "127.0.0.1"
 
 
 class Service(Protocol):
@@ -33,11 +35,6 @@ class Service(Protocol):
 
 class PipelineError(RuntimeError):
     """A part of the pipeline could not start; the message says which and why."""
-
-
-def quantcore(*args: str) -> list[str]:
-    """argv for a `quantcore` subcommand run by this interpreter."""
-    return [sys.executable, "-m", "quantcore.cli", *args]
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -112,7 +109,6 @@ class Pipeline:
 
     def _start_services(self) -> None:
         from quantcore.devservices.kafka import KafkaBroker
-        from quantcore.devservices.process import ServiceError
         from quantcore.devservices.redis import RedisServer
 
         try:
@@ -126,13 +122,14 @@ class Pipeline:
             self._services.append(kafka)
             self.bootstrap = kafka.start()
             self.say(3, f"Kafka at {self.bootstrap}")
-        except ServiceError as exc:
+        except ProcessError as exc:
             raise PipelineError(str(exc)) from exc
 
     def _plan_and_create_topics(self) -> RoutingTable:
         from quantcore.operator import topics
         from quantcore.operator.api import Kafka, MarketFeedSpec, Sharding, Spark
-        from quantcore.routing import CONFIGMAP_KEY, rebalance
+        from quantcore.operator.planner import next_table
+        from quantcore.routing import CONFIGMAP_KEY
 
         args = self.args
         spec = MarketFeedSpec(
@@ -142,9 +139,7 @@ class Pipeline:
             kafka=Kafka(bootstrap=self.bootstrap, partitions=args.partitions),
             spark=Spark(image="quantcore:local", trigger=args.trigger),
         )
-        table = rebalance(
-            None, spec.symbols or [], spec.sharding.symbols_per_shard, spec.kafka.partitions
-        )
+        table = next_table(spec, None, spec.symbols or [])
         outcome = topics.ensure(spec, table.partitions)
         (self.dir / CONFIGMAP_KEY).write_text(table.to_json())
         self.say(
@@ -159,39 +154,29 @@ class Pipeline:
         ws_url, rest_url = self.source.ws_url, self.source.rest_url
         if self.source.kind == "replay":
             self._require("replay")
-            url_file = self.dir / "replay-urls.json"
-            files = [str(f) for f in self.source.recordings]
-            child = self.children.start(
-                "replay",
-                # --loop: play the recordings again and again (ids keep growing) until Ctrl-C.
-                quantcore("replay", "--port", "0", "--loop", "--url-file", str(url_file), *files),
-                self.dir / "logs" / "replay.log",
+            replay = self.children.add(
+                ReplayProcess(
+                    self.source.recordings,
+                    self.dir,
+                    loop=True,  # until Ctrl-C
+                    log=self.dir / "logs" / "replay.log",
+                    die_with_parent=True,
+                )
             )
-            self._wait(
-                lambda: url_file.exists() and url_file.stat().st_size > 0, child.name, 60, "serving"
-            )
-            urls = json.loads(url_file.read_text())
-            ws_url, rest_url = urls["ws_url"], urls["rest_url"]
+            try:
+                replay.wait_started(60)
+            except ProcessError as exc:
+                raise PipelineError(str(exc)) from exc
+            ws_url, rest_url = replay.ws_url, replay.rest_url
             self.say(5, f"replay server on {ws_url}")
         self._require("feed")
         routing = str(self.dir / "routing.json")
         for shard in range(table.shards):
+            args = shard_args(
+                routing=routing, shard=shard, kafka=self.bootstrap, ws_url=ws_url, rest_url=rest_url
+            )
             self.children.start(
-                f"feed-{shard}",
-                quantcore(
-                    "feed",
-                    "--routing",
-                    routing,
-                    "--shard",
-                    str(shard),
-                    "--kafka",
-                    self.bootstrap,
-                    "--ws-url",
-                    ws_url,
-                    "--rest-url",
-                    rest_url,
-                ),
-                self.dir / "logs" / f"feed-{shard}.log",
+                f"feed-{shard}", quantcore_argv(*args), self.dir / "logs" / f"feed-{shard}.log"
             )
         self.say(5, f"{table.shards} feed shard(s) started (logs in {self.dir / 'logs'})")
 
@@ -202,7 +187,7 @@ class Pipeline:
         )
         self.children.start(
             "stream",
-            quantcore(
+            quantcore_argv(
                 "stream",
                 "--kafka",
                 self.bootstrap,
@@ -212,32 +197,29 @@ class Pipeline:
                 str(self.dir / "checkpoint"),
                 "--trigger",
                 self.args.trigger,
+                "--jars",
+                ",".join(str(jar) for jar in spark_jars()),
             ),
             self.dir / "logs" / "stream.log",
         )
 
     def _start_server(self) -> None:
-        from quantcore.devservices.ports import free_port
-
         port = self.args.port if self.args.port else free_port()
-        log = self.dir / "logs" / "serve.log"
-        child = self.children.start(
-            "serve",
-            quantcore(
-                "serve",
-                "--redis",
+        serve = self.children.add(
+            ServeProcess(
                 self.redis_url,
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
+                port,
+                self.dir / "logs" / "serve.log",
                 "--metrics-port",
                 str(free_port()),
-            ),
-            log,
+                die_with_parent=True,
+            )
         )
-        self._wait(lambda: "listening on" in log.read_text(), child.name, 60, "listening")
-        self.target = f"{LOOPBACK}:{port}"
+        try:
+            serve.wait_started(60)
+        except ProcessError as exc:
+            raise PipelineError(str(exc)) from exc
+        self.target = serve.target
         self.say(7, f"gRPC MarketData on {self.target}")
 
     def _wait_for_signals(self) -> None:
@@ -261,7 +243,7 @@ class Pipeline:
                     self.say(8, f"still waiting ({time.monotonic() - started:.0f}s)")
                     last_note = time.monotonic()
                 time.sleep(0.5)
-        except ChildFailed as exc:
+        except ProcessError as exc:
             raise PipelineError(str(exc)) from exc
         finally:
             client.close()
@@ -272,18 +254,6 @@ class Pipeline:
             f"symbols {' '.join(self.symbols)}, grpc {self.target}, kafka {self.bootstrap}, "
             f"redis {self.redis_url}",
         )
-
-    def _wait(self, probe: Callable[[], bool], name: str, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.children.check()
-            except ChildFailed as exc:
-                raise PipelineError(str(exc)) from exc
-            if probe():
-                return
-            time.sleep(0.1)
-        raise PipelineError(f"{name} not {what} after {timeout:.0f}s")
 
     # --- run ---------------------------------------------------------------------
     def show(self) -> None:
@@ -305,7 +275,7 @@ class Pipeline:
 
         try:
             asyncio.run(main())
-        except* ChildFailed as group:
+        except* ProcessError as group:
             raise PipelineError(str(group.exceptions[0])) from None
 
     # --- stop --------------------------------------------------------------------

@@ -36,12 +36,12 @@ def live_reachable(rest_url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[boo
 
 
 def default_recordings_dir() -> Path:
-    """$QUANTCORE_RECORDINGS, else the shared recordings beside the checkout."""
+    """$QUANTCORE_RECORDINGS, else the recordings kept in the repository (recordings/)."""
     env = os.environ.get("QUANTCORE_RECORDINGS")
     if env:
         return Path(env)
     repo_root = Path(__file__).resolve().parents[3]
-    return repo_root.parent / "shared" / "data" / "binance-spot"
+    return repo_root / "recordings" / "binance-spot"
 
 
 def recordings_in(directory: Path, symbols: list[str] | None) -> tuple[Path, ...]:

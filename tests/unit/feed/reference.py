@@ -8,7 +8,7 @@ from pathlib import Path
 
 from quantcore.localmode.source import default_recordings_dir
 
-# The shared recordings (see their README); $QUANTCORE_RECORDINGS overrides where they live.
+# The repository's recordings (recordings/binance-spot/README.md); $QUANTCORE_RECORDINGS overrides where they live.
 DATA = default_recordings_dir()
 BTC = DATA / "btcusdt_20240808.gz"
 ETH = DATA / "ethusdt_20240808.gz"

@@ -178,7 +178,7 @@ def test_encoded_records_validate_against_the_contract() -> None:
 
 def test_the_normalizer_quarantines_bad_frames_and_keeps_serving() -> None:
     out: list[tuple[str, str | None, bytes]] = []
-    norm = Normalizer(lambda k, s, v: out.append((k, s, v)), clock=lambda: 99)
+    norm = Normalizer(binance, lambda k, s, v: out.append((k, s, v)), clock=lambda: 99)
     norm.add_symbol("BTCUSDT")
     norm.on_snapshot_body(
         b'{"lastUpdateId":10,"bids":[["100.0","1.0"]],"asks":[["101.0","1.0"]]}', "BTCUSDT", 1

@@ -353,7 +353,7 @@ def decode_snapshot(body: bytes, symbol: str, recv_ns: int) -> DepthSnapshot | R
 
 
 def is_snapshot_body(frame: bytes) -> bool:
-    """A bare REST depth response as the shared recordings store it (no stream envelope)."""
+    """A bare REST depth response as the recordings (recordings/binance-spot) store it (no stream envelope)."""
     return frame.startswith(b'{"lastUpdateId"')
 
 

@@ -1,50 +1,48 @@
 """Prometheus metrics and the health endpoint of a feed shard (aiohttp on --metrics-port).
 
-Metrics are read from the shard's own counters at scrape time, so the hot path only
-increments plain integers. `/healthz` answers JSON (200 healthy, 503 not).
+Both are drawn from one report, the shard's `health()`, read at request time, so the hot path
+only increments plain integers and /metrics can never disagree with /healthz. `/healthz`
+answers that report as JSON (200 healthy, 503 not).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from quantcore.feed.shard import Shard
+Report = Callable[[], dict[str, Any]]
+
+BOOK_COUNTERS = (
+    ("applied", "diffs applied to the local book"),
+    ("dropped", "diffs dropped as already covered or duplicate"),
+    ("gaps", "sequence gaps detected"),
+    ("crossed", "crossed books detected"),
+    ("resyncs", "book resynchronisations"),
+)
+CONNECTION_EVENTS = ("connects", "reconnects", "handovers", "stale", "frame_errors")
 
 
 class ShardCollector(Collector):
-    def __init__(self, shard: Shard) -> None:
-        self.shard = shard
+    def __init__(self, report: Report) -> None:
+        self.report = report
 
     def collect(self) -> Iterator[Metric]:
-        shard = self.shard
-        norm = shard.normalizer
-        producer = shard.producer
-        if norm is None or producer is None:
-            return
+        report = self.report()
         messages = CounterMetricFamily(
             "quantcore_feed_messages", "frames received by type", labels=["type"]
         )
-        for kind, n in norm.messages.items():
+        for kind, n in report["messages"].items():
             messages.add_metric([kind], n)
         yield messages
         per_symbol = {
             name: CounterMetricFamily(f"quantcore_feed_book_{name}", help_, labels=["symbol"])
-            for name, help_ in (
-                ("applied", "diffs applied to the local book"),
-                ("dropped", "diffs dropped as already covered or duplicate"),
-                ("gaps", "sequence gaps detected"),
-                ("crossed", "crossed books detected"),
-                ("resyncs", "book resynchronisations"),
-            )
+            for name, help_ in BOOK_COUNTERS
         }
         state = GaugeMetricFamily(
             "quantcore_feed_book_live", "1 if the symbol's book is live", labels=["symbol"]
@@ -59,17 +57,13 @@ class ShardCollector(Collector):
             "time since the last book update",
             labels=["symbol"],
         )
-        now_ns = time.time_ns()
-        for symbol, sync in norm.syncs.items():
-            c = sync.counters
+        for symbol, book in report["symbols"].items():
             for name, family in per_symbol.items():
-                family.add_metric([symbol], getattr(c, name))
-            state.add_metric([symbol], 1.0 if sync.state.value == "live" else 0.0)
-            last = norm.last_update.get(symbol)
-            if last is not None:
-                event_ms, recv_ns = last
-                lag.add_metric([symbol], (recv_ns - event_ms * 1_000_000) / 1e9)
-                age.add_metric([symbol], (now_ns - recv_ns) / 1e9)
+                family.add_metric([symbol], book[name])
+            state.add_metric([symbol], 1.0 if book["state"] == "live" else 0.0)
+            if book["lag_s"] is not None:
+                lag.add_metric([symbol], book["lag_s"])
+                age.add_metric([symbol], book["age_s"])
         yield from per_symbol.values()
         yield state
         yield lag
@@ -77,46 +71,47 @@ class ShardCollector(Collector):
         quarantined = CounterMetricFamily(
             "quantcore_feed_quarantined", "frames refused", labels=["reason"]
         )
-        for reason, n in norm.quarantined.items():
+        for reason, n in report["quarantined"].items():
             quarantined.add_metric([reason], n)
         yield quarantined
         kafka = CounterMetricFamily(
             "quantcore_feed_kafka_records", "records by delivery outcome", labels=["outcome"]
         )
-        kafka.add_metric(["produced"], producer.produced)
-        kafka.add_metric(["delivered"], producer.delivered)
-        kafka.add_metric(["failed"], producer.failed)
+        kafka.add_metric(["produced"], report["produced"])
+        kafka.add_metric(["delivered"], report["delivered"])
+        kafka.add_metric(["failed"], report["delivery_failed"])
         yield kafka
         conns = CounterMetricFamily(
             "quantcore_feed_connection_events",
             "websocket lifecycle events",
             labels=["connection", "event"],
         )
-        for conn in shard.connections:
-            for event in ("connects", "reconnects", "handovers", "stale", "frame_errors"):
-                conns.add_metric([conn.name, event], getattr(conn, event))
+        for conn in report["connections"]:
+            for event in CONNECTION_EVENTS:
+                conns.add_metric([conn["name"], event], conn[event])
         yield conns
         routing = GaugeMetricFamily(
             "quantcore_feed_routing_version", "routing table version in use"
         )
-        routing.add_metric([], shard.table.version if shard.table else -1)
+        version = report["routing_version"]
+        routing.add_metric([], -1 if version is None else version)
         yield routing
 
 
-async def serve_metrics(shard: Shard, port: int, host: str = "127.0.0.1") -> None:
+async def serve_metrics(report: Report, port: int, host: str = "127.0.0.1") -> None:
     from aiohttp import web
 
     registry = CollectorRegistry()
-    registry.register(ShardCollector(shard))
+    registry.register(ShardCollector(report))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
 
     async def healthz(_: web.Request) -> web.Response:
-        report = shard.health()
+        body = report()
         return web.Response(
-            body=orjson.dumps(report),
-            status=200 if report["healthy"] else 503,
+            body=orjson.dumps(body),
+            status=200 if body["healthy"] else 503,
             content_type="application/json",
         )
 

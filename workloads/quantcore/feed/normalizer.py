@@ -9,11 +9,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import orjson
 
-from quantcore.feed import binance, codec
+from quantcore.feed import codec
 from quantcore.feed.book import BookSync, Outcome, Step, SyncCounters
+from quantcore.feed.exchange import Exchange
 from quantcore.feed.messages import (
     BookTicker,
     DepthDiff,
@@ -43,6 +45,7 @@ class Normalizer:
 
     def __init__(
         self,
+        exchange: Exchange,
         emit: Emit,
         *,
         levels: int = 20,
@@ -52,12 +55,15 @@ class Normalizer:
         clock: Callable[[], int] = time.time_ns,
         on_snapshot_wanted: Callable[[str], None] | None = None,
     ) -> None:
+        # The exchange's parsers (the seam): bound once, as on_frame runs for every frame.
+        self._decode_frame = exchange.decode_frame
+        self._decode_snapshot = exchange.decode_snapshot
         self._emit = emit
         # Told when a symbol starts waiting for a snapshot (added, or its book reset), so the
         # owner can ask for one at once rather than on its next scan.
         self._on_snapshot_wanted = on_snapshot_wanted
         self.levels = levels
-        self.tick_sizes: dict[str, float] = dict(binance.KNOWN_TICK_SIZES)
+        self.tick_sizes: dict[str, float] = dict(exchange.KNOWN_TICK_SIZES)
         self.tick_sizes.update(tick_sizes or {})
         self._max_buffer = max_buffer
         self._clock = clock
@@ -100,6 +106,37 @@ class Normalizer:
     def counters(self, symbol: str) -> SyncCounters:
         return self.syncs[symbol].counters
 
+    def snapshots_wanted(self) -> list[tuple[str, int]]:
+        """(symbol, failed sync attempts so far) of every book that waits for a snapshot."""
+        return [(symbol, s.attempts) for symbol, s in self.syncs.items() if s.wants_snapshot]
+
+    def snapshot_failed(self, symbol: str) -> None:
+        """A snapshot for `symbol` could not be had: one more attempt to back off on."""
+        sync = self.syncs.get(symbol)
+        if sync is not None:
+            sync.attempts += 1
+
+    def books(self, now_ns: int) -> dict[str, dict[str, Any]]:
+        """Each symbol's book as health and metrics show it: state, counters, last update id,
+        and the lag (receive minus event time) and age of its last update (None before one)."""
+        report: dict[str, dict[str, Any]] = {}
+        for symbol, sync in self.syncs.items():
+            c = sync.counters
+            last = self.last_update.get(symbol)
+            report[symbol] = {
+                "state": sync.state.value,
+                "applied": c.applied,
+                "dropped": c.dropped,
+                "gaps": c.gaps,
+                "crossed": c.crossed,
+                "resyncs": c.resyncs,
+                "stale_snapshots": c.stale_snapshots,
+                "last_update_id": sync.last_update_id,
+                "lag_s": None if last is None else (last[1] - last[0] * 1_000_000) / 1e9,
+                "age_s": None if last is None else (now_ns - last[1]) / 1e9,
+            }
+        return report
+
     def reset(self, symbol: str, reason: str, recv_ns: int) -> None:
         """Drop a symbol's book (its frames were interrupted) and log a reset marker."""
         sync = self.syncs.get(symbol)
@@ -110,7 +147,7 @@ class Normalizer:
 
     # --- input ---
     def on_frame(self, frame: bytes, recv_ns: int) -> Message:
-        msg = binance.decode_frame(frame, recv_ns)
+        msg = self._decode_frame(frame, recv_ns)
         cls = type(msg)
         self.messages[cls.__name__] += 1
         if cls is DepthDiff:
@@ -152,7 +189,7 @@ class Normalizer:
 
     def on_snapshot_body(self, body: bytes, symbol: str, recv_ns: int) -> DepthSnapshot | Rejected:
         """A REST depth response for `symbol`: log it verbatim, then sync the book on it."""
-        snapshot = binance.decode_snapshot(body, symbol, recv_ns)
+        snapshot = self._decode_snapshot(body, symbol, recv_ns)
         if isinstance(snapshot, Rejected):
             self.quarantine(snapshot)
             return snapshot

@@ -9,32 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from quantcore.events import BOOK_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, TRADES_TOPIC
-from quantcore.feed.normalizer import BOOK, QUARANTINE, RAW, TRADES
+from quantcore.events import Topics
+from quantcore.feed.normalizer import QUARANTINE
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    raw: str = RAW_TOPIC
-    book: str = BOOK_TOPIC
-    trades: str = TRADES_TOPIC
-    quarantine: str = QUARANTINE_TOPIC
-
-    @classmethod
-    def with_prefix(cls, prefix: str | None) -> Topics:
-        """`--topic-prefix acme` -> acme.raw, acme.book, ... (default: quantcore.*)."""
-        if not prefix:
-            return cls()
-        p = prefix.rstrip(".")
-        return cls(f"{p}.raw", f"{p}.book", f"{p}.trades", f"{p}.quarantine")
-
-    def by_kind(self) -> dict[str, str]:
-        return {RAW: self.raw, BOOK: self.book, TRADES: self.trades, QUARANTINE: self.quarantine}
 
 
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:

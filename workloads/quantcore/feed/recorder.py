@@ -1,8 +1,8 @@
 """Writes the recording format (`<recv ns> <json>` per line, gzip) from a live connection.
 
 Combined-stream frames are written verbatim as they arrive. Each symbol's REST snapshot is
-written bare, as in the shared recordings, right after a depth frame of its own symbol, so a
-reader can attribute it (see `recording.read_recording`).
+written bare, as in the repository's recordings, right after a depth frame of its own
+symbol, so a reader can attribute it (see `recording.read_recording`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Recordings (`<recv ns> <json>` per line, gzip) and what a shard would publish for one.
 
-Format (see the shared data README): each line is a combined-stream frame, or a bare REST depth
-response; a bare response belongs to the symbol of the nearest depth frame before it.
+Format (see recordings/binance-spot/README.md): each line is a combined-stream frame, or a
+bare REST depth response; a bare response belongs to the symbol of the nearest depth frame
+before it.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ def publish_recording(
     def emit(kind: str, symbol: str | None, value: bytes) -> None:
         out.records.append((kind, symbol, value))
 
-    normalizer = Normalizer(emit, levels=levels, tick_sizes=tick_sizes, clock=lambda: clock_ns[0])
+    normalizer = Normalizer(
+        binance, emit, levels=levels, tick_sizes=tick_sizes, clock=lambda: clock_ns[0]
+    )
     for line in merged(*paths):
         clock_ns[0] = line.recv_ns
         if line.symbol is not None:

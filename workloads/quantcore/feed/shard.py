@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantcore.events import Topics
 from quantcore.feed import binance
 from quantcore.feed.binance import StreamConfig
 from quantcore.feed.connection import ConnectionSettings, StreamConnection
+from quantcore.feed.exchange import Exchange
+from quantcore.feed.metrics import serve_metrics
 from quantcore.feed.normalizer import Normalizer
-from quantcore.feed.producer import FeedProducer, Topics
+from quantcore.feed.producer import FeedProducer
 from quantcore.feed.snapshots import SnapshotClient, SnapshotError, backoff
 from quantcore.routing import RoutingTable
 
@@ -52,6 +55,7 @@ class ShardConfig:
     weight_share: float = 0.5
     routing_poll_s: float = 0.5
     producer_config: dict[str, Any] = field(default_factory=dict)
+    exchange: Exchange = binance
 
 
 def assignment(table: RoutingTable, shard: int) -> dict[str, int]:
@@ -60,6 +64,8 @@ def assignment(table: RoutingTable, shard: int) -> dict[str, int]:
 
 
 class Shard:
+    """Made inside the running event loop (its snapshot client opens an HTTP session)."""
+
     def __init__(self, config: ShardConfig) -> None:
         self.config = config
         self.table: RoutingTable | None = None
@@ -69,20 +75,15 @@ class Shard:
         self._partitions: dict[str, int] = {}
         self._connection_of: dict[str, StreamConnection] = {}
         self.connections: list[StreamConnection] = []
-        self._tg: asyncio.TaskGroup | None = None
+        self._tg: asyncio.TaskGroup | None = None  # while `run` runs: connections start in it
         self.ready = asyncio.Event()  # set once the first routing table was applied
         self._snapshots_wanted = asyncio.Event()  # a book was reset or a symbol added
-        self.producer: FeedProducer | None = None
-        self.normalizer: Normalizer | None = None
-        self.snapshots: SnapshotClient | None = None
-
-    # --- lifecycle ---
-    async def run(self) -> None:
-        cfg = self.config
+        cfg = config
         self.producer = FeedProducer(
             cfg.bootstrap, cfg.topics, self._partitions.get, config=cfg.producer_config
         )
         self.normalizer = Normalizer(
+            cfg.exchange,
             self.producer.emit,
             levels=cfg.levels,
             partial_books=not cfg.streams.diff_depth and bool(cfg.streams.partial_levels),
@@ -91,6 +92,10 @@ class Shard:
         self.snapshots = SnapshotClient(
             cfg.rest_url, weight_share=cfg.weight_share, limit=cfg.snapshot_limit
         )
+
+    # --- lifecycle ---
+    async def run(self) -> None:
+        cfg = self.config
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -99,12 +104,12 @@ class Shard:
                 tg.create_task(self._poll_producer(), name="producer-poll")
                 tg.create_task(self._settle_heap(), name="gc")
                 if cfg.metrics_port is not None:
-                    from quantcore.feed.metrics import serve_metrics
-
                     tg.create_task(
-                        serve_metrics(self, cfg.metrics_port, cfg.metrics_host), name="metrics"
+                        serve_metrics(self.health, cfg.metrics_port, cfg.metrics_host),
+                        name="metrics",
                     )
         finally:
+            self._tg = None
             await self.snapshots.close()
             remaining = await asyncio.to_thread(self.producer.flush, 30.0)
             if remaining:
@@ -149,7 +154,6 @@ class Shard:
 
     def apply_table(self, table: RoutingTable) -> None:
         """Move to a new routing table: subscribe added symbols, drop removed ones, in place."""
-        assert self.normalizer is not None
         if self.table is not None and table.version < self.table.version:
             log.warning("ignoring routing table version %d < %d", table.version, self.table.version)
             return
@@ -175,9 +179,10 @@ class Shard:
 
     def _connection_with_room(self, streams: int) -> StreamConnection:
         for conn in self.connections:
-            if len(conn.streams) + streams <= binance.MAX_STREAMS_PER_CONNECTION:
+            if len(conn.streams) + streams <= self.config.exchange.MAX_STREAMS_PER_CONNECTION:
                 return conn
-        assert self.normalizer is not None
+        if self._tg is None:
+            raise RuntimeError("a shard opens connections only while it runs")
         conn = StreamConnection(
             f"shard{self.config.shard}-conn{len(self.connections)}",
             self.config.ws_url,
@@ -186,26 +191,22 @@ class Shard:
             self.config.connection,
         )
         self.connections.append(conn)
-        assert self._tg is not None
         self._tg.create_task(conn.run(), name=conn.name)
         return conn
 
     # --- data path ---
     def _on_lost(self, streams: set[str], reason: str) -> None:
-        assert self.normalizer is not None
         now = time.time_ns()
-        for symbol in {binance.symbol_of_stream(s) for s in streams}:
+        for symbol in {self.config.exchange.symbol_of_stream(s) for s in streams}:
             self.normalizer.reset(symbol, reason, now)
 
     async def _poll_producer(self) -> None:
-        assert self.producer is not None
         while True:
             self.producer.poll()
             await asyncio.sleep(0.05)
 
     # --- snapshots ---
     async def _schedule_snapshots(self) -> None:
-        assert self.normalizer is not None
         normalizer = self.normalizer
         inflight: set[str] = set()
         not_before: dict[str, float] = {}
@@ -213,10 +214,10 @@ class Shard:
         async with asyncio.TaskGroup() as tg:
             while True:
                 now = time.monotonic()
-                for symbol, sync in list(normalizer.syncs.items()):
-                    if symbol in inflight or not sync.wants_snapshot:
+                for symbol, attempts in normalizer.snapshots_wanted():
+                    if symbol in inflight:
                         continue
-                    due = not_before.setdefault(symbol, now + backoff(sync.attempts))
+                    due = not_before.setdefault(symbol, now + backoff(attempts))
                     if now >= due:
                         inflight.add(symbol)
                         tg.create_task(self._fetch(symbol, limit, inflight, not_before))
@@ -234,47 +235,32 @@ class Shard:
     ) -> None:
         import aiohttp
 
-        assert self.normalizer is not None
-        assert self.snapshots is not None
+        normalizer = self.normalizer
         try:
             async with limit:
-                if symbol not in self.normalizer.tick_sizes:
-                    self.normalizer.tick_sizes.update(await self.snapshots.tick_sizes([symbol]))
+                if symbol not in normalizer.tick_sizes:
+                    normalizer.tick_sizes.update(await self.snapshots.tick_sizes([symbol]))
                 response = await self.snapshots.depth(symbol)
-            if symbol in self.normalizer.syncs:
-                self.normalizer.on_snapshot_body(response.body, symbol, response.recv_ns)
+            if symbol in normalizer.symbols:
+                normalizer.on_snapshot_body(response.body, symbol, response.recv_ns)
         except (SnapshotError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("snapshot %s failed: %r", symbol, exc)
-            sync = self.normalizer.syncs.get(symbol)
-            if sync is not None:
-                sync.attempts += 1
+            normalizer.snapshot_failed(symbol)
         finally:
             inflight.discard(symbol)
             not_before.pop(symbol, None)
 
-    # --- state for metrics and health ---
+    # --- the one view of its state: /healthz, and /metrics drawn from it ---
     def health(self) -> dict[str, Any]:
-        assert self.normalizer is not None
-        assert self.producer is not None
         now = time.monotonic()
-        symbols = {}
-        healthy = self.table is not None
-        for symbol, sync in self.normalizer.syncs.items():
-            c = sync.counters
-            symbols[symbol] = {
-                "state": sync.state.value,
-                "applied": c.applied,
-                "dropped": c.dropped,
-                "gaps": c.gaps,
-                "crossed": c.crossed,
-                "resyncs": c.resyncs,
-                "stale_snapshots": c.stale_snapshots,
-                "last_update_id": sync.last_update_id,
-            }
-            if sync.state.value != "live" and now - self.symbol_added_at.get(symbol, now) > 60:
-                healthy = False
+        symbols = self.normalizer.books(time.time_ns())
+        stuck = [
+            symbol
+            for symbol, book in symbols.items()
+            if book["state"] != "live" and now - self.symbol_added_at.get(symbol, now) > 60
+        ]
         return {
-            "healthy": healthy,
+            "healthy": self.table is not None and not stuck,
             "shard": self.config.shard,
             "routing_version": self.table.version if self.table else None,
             "routing_errors": self.routing_errors,

@@ -44,7 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--watermark", default="2 seconds", help="allowed trade lateness")
     parser.add_argument(
-        "--jars", default="", help="comma-separated connector jars (default: resolve and cache)"
+        "--jars",
+        default="",
+        # Resolving them is development tooling's job (quantcore.devservices.spark.spark_jars,
+        # which `quantcore up` passes); the Spark image has them on its classpath already.
+        help="comma-separated Kafka connector jars (default: none beyond Spark's classpath)",
     )
     parser.add_argument(
         "--starting-offsets",
@@ -80,12 +84,7 @@ def run(args: argparse.Namespace) -> int:
         starting_offsets=args.starting_offsets,
         signals_topic=args.signals_topic,
     )
-    if args.jars:
-        jars = [j for j in args.jars.split(",") if j]
-    else:
-        from quantcore.devservices.spark import spark_jars
-
-        jars = [str(j) for j in spark_jars()]
+    jars = [j for j in args.jars.split(",") if j]
     # SIGTERM (how `quantcore up` and the operator stop us) ends as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     relay_config = RelayConfig(config.kafka, config.redis_url, config.output_topic)

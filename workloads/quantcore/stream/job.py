@@ -98,7 +98,7 @@ class StreamConfig:
 
 
 def session_conf(threads: int = 8) -> dict[str, str]:
-    """Spark settings the job relies on, over quantcore.devservices.spark's local defaults."""
+    """Spark settings the job relies on, over quantcore.stream.session's local defaults."""
     return {
         "spark.master": f"local[{threads}]",
         # Real-time mode requires state store checkpoint format v2 (RocksDB).
@@ -110,11 +110,11 @@ def session_conf(threads: int = 8) -> dict[str, str]:
 
 
 def build_session(jars: list[str], threads: int = 8) -> SparkSession:
-    from quantcore.devservices import spark
+    from quantcore.stream import session
 
     # Python workers must import quantcore: run them in this interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return spark.build_session("quantcore-stream", jars, **session_conf(threads))
+    return session.build_session("quantcore-stream", jars, **session_conf(threads))
 
 
 def _source(spark: SparkSession, config: StreamConfig, topic: str) -> DataFrame:

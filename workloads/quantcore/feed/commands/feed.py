@@ -1,7 +1,8 @@
 """`quantcore feed --routing FILE --shard N --kafka BOOTSTRAP --ws-url URL --rest-url URL`.
 
 The operator passes the stream settings and topic names as `QUANTCORE_*` environment variables
-(see the planner's shard Deployment); they are the argparse defaults, so a flag still wins.
+(named in `quantcore.feedshard`, which the planner writes them with); they are the argparse
+defaults, so a flag still wins.
 """
 
 from __future__ import annotations
@@ -12,14 +13,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quantcore.events import BOOK_TOPIC, QUARANTINE_TOPIC, RAW_TOPIC, TRADES_TOPIC
+from quantcore.events import Topics
+from quantcore.feedshard import (
+    BOOK_TICKER_ENV,
+    DEPTH_INTERVAL_ENV,
+    DEPTH_LEVELS_ENV,
+    METRICS_HOST_ENV,
+    METRICS_PORT_ENV,
+    POD_METRICS_PORT,
+    TRADES_ENV,
+    topic_env,
+)
 
 if TYPE_CHECKING:
     from quantcore.feed.shard import ShardConfig
-
-# The planner's metrics containerPort: inside a pod the shard serves /metrics and /healthz
-# there on every interface unless told otherwise, so probes and scrapes reach it.
-POD_METRICS_PORT = "9090"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -66,32 +73,29 @@ def add_arguments(
     parser.add_argument(
         "--depth-levels",
         type=int,
-        default=env.get("QUANTCORE_DEPTH_LEVELS", "20"),
-        help="levels in each book record (env QUANTCORE_DEPTH_LEVELS)",
+        default=env.get(DEPTH_LEVELS_ENV, "20"),
+        help=f"levels in each book record (env {DEPTH_LEVELS_ENV})",
     )
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=env.get("QUANTCORE_METRICS_PORT", POD_METRICS_PORT if in_pod else None),
-        help="Prometheus /metrics and /healthz (env QUANTCORE_METRICS_PORT; 9090 in a pod)",
+        # In a pod: the planner's metrics containerPort, so probes and scrapes reach it.
+        default=env.get(METRICS_PORT_ENV, str(POD_METRICS_PORT) if in_pod else None),
+        help=f"Prometheus /metrics and /healthz (env {METRICS_PORT_ENV}; "
+        f"{POD_METRICS_PORT} in a pod)",
     )
     parser.add_argument(
         "--metrics-host",
-        default=env.get("QUANTCORE_METRICS_HOST", "0.0.0.0" if in_pod else "127.0.0.1"),
-        help="address the metrics endpoint binds (env QUANTCORE_METRICS_HOST; all in a pod)",
+        default=env.get(METRICS_HOST_ENV, "0.0.0.0" if in_pod else "127.0.0.1"),
+        help=f"address the metrics endpoint binds (env {METRICS_HOST_ENV}; all in a pod)",
     )
     parser.add_argument(
         "--topic-prefix",
         default=None,
         help="topics <prefix>.raw/.book/.trades/.quarantine (overrides the per-topic names)",
     )
-    for kind, default in (
-        ("raw", RAW_TOPIC),
-        ("book", BOOK_TOPIC),
-        ("trades", TRADES_TOPIC),
-        ("quarantine", QUARANTINE_TOPIC),
-    ):
-        var = f"QUANTCORE_TOPIC_{kind.upper()}"
+    for kind, default in Topics().by_kind().items():
+        var = topic_env(kind)
         parser.add_argument(
             f"--topic-{kind}", default=env.get(var, default), help=f"{kind} topic (env {var})"
         )
@@ -99,8 +103,8 @@ def add_arguments(
         "--diff-speed",
         type=_interval,
         choices=["100ms", "1000ms"],
-        default=env.get("QUANTCORE_DEPTH_INTERVAL_MS", "100"),
-        help="diff-depth interval (env QUANTCORE_DEPTH_INTERVAL_MS: 100 or 1000)",
+        default=env.get(DEPTH_INTERVAL_ENV, "100"),
+        help=f"diff-depth interval (env {DEPTH_INTERVAL_ENV}: 100 or 1000)",
     )
     parser.add_argument(
         "--partial-depth", type=int, choices=[5, 10, 20], default=None, help="also take depthN"
@@ -109,14 +113,14 @@ def add_arguments(
     parser.add_argument(
         "--trades",
         action=argparse.BooleanOptionalAction,
-        default=env.get("QUANTCORE_TRADES", "true"),
-        help="take the trade stream (env QUANTCORE_TRADES)",
+        default=env.get(TRADES_ENV, "true"),
+        help=f"take the trade stream (env {TRADES_ENV})",
     )
     parser.add_argument(
         "--book-ticker",
         action=argparse.BooleanOptionalAction,
-        default=env.get("QUANTCORE_BOOK_TICKER", "true"),
-        help="take the bookTicker stream (env QUANTCORE_BOOK_TICKER)",
+        default=env.get(BOOK_TICKER_ENV, "true"),
+        help=f"take the bookTicker stream (env {BOOK_TICKER_ENV})",
     )
     parser.add_argument("--snapshot-limit", type=int, default=1000)
     parser.add_argument(
@@ -136,7 +140,6 @@ def shard_config(args: argparse.Namespace) -> ShardConfig:
     """The shard's configuration from parsed arguments (raises ValueError on a bad env flag)."""
     from quantcore.feed.binance import StreamConfig
     from quantcore.feed.connection import ConnectionSettings
-    from quantcore.feed.producer import Topics
     from quantcore.feed.shard import ShardConfig
 
     if args.topic_prefix:
@@ -157,8 +160,8 @@ def shard_config(args: argparse.Namespace) -> ShardConfig:
             diff_depth=not args.no_diff_depth,
             diff_speed=args.diff_speed,
             partial_levels=args.partial_depth,
-            trades=env_flag(args.trades, "QUANTCORE_TRADES"),
-            book_ticker=env_flag(args.book_ticker, "QUANTCORE_BOOK_TICKER"),
+            trades=env_flag(args.trades, TRADES_ENV),
+            book_ticker=env_flag(args.book_ticker, BOOK_TICKER_ENV),
         ),
         connection=ConnectionSettings(
             idle_probe_s=args.idle_probe, pong_timeout_s=args.pong_timeout

@@ -16,10 +16,10 @@ import contextlib
 import ctypes
 import os
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from quantcore.devservices.process import ChildProcess, ProcessError
 
 CLONE_NEWNET = 0x40000000
 CHUNK = 1 << 16
@@ -34,26 +34,27 @@ def start(*, holder: int, target: str, log: Path, timeout: float = 15.0) -> tupl
     pid and the loopback port it listens on."""
     port_file = log.with_suffix(".port")
     port_file.unlink(missing_ok=True)
-    with log.open("ab") as out:
-        pid = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quantcore.devcluster.relay",
-                *("--netns-of", str(holder), "--target", target),
-                *("--port-file", str(port_file)),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ).pid
-    deadline = time.monotonic() + timeout
-    while not port_file.exists() or not port_file.read_text().strip():
-        if time.monotonic() > deadline:
-            raise RelayError(f"relay to {target} did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.02)
-    return pid, int(port_file.read_text())
+    process = ChildProcess(
+        f"relay to {target}",
+        [
+            sys.executable,
+            "-m",
+            "quantcore.devcluster.relay",
+            *("--netns-of", str(holder), "--target", target),
+            *("--port-file", str(port_file)),
+        ],
+        log,
+    )
+    process.start()
+    try:
+        process.wait_ready(
+            lambda: port_file.exists() and bool(port_file.read_text().strip()),
+            timeout,
+            "a listening port",
+        )
+    except ProcessError as error:
+        raise RelayError(str(error)) from error
+    return process.pid, int(port_file.read_text())
 
 
 def _join_network_namespace(pid: int) -> None:

@@ -1,8 +1,9 @@
-"""One service process: started in its own session with output in a log file, stopped for sure;
-and `ManagedService`, the start/stop/`with` lifecycle Kafka and Redis share on top of it.
+"""`ChildProcess`, the one handle on a process the project's tooling starts: in its own session,
+output in a log file, stopped for sure; and `ManagedService`, the start/stop/`with` lifecycle
+Kafka and Redis share on top of it.
 
-Start failures raise `ServiceError` carrying the log's tail, so a broken service explains
-itself in the test output instead of timing out silently.
+Start failures raise errors carrying the log's first errors and tail, so a broken process
+explains itself in the test output instead of timing out silently.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 
-class ServiceError(RuntimeError):
+class ProcessError(RuntimeError):
+    """A child process failed to start, to answer, or died; the message carries its log."""
+
+
+class ServiceError(ProcessError):
     """A service failed to start or to answer; the message includes its log tail."""
 
 
@@ -56,39 +62,53 @@ def first_errors(path: Path, limit: int = 8) -> list[str]:
     return hits[:limit]
 
 
-class ServiceProcess:
-    """A child process whose stdout and stderr go to `log`."""
+class ChildProcess:
+    """A child process in its own session (so its own process group) with its output in `log`.
+
+    The one process handle of the project's tooling: dev services, the feed's replay server and
+    shards, local mode's children, the test control plane and the tests all start theirs here.
+    A new session keeps a terminal's Ctrl-C away from the child, so whoever started it decides
+    the order of shutdown; `stop` signals the whole group, so grandchildren (Spark's JVM under
+    the stream job) go too. `die_with_parent` asks the kernel for SIGTERM should the starter be
+    killed outright (no teardown ran).
+    """
 
     def __init__(
         self,
         name: str,
         command: Sequence[str],
         log: Path,
-        cwd: Path,
         *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
         die_with_parent: bool = False,
     ) -> None:
         self.name = name
         self.command = list(command)
         self.log = log
         self.cwd = cwd
+        self.env = None if env is None else dict(env)
         self.die_with_parent = die_with_parent
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
+    def started(self) -> bool:
+        return self._popen is not None
+
+    @property
     def pid(self) -> int:
+        """The child's pid, which is also its process group's id (it leads its session)."""
         if self._popen is None:
-            raise ServiceError(f"{self.name} was not started")
+            raise ProcessError(f"{self.name} was not started")
         return self._popen.pid
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
-            # A new session: Ctrl-C in a terminal reaches us, not the service, so `stop`
-            # stays in charge of shutting it down cleanly.
             self._popen = subprocess.Popen(
                 self.command,
                 cwd=self.cwd,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -99,6 +119,15 @@ class ServiceProcess:
     def exit_code(self) -> int | None:
         return None if self._popen is None else self._popen.poll()
 
+    def alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def check(self) -> None:
+        """Raise `ProcessError` (with the log) if the child has exited."""
+        code = self.exit_code()
+        if code is not None:
+            raise self.failure(f"exited with code {code}")
+
     def wait_ready(self, probe: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll `probe` until it returns True; fail early if the process dies."""
         deadline = time.monotonic() + timeout
@@ -108,32 +137,86 @@ class ServiceProcess:
                 raise self.failure(f"exited with code {code} before {what}")
             if probe():
                 return
-            time.sleep(0.25)
+            time.sleep(0.1)
         raise self.failure(f"did not get {what} within {timeout:.0f}s")
 
-    def failure(self, reason: str) -> ServiceError:
-        """An error naming the service, the reason, the log's first errors and its tail."""
+    def tail(self, lines: int = 40) -> str:
+        return log_tail(self.log, lines)
+
+    def failure(self, reason: str) -> ProcessError:
+        """An error naming the process, the reason, the log's first errors and its tail."""
         errors = first_errors(self.log)
         first = "first errors in log:\n" + "\n".join(errors) + "\n" if errors else ""
-        return ServiceError(
+        return ProcessError(
             f"{self.name} {reason}.\ncommand: {' '.join(self.command)}\n"
-            f"{first}log {self.log} (tail):\n{log_tail(self.log, 25)}"
+            f"{first}log {self.log} (tail):\n{self.tail(25)}"
         )
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds; safe to call twice."""
-        if self._popen is None or self._popen.poll() is not None:
-            return
-        self._popen.terminate()
+    def signal_group(self, sig: int) -> None:
+        if self._popen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._popen.pid, sig)
+
+    def group_alive(self) -> bool:
+        """True while any process of the child's group is left (the child or what it started)."""
+        if self._popen is None:
+            return False
         try:
-            self._popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._popen.kill()
-            self._popen.wait()
+            os.killpg(self._popen.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def wait_gone(self, timeout: float) -> bool:
+        """Reap the child and wait until no process of its group is left."""
+        if self._popen is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            self._popen.poll()
+            if self._popen.returncode is not None and not self.group_alive():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM to the group, then SIGKILL after `timeout` seconds; safe to call twice.
+        Returns the child's exit code (None if it never started)."""
+        if self._popen is None:
+            return None
+        if self._popen.poll() is None or self.group_alive():
+            self.signal_group(signal.SIGTERM)
+            if not self.wait_gone(timeout):
+                self.kill()
+        return self._popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL to the group, and reap the child."""
+        self.signal_group(signal.SIGKILL)
+        self.wait_gone(5.0)
+
+    def wait_started(self) -> None:
+        """What `with` waits for after starting it: nothing here, a program's readiness in a
+        subclass (raising `ProcessError` when it does not get there)."""
+
+    def __enter__(self) -> Self:
+        self.start()
+        try:
+            self.wait_started()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class ManagedService:
-    """What every dev service shares: a `workdir`, one `ServiceProcess`, a start that waits
+    """What every dev service shares: a `workdir`, one `ChildProcess`, a start that waits
     for readiness (stopping the process if it never gets there), stop, and `with` support.
 
     Subclasses implement `start()` (prepare config, then `_launch`) returning the address."""
@@ -149,7 +232,7 @@ class ManagedService:
         # True for test fixtures: the service ends with the process that started it.
         self.die_with_parent = die_with_parent
         self.log = self.workdir / log_name
-        self.process: ServiceProcess | None = None
+        self.process: ChildProcess | None = None
 
     @property
     def pid(self) -> int:
@@ -164,15 +247,15 @@ class ManagedService:
         self, name: str, command: Sequence[str], probe: Callable[[], bool], what: str
     ) -> None:
         """Start `command` and wait until `probe` holds; on failure stop it and re-raise."""
-        self.process = ServiceProcess(
-            name, command, self.log, self.workdir, die_with_parent=self.die_with_parent
+        self.process = ChildProcess(
+            name, command, self.log, cwd=self.workdir, die_with_parent=self.die_with_parent
         )
         self.process.start()
         try:
             self.process.wait_ready(probe, self.start_timeout, what)
-        except ServiceError:
+        except ProcessError as exc:
             self.process.stop()
-            raise
+            raise ServiceError(str(exc)) from exc
 
     def stop(self) -> None:
         if self.process is not None:
@@ -191,8 +274,8 @@ class ManagedService:
 
 
 def terminate_with_parent() -> None:
-    """In the child before exec: ask Linux for SIGTERM when the parent dies, so a test run
-    that is killed outright (no fixture teardown) leaves no broker behind."""
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG),
+    so a test run or `quantcore up` killed outright (no teardown) leaves no process behind."""
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
@@ -221,7 +304,7 @@ def stop_pid(pid: int, marker: str, timeout: float = 15.0) -> bool:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             return True
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
@@ -229,7 +312,8 @@ def stop_pid(pid: int, marker: str, timeout: float = 15.0) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie does not count); reaps it if it is our child."""
     try:
         # Reap it if it is our child; otherwise just probe.
         waited, _ = os.waitpid(pid, os.WNOHANG)

@@ -8,6 +8,8 @@ feed before it got here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -75,3 +77,42 @@ def signals_topic(book_topic: str) -> str:
 
 
 SIGNALS_TOPIC = signals_topic(BOOK_TOPIC)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """A feed's topic names: the four its shards write (by kind) and the stream job's output.
+
+    The one place topic names are derived: the shard's CLI, the operator (from a MarketFeed's
+    `kafka.topics`), local mode and the test harness all build theirs here.
+    """
+
+    raw: str = RAW_TOPIC
+    book: str = BOOK_TOPIC
+    trades: str = TRADES_TOPIC
+    quarantine: str = QUARANTINE_TOPIC
+
+    @classmethod
+    def with_prefix(cls, prefix: str | None) -> Topics:
+        """`acme` -> acme.raw, acme.book, ... (no prefix: the defaults, quantcore.*)."""
+        if not prefix:
+            return cls()
+        p = prefix.rstrip(".")
+        return cls(f"{p}.raw", f"{p}.book", f"{p}.trades", f"{p}.quarantine")
+
+    @property
+    def signals(self) -> str:
+        return signals_topic(self.book)
+
+    def by_kind(self) -> dict[str, str]:
+        """kind ("raw", "book", "trades", "quarantine") -> topic: what a shard writes."""
+        return {
+            "raw": self.raw,
+            "book": self.book,
+            "trades": self.trades,
+            "quarantine": self.quarantine,
+        }
+
+    def all(self) -> list[str]:
+        """Every topic of the feed, the signals topic last."""
+        return [*self.by_kind().values(), self.signals]

@@ -9,13 +9,10 @@ so `stop` needs only that directory and several control planes can run side by s
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
-import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +24,8 @@ from quantcore import ownership
 from quantcore.devcluster import certs, kubeconfig, nodeconfig
 from quantcore.devcluster.binaries import Binaries
 from quantcore.devcluster.netns import NodeNamespace
+from quantcore.devservices.ports import free_ports
+from quantcore.devservices.process import ChildProcess, alive
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # the first address: the `kubernetes` service
@@ -103,7 +102,7 @@ def start(
         node=(nodeconfig.NODE_NAME, nodeconfig.NODE_IP) if node else None,
     )
     if node is None:
-        etcd_port, etcd_peer_port, api_port, kcm_port = _free_ports(4)
+        etcd_port, etcd_peer_port, api_port, kcm_port = free_ports(4)
         server = f"https://127.0.0.1:{api_port}"
         internal_server = server
     else:
@@ -311,9 +310,9 @@ def _terminate(pids: dict[str, int]) -> None:
             continue  # exited already, or the pid was reused by something else
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -324,25 +323,15 @@ def spawn(
     die_with_parent: bool,
     env: dict[str, str] | None = None,
 ) -> int:
-    """Starts `command` with its output in `directory`/`name`.log; returns its pid."""
-    log = (directory / f"{name}.log").open("wb")
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # Ctrl-C in a terminal must not reach the servers directly
-        preexec_fn=_die_with_parent if die_with_parent else None,
-        env=env,
+    """Starts `command` with its output in `directory`/`name`.log; returns its pid.
+
+    Its own session: Ctrl-C in a terminal must not reach the servers directly. The pid is
+    all `stop` needs later, possibly from another process (`make cluster-down`)."""
+    process = ChildProcess(
+        name, command, directory / f"{name}.log", die_with_parent=die_with_parent, env=env
     )
-    log.close()
+    process.start()
     return process.pid
-
-
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: the kernel sends SIGTERM when the process that started us exits.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)
 
 
 def wait_ready(directory: Path, name: str, ready: Callable[[], bool], timeout: float) -> None:
@@ -371,34 +360,9 @@ def _client_context(pki: certs.Pki) -> ssl.SSLContext:
     return context
 
 
-def _free_ports(count: int) -> list[int]:
-    # Hold every socket open until all are chosen so the kernel hands out distinct ports.
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return status != "Z"
-
-
 def _is_ours(pid: int, name: str) -> bool:
     try:
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
     except OSError:
         return False
-    return Path(argv0).name == name and _alive(pid)
+    return Path(argv0).name == name and alive(pid)

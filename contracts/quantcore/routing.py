@@ -1,7 +1,7 @@
 """The routing table: symbol -> (shard, partition), the contract between operator and shards.
 
 The operator (and `quantcore up`) plan it; feed shards read it from a ConfigMap or a file.
-Rules (see DESIGN.md): a symbol's partition never changes while it stays in the feed, and
+Rules (docs/architecture.md): a symbol's partition never changes while it stays in the feed, and
 the partition count only grows.
 """
 

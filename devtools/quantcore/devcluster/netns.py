@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantcore.devcluster import nodeconfig
+from quantcore.devservices.process import ChildProcess
 
 # Global sysctls the kubelet rewrites at start; the namespace sees copies bind-mounted over
 # them, so the host keeps its own values.
@@ -67,13 +68,13 @@ def create(directory: Path, *, log_dir: Path) -> NodeNamespace:
         if shutil.which(tool) is None:
             raise NamespaceError(f"`{tool}` is not on PATH (util-linux, iproute2)")
     # unshare(1) without --fork: the holder itself is in the new namespaces.
-    holder = subprocess.Popen(
+    process = ChildProcess(
+        "namespace-holder",
         ["unshare", "--net", "--mount", "--propagation", "private", "sleep", "infinity"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    ).pid
+        directory / "namespace-holder.log",
+    )
+    process.start()
+    holder = process.pid
     ours = os.stat("/proc/self/ns/net").st_ino
     deadline = time.monotonic() + 10
     while (inode := _net_inode(holder)) in (None, ours):
