@@ -26,7 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from quantcore import ownership
-    from quantcore.devcluster import binaries, cluster, crds, images, kubeconfig
+    from quantcore.devcluster import (
+        binaries,
+        cluster,
+        crds,
+        images,
+        kubeconfig,
+        sparkoperator,
+    )
 
     if args.action == "images":
         started = time.monotonic()
@@ -84,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with new_client_from_config(config_file=str(running.kubeconfig)) as api:
         names = crds.install(api, crd_paths)
+    if running.node:
+        operator = next(image for image in node_images if image.name == "spark-operator")
+        sparkoperator.install(running.kubeconfig, binaries.ensure_helm(), operator.ref)
+        print(f"spark-operator installed from its chart ({operator.ref})")
     what = "cluster with a node" if running.node else "control plane"
     print(f"{what} ready in {ready:.1f}s at {running.server} (logs in {args.dir})")
     print(f"installed CRDs: {', '.join(names)}")
