@@ -55,7 +55,7 @@ def test_cluster_down_leaves_nothing_behind(
         images=[pause],
     )
     state = json.loads((directory / cluster.NODE_STATE).read_text())
-    namespace = netns.NodeNamespace(state["holder"], state["net_inode"])
+    namespace = cluster.node_namespace(directory)
     try:
         with api_client(started.kubeconfig) as api:
             core = client.CoreV1Api(api)

@@ -14,7 +14,7 @@ from kubernetes import client, dynamic, utils
 from kubernetes.client.exceptions import ApiException
 
 from quantcore.devcluster import cluster, images
-from tests.fixtures.cluster import api_client
+from tests.fixtures.cluster import RESTRICTED_CONTAINER, api_client
 
 pytestmark = pytest.mark.cluster
 
@@ -28,13 +28,6 @@ executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
 print(f"sum={total} executors={executors}")
 spark.stop()
 """
-RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +90,7 @@ def _pod_template() -> dict[str, Any]:
             "containers": [
                 {
                     "name": "spark-kubernetes-driver",
-                    "securityContext": RESTRICTED,
+                    "securityContext": RESTRICTED_CONTAINER,
                     "volumeMounts": [
                         {"name": "job", "mountPath": "/opt/job"},
                         {"name": "tmp", "mountPath": "/tmp"},

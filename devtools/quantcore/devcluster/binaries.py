@@ -238,18 +238,18 @@ def ensure_etcd() -> Path:
 
 
 def ensure_helm() -> Path:
-    root = versions.helm_dir()
-    binary = root / "helm"
+    return _go_installed(versions.helm_dir(), "helm", f"helm.sh/helm/v3/cmd/helm@{versions.HELM}")
+
+
+def _go_installed(root: Path, name: str, package: str, *flags: str) -> Path:
+    """`root`/`name`, made by `go install package` (at a version) when the cache lacks it."""
+    binary = root / name
     with cache_lock(root):
         if binary.exists():
             return binary
         started = time.monotonic()
-        _go(
-            ["install", f"helm.sh/helm/v3/cmd/helm@{versions.HELM}"],
-            cwd=root,
-            extra_env={"GOBIN": str(root)},
-        )
-        _record_build_time(root, "helm", started)
+        _go(["install", *flags, package], cwd=root, extra_env={"GOBIN": str(root)})
+        _record_build_time(root, name, started)
     return binary
 
 
@@ -281,19 +281,12 @@ def ensure_containerd() -> dict[str, Path]:
 
 
 def ensure_coredns() -> Path:
-    root = versions.coredns_dir()
-    binary = root / "coredns"
-    with cache_lock(root):
-        if binary.exists():
-            return binary
-        started = time.monotonic()
-        _go(
-            ["install", "-ldflags=-s -w", f"github.com/coredns/coredns@{versions.COREDNS}"],
-            cwd=root,
-            extra_env={"GOBIN": str(root)},
-        )
-        _record_build_time(root, "coredns", started)
-    return binary
+    return _go_installed(
+        versions.coredns_dir(),
+        "coredns",
+        f"github.com/coredns/coredns@{versions.COREDNS}",
+        "-ldflags=-s -w",
+    )
 
 
 def _build(build_dir: Path, packages: Sequence[str], bin_dir: Path, *, ldflags: str) -> None:

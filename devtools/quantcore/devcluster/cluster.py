@@ -144,10 +144,26 @@ def stop(directory: Path) -> bool:
     return True
 
 
+def running(directory: Path) -> Cluster | None:
+    """The cluster `directory` records, if its API server's process is still there."""
+    plane = controlplane.running(directory)
+    if plane is None:
+        return None
+    return Cluster(
+        directory, plane.kubeconfig, plane.server, node=(directory / NODE_STATE).exists()
+    )
+
+
+def node_namespace(directory: Path) -> netns.NodeNamespace:
+    """The namespace of the node `directory` records."""
+    state = json.loads((directory / NODE_STATE).read_text())
+    return netns.NodeNamespace(state["holder"], state["net_inode"])
+
+
 def forward(directory: Path, target: str, name: str) -> int:
     """A loopback port on the host relayed to `target` (address:port inside the node)."""
     state = json.loads((directory / NODE_STATE).read_text())
-    namespace = netns.NodeNamespace(state["holder"], state["net_inode"])
+    namespace = node_namespace(directory)
     pid, port = relay.start(
         holder=namespace.holder, target=target, log=directory / f"relay-{name}.log"
     )
