@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 # quantcore.ownership for recipes: a directory is deleted only when quantcore created it.
-OWNERSHIP := PYTHONPATH=$(CURDIR)/src $(PYTHON) -m quantcore.ownership
+OWNERSHIP := PYTHONPATH=$(CURDIR)/contracts $(PYTHON) -m quantcore.ownership
 # Downloads and builds are cached outside the repo, keyed by version, so a second run is fast.
 export QUANTCORE_CACHE ?= $(HOME)/.cache/quantcore
 # Each mk/*.mk appends the targets `make test` needs before pytest runs (jars, binaries).
