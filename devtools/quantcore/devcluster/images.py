@@ -49,6 +49,9 @@ FORWARDED_PIP_SETTINGS = {
     "default-timeout": "PIP_DEFAULT_TIMEOUT",
 }
 PAUSE_REF = "localhost/quantcore/pause:1"
+CONTENT_REPOSITORY = "localhost/quantcore/build"
+# Archives of other contents (other checkouts, earlier commits) unused this long are removed.
+STALE_ARCHIVE_SECONDS = 2 * 24 * 3600
 SPARK_OPERATOR_REPOSITORY = "localhost/quantcore/spark-operator"
 SPARK_UID = "185:185"
 # The sandbox process holds namespaces only: nobody's uid.
@@ -67,6 +70,12 @@ class BuiltImage:
     archive: Path  # docker-archive tar, importable with `ctr images import`
     archive_bytes: int
     build_seconds: float  # what building it took when it was built (0 if it never was here)
+
+    @property
+    def content_ref(self) -> str:
+        """This build's own name in the build store. Checkouts sharing the cache build different
+        contents under the same `ref`; this name always means this content."""
+        return f"{CONTENT_REPOSITORY}/{self.name}:{self.key[:16]}"
 
 
 # ---- pure logic -------------------------------------------------------------------------------
@@ -201,10 +210,12 @@ def build_all() -> dict[str, BuiltImage]:
 
 
 def ensure_in_store(image: BuiltImage) -> Buildah:
-    """The image store holding `image` (restored from its archive if it was pruned)."""
+    """The image store holding `image` as `image.content_ref` (restored from its archive if
+    the store no longer has it)."""
     buildah = Buildah.under(images_dir())
-    if not buildah.has_image(image.ref):
+    if not buildah.has_image(image.content_ref):
         buildah.pull_archive(image.archive)
+        buildah.run(["tag", image.ref, image.content_ref])
     return buildah
 
 
@@ -221,6 +232,7 @@ class _Builder:
         record, tar = self.archives / f"{stem}.json", self.archives / f"{stem}.tar"
         if not (record.exists() and tar.exists()):
             return None
+        record.touch()  # in use: see _prune_stale
         return BuiltImage(**{**json.loads(record.read_text()), "archive": tar})
 
     def archive(self, name: str, ref: str, key: str, started: float) -> BuiltImage:
@@ -236,11 +248,22 @@ class _Builder:
         )
         record = {**asdict(image), "archive": tar.name}
         (self.archives / f"{name}-{key[:16]}.json").write_text(json.dumps(record, indent=2))
-        # Earlier builds of this image are superseded: keep the cache to one archive each.
-        for old in self.archives.glob(f"{name}-*"):
-            if old.stem != f"{name}-{key[:16]}" and old.suffix in (".tar", ".json"):
-                old.unlink()
+        self.buildah.run(["tag", ref, image.content_ref])
+        self.prune_stale(name)
         return image
+
+    def prune_stale(self, name: str) -> None:
+        """Remove this image's archives (and store entries) that no build used for a while:
+        what another checkout or an earlier commit built, long unused."""
+        now = time.time()
+        for record in self.archives.glob(f"{name}-*.json"):
+            if now - record.stat().st_mtime < STALE_ARCHIVE_SECONDS:
+                continue
+            stale = BuiltImage(**{**json.loads(record.read_text()), "archive": Path()})
+            if self.buildah.has_image(stale.content_ref):
+                self.buildah.run(["rmi", stale.content_ref])
+            record.with_suffix(".tar").unlink(missing_ok=True)
+            record.unlink()
 
     def dockerfile_image(
         self,
@@ -315,7 +338,7 @@ class _Builder:
             return cached
         started = time.monotonic()
         ensure_in_store(spark)
-        with self.buildah.container(spark.ref) as container:
+        with self.buildah.container(spark.content_ref) as container:
             target = "/usr/local/bin/spark-operator"
             self.buildah.run(["copy", "--chmod", "0755", container, str(binary), target])
             # The controller runs spark-submit (SPARK_HOME is the Spark image's) and writes
