@@ -20,6 +20,8 @@ def test_copy_sources_of_the_runtime_dockerfile() -> None:
     sources = images.copy_sources((ROOT / "images" / "Dockerfile.runtime").read_text())
     assert sources == [
         "README.md",
+        "contracts",
+        "devtools",
         "hatch_build.py",
         "images/runtime_requirements.py",
         "operator",
