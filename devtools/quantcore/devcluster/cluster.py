@@ -80,15 +80,16 @@ def start(
     namespace = netns.create(paths.root, log_dir=paths.logs)
     cgroup_name = f"quantcore-{namespace.net_inode}"
     # Recorded before anything else starts, so `stop` can clean up a half-started node.
-    _write_state(directory, namespace, cgroup_name, relays={})
+    # Relays need no record: they join the node's namespace and die with it.
+    state = {"holder": namespace.holder, "net_inode": namespace.net_inode, "cgroup": cgroup_name}
+    (directory / NODE_STATE).write_text(json.dumps(state, indent=2))
     try:
         cgroup_root = cgroups.create(cgroup_name)
-        relay_pid, api_port = relay.start(
+        _, api_port = relay.start(
             holder=namespace.holder,
             target=f"{nodeconfig.NODE_IP}:{nodeconfig.API_PORT}",
             log=directory / "relay-apiserver.log",
         )
-        _write_state(directory, namespace, cgroup_name, relays={"apiserver": relay_pid})
         plane = controlplane.start(
             directory,
             built,
@@ -128,7 +129,7 @@ def stop(directory: Path) -> bool:
         return controlplane.stop(directory)
     state = json.loads(state_file.read_text())
     namespace = netns.NodeNamespace(state["holder"], state["net_inode"])
-    if _holder_alive(namespace):
+    if namespace.alive():
         # Containers first (pod network namespaces: found by cgroup), then every process in
         # the node's namespace: daemons, shims, the control plane, the relays.
         cgroups.destroy(state["cgroup"])
@@ -161,34 +162,11 @@ def node_namespace(directory: Path) -> netns.NodeNamespace:
 
 
 def forward(directory: Path, target: str, name: str) -> int:
-    """A loopback port on the host relayed to `target` (address:port inside the node)."""
-    state = json.loads((directory / NODE_STATE).read_text())
-    namespace = node_namespace(directory)
-    pid, port = relay.start(
-        holder=namespace.holder, target=target, log=directory / f"relay-{name}.log"
-    )
-    state["relays"][name] = pid
-    _write_state(directory, namespace, state["cgroup"], relays=state["relays"])
+    """A loopback port on the host relayed to `target` (address:port inside the node); the
+    relay stops with the node."""
+    holder = node_namespace(directory).holder
+    _, port = relay.start(holder=holder, target=target, log=directory / f"relay-{name}.log")
     return port
-
-
-def _write_state(
-    directory: Path, namespace: netns.NodeNamespace, cgroup: str, *, relays: dict[str, int]
-) -> None:
-    state = {
-        "holder": namespace.holder,
-        "net_inode": namespace.net_inode,
-        "cgroup": cgroup,
-        "relays": relays,
-    }
-    (directory / NODE_STATE).write_text(json.dumps(state, indent=2))
-
-
-def _holder_alive(namespace: netns.NodeNamespace) -> bool:
-    try:
-        return Path(f"/proc/{namespace.holder}/ns/net").stat().st_ino == namespace.net_inode
-    except OSError:
-        return False
 
 
 def _install_dns_objects(api: client.ApiClient) -> None:

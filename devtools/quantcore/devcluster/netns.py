@@ -42,6 +42,10 @@ class NodeNamespace:
     holder: int  # pid of the process that keeps the namespaces alive
     net_inode: int  # identifies the network namespace among /proc/*/ns/net
 
+    def alive(self) -> bool:
+        """True while the holder lives and still holds this namespace (not a reused pid)."""
+        return _net_inode(self.holder) == self.net_inode
+
     def enter(self, command: Sequence[str]) -> list[str]:
         """`command` run inside the node's network and mount namespaces."""
         return ["nsenter", "-t", str(self.holder), "-m", "-n", "--", *command]
@@ -133,7 +137,7 @@ def destroy(namespace: NodeNamespace, *, timeout: float = 20.0) -> None:
             raise NamespaceError(f"processes still in the node namespace: {pids}")
         time.sleep(0.05)
     _kill([namespace.holder])
-    while _net_inode(namespace.holder) is not None:
+    while namespace.alive():
         if time.monotonic() > deadline:
             raise NamespaceError(f"namespace holder {namespace.holder} did not exit")
         time.sleep(0.05)
