@@ -15,37 +15,19 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import grpc
 import pytest
 
-from quantcore import events
 from quantcore.client.stream import flatten
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
+from tests.signalcheck import assert_served_values_match
 
 pytestmark = pytest.mark.e2e
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 READY = re.compile(r"READY .* grpc (\S+), kafka (\S+), redis (\S+)")
-
-
-def reference(record: events.BookRecord) -> dict[str, float]:
-    """Mid, spread and order book imbalance straight from the definitions in signals.proto."""
-    bid, ask = record.bid_px[0], record.ask_px[0]
-    ref = {
-        "best_bid": bid,
-        "best_ask": ask,
-        "best_bid_qty": record.bid_qty[0],
-        "best_ask_qty": record.ask_qty[0],
-        "mid": (bid + ask) / 2,
-        "spread": ask - bid,
-    }
-    for n in (1, 5, 10, 20):
-        b, a = sum(record.bid_qty[:n]), sum(record.ask_qty[:n])
-        ref[f"obi_{n}"] = (b - a) / (b + a) if b + a else 0.0
-    return ref
 
 
 def descendants(root: int) -> set[int]:
@@ -121,35 +103,6 @@ async def collect(target: str, per_symbol: int) -> list[signals_pb2.SignalUpdate
     return got
 
 
-def book_records(
-    bootstrap: str, wanted: set[tuple[str, int]]
-) -> dict[tuple[str, int], events.BookRecord]:
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"e2e-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([events.BOOK_TOPIC])
-    found: dict[tuple[str, int], events.BookRecord] = {}
-    deadline = time.monotonic() + 120
-    try:
-        while not wanted <= set(found) and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error() is not None or msg.value() is None:
-                continue
-            record = events.BookRecord.model_validate_json(msg.value() or b"")
-            if (record.symbol, record.seq) in wanted:
-                found[(record.symbol, record.seq)] = record
-    finally:
-        consumer.close()
-    return found
-
-
 def previous_run(directory: Path) -> Path:
     """`directory` as an earlier `quantcore up` left it (that one found nothing to replay),
     with a stale log; returns the stale log."""
@@ -194,16 +147,8 @@ def test_up_replay_serves_reference_values_and_ctrl_c_stops_everything(tmp_path:
             assert u.sequence > last.get(key, -1), f"{key} went back to {u.sequence}"
             last[key] = u.sequence
 
-        records = book_records(bootstrap, {(u.symbol, u.sequence) for u in books})
-        missing = {(u.symbol, u.sequence) for u in books} - set(records)
-        assert not missing, f"updates with no book record of that sequence: {sorted(missing)[:5]}"
+        assert_served_values_match(books, bootstrap)
         for u in books:
-            expected = reference(records[(u.symbol, u.sequence)])
-            for name, value in expected.items():
-                got = getattr(u.book, name)
-                assert got == pytest.approx(value, rel=1e-9, abs=1e-12), (
-                    f"{u.symbol} seq {u.sequence} {name}: served {got}, reference {value}"
-                )
             assert u.hops.feed_receive_ns > 0
             assert u.hops.server_receive_ns >= u.hops.sink_write_ns > 0
 

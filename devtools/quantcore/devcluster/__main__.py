@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         "action",
         choices=["build", "up", "down", "crds", "images"],
         help="build: binaries only; up: start and install CRDs; down: stop; crds: fetch CRDs; "
-        "images: build the container images into archives",
+        "images: build the container images into archives (and load them into a running node)",
     )
     parser.add_argument("--dir", type=Path, default=Path(".dev/cluster"), help="state directory")
     parser.add_argument("--kubeconfig", type=Path, default=Path(".dev/kubeconfig"))
@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"images ready in {time.monotonic() - started:.1f}s")
         for image in built_images.values():
             print(f"  {image.ref}  {image.archive}  {image.archive_bytes / 2**20:.0f} MiB")
+        found = cluster.running(args.dir)
+        if found is not None and found.node:  # a running node gets the new builds at once
+            pinned = cluster.load_images(args.dir, list(built_images.values()))
+            print(f"loaded into the node of {args.dir}:")
+            for pin in pinned.values():
+                print(f"  {pin}")
         return 0
 
     if args.action == "build":

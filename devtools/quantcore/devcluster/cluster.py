@@ -35,6 +35,8 @@ from quantcore.devcluster import (
 from quantcore.devcluster.images import BuiltImage, load_into_containerd
 
 NODE_STATE = "node.json"
+# The loaded images: reference -> the same image by digest, for deploying exactly them.
+IMAGES_STATE = "images.json"
 PAUSE_IMAGE = "pause"
 COREDNS_RBAC_NAME = "quantcore:coredns"
 
@@ -49,6 +51,12 @@ class Cluster:
     kubeconfig: Path
     server: str
     node: bool
+
+    def pinned_images(self) -> dict[str, str]:
+        """Each image loaded into the node, reference -> `repo@sha256:...` (empty without a
+        node). Helm values and MarketFeeds name these to run exactly what was built."""
+        state = self.directory / IMAGES_STATE
+        return json.loads(state.read_text()) if state.exists() else {}
 
 
 def start(
@@ -111,14 +119,26 @@ def start(
                 sandbox_image=sandbox[0].ref,
                 die_with_parent=die_with_parent,
             )
-            # The socket lives on the namespace's private /run; /proc/<pid>/root reaches it.
-            socket = f"/proc/{namespace.holder}/root{nodeconfig.CONTAINERD_SOCKET}"
-            load_into_containerd(node_binaries.ctr, socket, images)
+            load_images(directory, images)
             _wait_node_ready(api, directory, timeout)
     except BaseException:
         stop(directory)
         raise
     return Cluster(directory, plane.kubeconfig, plane.server, node=True)
+
+
+def load_images(directory: Path, images: Sequence[BuiltImage]) -> dict[str, str]:
+    """Imports `images` into the running node's containerd (again, when rebuilt) and records
+    their digests beside the others; returns every loaded reference -> its digest name."""
+    holder = node_namespace(directory).holder
+    # The socket lives on the namespace's private /run; /proc/<pid>/root reaches it.
+    socket = f"/proc/{holder}/root{nodeconfig.CONTAINERD_SOCKET}"
+    pinned = load_into_containerd(binaries.ensure_node().ctr, socket, images)
+    state = directory / IMAGES_STATE
+    recorded = json.loads(state.read_text()) if state.exists() else {}
+    recorded.update(pinned)
+    state.write_text(json.dumps(recorded, indent=2))
+    return recorded
 
 
 def stop(directory: Path) -> bool:
@@ -141,6 +161,7 @@ def stop(directory: Path) -> bool:
     # with the node. Logs stay for reading.
     for owned in ("containerd", "kubelet"):
         shutil.rmtree(directory / "node" / owned, ignore_errors=True)
+    (directory / IMAGES_STATE).unlink(missing_ok=True)
     state_file.unlink()
     return True
 
