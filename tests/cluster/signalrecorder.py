@@ -34,6 +34,7 @@ class SignalRecorder:
     """Subscribes to `target` until close(); `arrivals` grows as updates come in."""
 
     def __init__(self, target: str, subscription: Subscription | None = None) -> None:
+        self.target = target
         self.arrivals: list[Arrival] = []
         self._client = MarketDataClient(target, subscription or Subscription())
         self._loop = asyncio.new_event_loop()

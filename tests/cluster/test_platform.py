@@ -1,0 +1,418 @@
+"""The README's path on a cluster with a real node, end to end: `helm install` the chart with
+the images built here (by digest), `kubectl apply` a MarketFeed, and a gRPC client outside the
+cluster receives correct signals while the symbols change under it.
+
+Everything runs in pods: Kafka (a KRaft broker from the Apache jars) and the replay exchange in
+the test ground's namespace; the operator from the chart; the feed shards, Redis, the serving
+tier and the SparkApplication (driver and executors, through the spark-operator, Kubernetes as
+the Spark master) that the operator creates, checkpointing to the test ground's S3 API.
+
+The tests share one release and one MarketFeed and run in file order: values, reshards, a
+driver kill, universe mode. Figures go to the terminal (`pytest -s`) and to
+`.dev/figures/platform.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from quantcore.devcluster import cluster, testground
+from quantcore.operator import api as mf_api
+from quantcore.operator import planner
+from quantcore.routing import CONFIGMAP_KEY, RoutingTable
+from tests.chart import CHART, ROOT, run_helm, set_args
+from tests.cluster.signalrecorder import SignalRecorder, longest_gap
+from tests.fixtures.cluster import api_client, eventually
+from tests.signalcheck import assert_served_values_match
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLE = ROOT / "examples" / "marketfeed-local.yaml"
+FIGURES = ROOT / ".dev" / "figures" / "platform.json"
+RUNTIME_REF = "ghcr.io/quantcore/quantcore:0.1.0"
+SPARK_REF = "ghcr.io/quantcore/quantcore-spark:0.1.0"
+Obj = dict[str, Any]
+
+
+@dataclass
+class Platform:
+    cluster: cluster.Cluster
+    deps: testground.Deps
+    api: client.ApiClient
+    namespace: str  # where the MarketFeed lives
+    feed: str
+    recorder: SignalRecorder
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    def marketfeed(self) -> Obj:
+        return self.custom.get_namespaced_custom_object(
+            mf_api.GROUP, mf_api.VERSION, self.namespace, mf_api.PLURAL, self.feed
+        )
+
+    def patch_spec(self, spec: Obj) -> None:
+        self.custom.patch_namespaced_custom_object(
+            mf_api.GROUP,
+            mf_api.VERSION,
+            self.namespace,
+            mf_api.PLURAL,
+            self.feed,
+            {"spec": spec},
+        )
+
+    def pods(self, component: str) -> dict[str, client.V1Pod]:
+        selector = f"{planner.FEED_LABEL}={self.feed},{planner.COMPONENT_LABEL}={component}"
+        listed = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
+        return {p.metadata.name: p for p in listed.items if p.metadata.deletion_timestamp is None}
+
+    def spark_pods(self) -> dict[str, client.V1Pod]:
+        selector = f"sparkoperator.k8s.io/app-name={planner.spark_application_name(self.feed)}"
+        listed = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
+        return {p.metadata.name: p for p in listed.items if p.metadata.deletion_timestamp is None}
+
+    def shard_tables(self) -> dict[int, RoutingTable]:
+        selector = f"{planner.FEED_LABEL}={self.feed},{planner.COMPONENT_LABEL}=feed"
+        maps = self.core.list_namespaced_config_map(self.namespace, label_selector=selector)
+        return {
+            int(cm.metadata.labels[planner.SHARD_LABEL]): RoutingTable.from_json(
+                cm.data[CONFIGMAP_KEY]
+            )
+            for cm in maps.items
+        }
+
+    def condition(self, kind: str) -> Obj | None:
+        conditions = (self.marketfeed().get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == kind), None)
+
+    def settled(self) -> bool:
+        """Ready and no longer progressing at the current generation."""
+        body = self.marketfeed()
+        status = body.get("status") or {}
+        if status.get("observedGeneration") != body["metadata"]["generation"]:
+            return False
+        ready = self.condition("Ready")
+        progressing = self.condition("Progressing")
+        return bool(ready and ready["status"] == "True") and not (
+            progressing and progressing["status"] == "True"
+        )
+
+    def record(self, name: str, value: Any) -> None:
+        self.figures[name] = value
+        print(f"FIGURE {name}: {value}")
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        FIGURES.write_text(json.dumps(self.figures, indent=2, default=str))
+
+
+def copies(n: int) -> list[str]:
+    """The first `n` symbols the replay serves (the recordings and their copies)."""
+    return testground.replay_symbols(n)
+
+
+def restarts(pods: dict[str, client.V1Pod]) -> int:
+    return sum(
+        status.restart_count
+        for pod in pods.values()
+        for status in (pod.status.container_statuses or [])
+    )
+
+
+def marketfeed_manifest(
+    namespace: str, pinned: dict[str, str], deps: testground.Deps, symbols: list[str]
+) -> Obj:
+    """examples/marketfeed-local.yaml as a user applies it, with this build's image digests."""
+    body: Obj = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"]["namespace"] = namespace
+    spec = body["spec"]
+    spec["image"] = pinned[RUNTIME_REF]
+    spec["spark"]["image"] = pinned[SPARK_REF]
+    spec["redis"]["image"] = pinned[spec["redis"]["image"]]
+    spec["symbols"] = symbols
+    return body
+
+
+@pytest.fixture(scope="module")
+def platform(
+    spark_operator: cluster.Cluster, testground_deps: testground.Deps
+) -> Iterator[Platform]:
+    running = spark_operator
+    pinned = running.pinned_images()
+    markets = f"markets-{uuid.uuid4().hex[:6]}"
+    system = f"quantcore-{uuid.uuid4().hex[:6]}"
+    release = f"qc{uuid.uuid4().hex[:6]}"
+    with api_client(running.kubeconfig) as kube:
+        core = client.CoreV1Api(kube)
+        core.create_namespace(
+            client.V1Namespace(
+                metadata=client.V1ObjectMeta(
+                    name=markets,
+                    labels={"pod-security.kubernetes.io/enforce": "restricted"},
+                )
+            )
+        )
+        figures: dict[str, Any] = {}
+        started = time.monotonic()
+        run_helm(
+            "install",
+            release,
+            str(CHART),
+            "--kubeconfig",
+            str(running.kubeconfig),
+            "--namespace",
+            system,
+            "--create-namespace",
+            *set_args(
+                {
+                    "image.digest": pinned[RUNTIME_REF].split("@")[1],
+                    "operator.watchNamespaces": [markets],
+                }
+            ),
+            "--wait",
+            "--timeout",
+            "300s",
+        )
+        figures["helm_install_to_operator_ready_s"] = round(time.monotonic() - started, 1)
+
+        body = marketfeed_manifest(markets, pinned, testground_deps, copies(30))
+        feed = body["metadata"]["name"]
+        applied = time.monotonic()
+        client.CustomObjectsApi(kube).create_namespaced_custom_object(
+            mf_api.GROUP, mf_api.VERSION, markets, mf_api.PLURAL, body
+        )
+        serve = planner.serve_name(feed)
+        service = eventually(
+            lambda: _service(core, markets, serve), f"the serving Service {serve}", timeout=120
+        )
+        port = next(p.port for p in service.spec.ports if p.name == "grpc")
+        local = cluster.forward(running.directory, f"{service.spec.cluster_ip}:{port}", serve)
+        recorder = SignalRecorder(f"127.0.0.1:{local}")
+        platform = Platform(running, testground_deps, kube, markets, feed, recorder, figures)
+        try:
+            recorder.wait_until(
+                lambda: bool(recorder.arrivals), "the first update at the client", timeout=900
+            )
+            platform.record("apply_to_first_update_s", round(time.monotonic() - applied, 1))
+            yield platform
+        finally:
+            recorder.close()
+            _diagnose(platform)
+            try:
+                client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+                    mf_api.GROUP, mf_api.VERSION, markets, mf_api.PLURAL, feed
+                )
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+            run_helm(
+                "uninstall", release, "--kubeconfig", str(running.kubeconfig), "-n", system,
+                check=False,
+            )  # fmt: skip
+            core.delete_namespace(markets)
+            core.delete_namespace(system)
+
+
+def _service(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Service | None:
+    try:
+        found = core.read_namespaced_service(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return found if found.spec.cluster_ip else None
+
+
+def _diagnose(platform: Platform) -> None:
+    """On the way out: every pod's phase and restarts, for reading a failure."""
+    try:
+        pods = platform.core.list_namespaced_pod(platform.namespace).items
+    except ApiException:
+        return
+    for pod in pods:
+        statuses = pod.status.container_statuses or []
+        print(
+            f"pod {pod.metadata.name}: {pod.status.phase}, "
+            f"restarts {[s.restart_count for s in statuses]}"
+        )
+
+
+# ---- the tests --------------------------------------------------------------------------
+
+
+def test_served_book_updates_equal_the_reference_at_the_same_sequence(
+    platform: Platform,
+) -> None:
+    symbols = set(copies(30))
+    start = time.monotonic()
+    recorder = platform.recorder
+    recorder.wait_until(
+        lambda: all(
+            sum(1 for a in recorder.since(0) if a.update.symbol == s) >= 5 for s in symbols
+        ),
+        "5 book updates of every symbol",
+        timeout=600,
+    )
+    platform.record("all_30_symbols_live_s", round(time.monotonic() - start, 1))
+    books = [a.update for a in recorder.since(0)]
+    assert {u.symbol for u in books} == symbols
+    trades = {a.update.symbol for a in recorder.since(0, kind="trades")}
+    assert trades, "no trade-flow update reached the client"
+    last: dict[tuple[str, str], int] = {}
+    for arrival in list(recorder.arrivals):
+        key = (arrival.update.symbol, arrival.kind)
+        assert arrival.update.sequence > last.get(key, -1), f"{key} went backwards"
+        last[key] = arrival.update.sequence
+    assert_served_values_match(books[-300:], platform.deps.kafka_host_bootstrap)
+
+
+def _reshard(platform: Platform, symbols: list[str], step: str) -> None:
+    before_tables = platform.shard_tables()
+    before_feed = platform.pods("feed")
+    before_spark = platform.spark_pods()
+    before_serve = platform.pods("serve")
+    started = time.monotonic()
+    platform.patch_spec({"symbols": symbols})
+    eventually(platform.settled, f"the MarketFeed settled after {step}", timeout=600)
+    recorder = platform.recorder
+    recorder.wait_until(
+        lambda: set(symbols) <= recorder.symbols(started),
+        f"an update of every symbol after {step}",
+        timeout=600,
+    )
+    ended = time.monotonic()
+    after_tables = platform.shard_tables()
+
+    def owner(tables: dict[int, RoutingTable], symbol: str) -> int | None:
+        return next((i for i, t in tables.items() if symbol in t.symbols), None)
+
+    moved = [
+        s
+        for s in symbols
+        if owner(before_tables, s) is not None
+        and owner(before_tables, s) != owner(after_tables, s)
+    ]
+    gaps = {s: round(longest_gap(recorder.arrivals, s, started, ended), 2) for s in moved}
+    platform.record(
+        f"reshard_{step}",
+        {
+            "seconds": round(ended - started, 1),
+            "moved": len(moved),
+            "longest_gap_s": max(gaps.values(), default=0.0),
+            "gaps_s": gaps,
+        },
+    )
+    # Unchanged shards keep their pods; the driver is the same pod; nothing restarted.
+    unchanged = [
+        i for i, t in before_tables.items() if after_tables.get(i) == t
+    ]
+    after_feed = platform.pods("feed")
+    for shard in unchanged:
+        old = {n for n, p in before_feed.items() if p.metadata.labels[planner.SHARD_LABEL] == str(shard)}
+        assert old <= set(after_feed), f"shard {shard} kept its symbols but its pod changed"
+    driver = [n for n, p in before_spark.items() if p.metadata.labels.get("spark-role") == "driver"]
+    assert driver and driver[0] in platform.spark_pods(), "the Spark driver pod was replaced"
+    assert set(before_serve) == set(platform.pods("serve")), "serving pods were replaced"
+    assert restarts({**after_feed, **platform.spark_pods(), **platform.pods("serve")}) == 0
+    for symbol, gap in gaps.items():
+        # The replay sends each symbol's depth every 100 ms; a handover may not stop it.
+        assert gap < 5.0, f"{symbol} went {gap:.1f}s without an update while it moved ({step})"
+
+
+def test_reshard_30_100_20_hands_symbols_over_without_a_gap(platform: Platform) -> None:
+    _reshard(platform, copies(100), "30_to_100")
+    _reshard(platform, copies(20), "100_to_20")
+    recorder = platform.recorder
+    listed = testground.list_symbols(recorder)
+    assert set(listed) == set(copies(20))
+
+
+def test_driver_kill_resumes_from_the_s3_checkpoint(platform: Platform) -> None:
+    checkpoints = testground.s3_keys(platform.deps, prefix=platform.deps.checkpoint_prefix)
+    assert checkpoints, "the stream job wrote no checkpoint to the S3 API"
+    drivers = [
+        (n, p) for n, p in platform.spark_pods().items() if p.metadata.labels.get("spark-role") == "driver"
+    ]
+    assert len(drivers) == 1
+    name, pod = drivers[0]
+    killed = time.monotonic()
+    platform.core.delete_namespaced_pod(name, platform.namespace, grace_period_seconds=0)
+
+    def new_driver() -> bool:
+        return any(
+            n != name and p.metadata.labels.get("spark-role") == "driver"
+            for n, p in platform.spark_pods().items()
+        )
+
+    eventually(new_driver, "a new Spark driver pod", timeout=300)
+    recorder = platform.recorder
+    symbols = set(copies(20))
+    waited = recorder.wait_until(
+        lambda: symbols <= recorder.symbols(time.monotonic() - 2.0) and any(
+            a.update.hops.sink_write_ns > 0 for a in recorder.since(killed)
+        ),
+        "updates of every symbol from the new driver",
+        timeout=900,
+    )
+    platform.record("driver_kill_to_updates_s", round(time.monotonic() - killed, 1))
+    assert waited >= 0
+    # Resumed, not restarted from the beginning: the checkpoint it wrote before is still the
+    # one it extends (its earliest objects remain), and values stay monotonic at the client.
+    after = testground.s3_keys(platform.deps, prefix=platform.deps.checkpoint_prefix)
+    assert set(checkpoints) <= set(after) or len(after) >= len(checkpoints)
+
+
+def _list_symbols(platform: Platform) -> list[str]:
+    import grpc
+
+    from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc
+
+    with grpc.insecure_channel(platform.recorder.target) as channel:
+        reply = marketdata_pb2_grpc.MarketDataStub(channel).ListSymbols(
+            marketdata_pb2.ListSymbolsRequest(), timeout=10
+        )
+    return list(reply.symbols)
+
+
+def test_universe_mode_follows_the_ticker_ranking(platform: Platform) -> None:
+    top = 8
+    ranking = copies(40)
+    testground.set_ticker_ranking(platform.deps, ranking)
+    platform.patch_spec(
+        {
+            "symbols": None,
+            "universe": {"quoteAsset": "USDT", "top": top, "hysteresis": 0, "refreshSeconds": 30},
+        }
+    )
+    first = set(ranking[:top])
+    eventually(lambda: set(_list_symbols(platform)) == first, "the first top 8 served", 600)
+    eventually(platform.settled, "the MarketFeed settled in universe mode", timeout=600)
+    # The bottom of the ranking rises to the top: those symbols come in, the old top leaves.
+    changed = time.monotonic()
+    reranked = list(reversed(ranking))
+    testground.set_ticker_ranking(platform.deps, reranked)
+    second = set(reranked[:top])
+    eventually(
+        lambda: set(_list_symbols(platform)) == second, "the new top 8 served", timeout=600
+    )
+    platform.record("universe_rank_change_to_served_s", round(time.monotonic() - changed, 1))
+    recorder = platform.recorder
+    recorder.wait_until(
+        lambda: second <= recorder.symbols(changed), "updates of the new top 8", timeout=600
+    )
+    assert not (first & set(_list_symbols(platform)))
