@@ -17,6 +17,7 @@ import kopf
 
 from quantcore.operator import api, status, topics
 from quantcore.operator.applier import Kube, KubeError
+from quantcore.operator.handover import DEFAULT_TIMEOUT
 from quantcore.operator.reconcile import RetryLater, reconcile
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
@@ -61,7 +62,9 @@ def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> No
     key = f"{body.metadata.namespace}/{body.metadata.name}"
     with _locks[key]:
         try:
-            outcome = reconcile(memo.kube, obj)
+            outcome = reconcile(
+                memo.kube, obj, handover_timeout=memo.get("handover_timeout", DEFAULT_TIMEOUT)
+            )
         except RetryLater as exc:
             patch.status.update(exc.status_patch)
             _warn_if_new(body, exc.status_patch)

@@ -83,13 +83,14 @@ def handover_step(
     previous: MarketFeedStatus | None,
     now: datetime,
     ask_live: LiveQuery,
+    timeout: timedelta,
 ) -> handover.Step:
     """The shard tables to write now; asks the shards only while a symbol is moving."""
     applied = applied_shard_tables(applier, feed)
     since = status.handover_since(previous)
-    step = handover.step(final, applied, {}, since, now)
+    step = handover.step(final, applied, {}, since, now, timeout)
     if step.pending:
-        step = handover.step(final, applied, ask_live(feed), since, now)
+        step = handover.step(final, applied, ask_live(feed), since, now, timeout)
     return step
 
 
@@ -141,6 +142,7 @@ def reconcile(
     body: dict[str, Any],
     now: datetime | None = None,
     ask_live: LiveQuery = shardlive.ask,
+    handover_timeout: timedelta = handover.DEFAULT_TIMEOUT,
 ) -> Outcome:
     now = now or datetime.now(UTC)
     feed = MarketFeed.from_object(body)
@@ -184,7 +186,7 @@ def reconcile(
         raise blocked("KafkaUnavailable", f"Kafka at {feed.spec.kafka.bootstrap}: {exc}") from exc
 
     try:
-        step = handover_step(applier, feed, final, previous, now, ask_live)
+        step = handover_step(applier, feed, final, previous, now, ask_live, handover_timeout)
     except KubeError as exc:
         reason = "Forbidden" if exc.status == 403 else "ApiUnavailable"
         raise blocked(reason, f"reading the shard routing tables: {exc}") from exc
@@ -195,7 +197,7 @@ def reconcile(
             feed.name,
             move.describe(),
             move.target,
-            handover.DEFAULT_TIMEOUT.total_seconds(),
+            handover_timeout.total_seconds(),
         )
     plan = planner.plan(feed, current, symbols, min_partitions, shard_tables=step.tables)
 
