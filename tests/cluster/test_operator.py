@@ -89,7 +89,9 @@ class OperatorProcess(ChildProcess):
     """`quantcore operator` as a subprocess watching one namespace."""
 
     def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+        # No shard pod runs here to report /live: a moving symbol is let go after 5 s.
         args = ["operator", "--kubeconfig", str(kubeconfig), "--namespace", namespace]
+        args += ["--handover-timeout", "5"]
         super().__init__("operator", quantcore_argv(*args), log, cwd=ROOT)
 
 

@@ -279,8 +279,48 @@ def test_feed_shards_reach_public_exchange_addresses_and_kafka_only() -> None:
     assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(block["except"])
     assert {p["port"] for p in exchange["ports"]} == {443, 9443}
     assert {p["port"] for p in kafka["ports"]} == {9092, 9093}
-    (ingress,) = feed["ingress"]
-    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    scrapes, operator = feed["ingress"]
+    assert scrapes["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert operator["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+
+def test_the_operator_reaches_the_feed_shards_metrics_port_and_they_admit_it() -> None:
+    """The handover asks each shard's /live (quantcore.operator.shardlive) on that port."""
+    objects = render({"operator.watchNamespaces": ["alpha", "beta"]})
+    nps = {p["metadata"]["name"]: p for p in of_kind(objects, "NetworkPolicy")}
+    (deployment,) = of_kind(objects, "Deployment")
+    operator_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    operator_ns = deployment["metadata"]["namespace"]
+    shard = planned_pods()["feed"][0]
+    # Egress: a rule to the shard pods of every watched namespace, on the metrics port.
+    egress = nps["qc-quantcore-operator"]["spec"]["egress"]
+    to_shards = [r for r in egress if r.get("ports") == [{"port": "metrics", "protocol": "TCP"}]]
+    assert len(to_shards) == 1
+    peers = to_shards[0]["to"]
+    assert {
+        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers
+    } == {
+        "alpha",
+        "beta",
+    }
+    assert all(selects(p["podSelector"], shard["labels"]) for p in peers)
+    # Ingress: the shard policy in each namespace admits the operator's pods on that port.
+    for ns in ("alpha", "beta"):
+        policy = next(
+            p
+            for p in of_kind(objects, "NetworkPolicy")
+            if p["metadata"]["name"] == "qc-quantcore-feed-shard"
+            and p["metadata"]["namespace"] == ns
+        )
+        admitted = [
+            rule
+            for rule in policy["spec"]["ingress"]
+            for peer in rule.get("from", [])
+            if selects(peer["podSelector"], operator_labels)
+            and peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            == operator_ns
+        ]
+        assert [r["ports"] for r in admitted] == [[{"port": "metrics", "protocol": "TCP"}]]
 
 
 def test_serving_accepts_grpc_from_listed_clients_only_when_listed() -> None:

@@ -144,3 +144,29 @@ def test_stream_job_reads_the_topics_the_shards_write() -> None:
     assert flags["--book-topic"] == "acme.book"
     assert flags["--trades-topic"] == "acme.trades"
     assert flags["--max-levels"] == "20"
+
+
+def test_a_handover_step_decides_the_shard_configmaps_and_keeps_a_draining_shard() -> None:
+    import json
+
+    from quantcore.operator import handover
+    from quantcore.operator.planner import sample_feed, shard_table
+    from quantcore.routing import CONFIGMAP_KEY, rebalance
+
+    feed = sample_feed(sharding={"symbolsPerShard": 2})
+    before = rebalance(None, ["BTCUSDT", "ETHUSDT"], 1, 4)  # two shards
+    final = rebalance(before, ["BTCUSDT", "ETHUSDT"], 2, 4)  # one shard takes both
+    applied = {i: shard_table(before, i) for i in range(before.shards)}
+    moving = next(s for s in before.symbols if before.route(s).shard == 1)
+    step = handover.step(final, applied, live={}, since={}, now=handover.NOW)
+    p = plan(feed, before, ["BTCUSDT", "ETHUSDT"], shard_tables=step.tables)
+    assert p.table.shards == 1
+    by_name = {f"{o['kind']}/{o['metadata']['name']}": o for o in p.objects}
+    # The old shard 1 still runs and still holds its symbol; shard 0 already has both.
+    assert "Deployment/demo-feed-1" in by_name
+    held = json.loads(by_name["ConfigMap/demo-shard-1"]["data"][CONFIGMAP_KEY])
+    assert list(held["routes"]) == [moving]
+    gained = json.loads(by_name["ConfigMap/demo-shard-0"]["data"][CONFIGMAP_KEY])
+    assert sorted(gained["routes"]) == ["BTCUSDT", "ETHUSDT"]
+    # The shards' Service names not-ready pods too: the operator asks each for /live.
+    assert by_name["Service/demo-feed"]["spec"]["publishNotReadyAddresses"] is True

@@ -88,3 +88,32 @@ def test_an_event_is_due_only_when_degraded_starts_or_changes() -> None:
     # Healthy again: nothing to announce.
     healthy = status.Observed(generation=1, table=table, spark_state="RUNNING", now=NOW)
     assert status.newly_degraded(first, status.as_patch(status.build(healthy))) is None
+
+
+def test_a_pending_handover_is_progressing_and_round_trips_through_the_status() -> None:
+    from quantcore.operator.api import MarketFeedStatus
+    from quantcore.operator.handover import Move
+
+    since = datetime(2026, 1, 1, 11, 59, 30, tzinfo=UTC)
+    moves = (Move("ETHUSDT", 0, 1, since),)
+    observed = status.Observed(
+        generation=3, table=TABLE, now=NOW, spark_name="x", spark_state="RUNNING", handover=moves
+    )
+    built = status.build(observed)
+    progressing = {c.type: c for c in built.conditions}["Progressing"]
+    assert (progressing.status, progressing.reason) == ("True", "Handover")
+    assert "ETHUSDT 0->1" in progressing.message
+    assert {c.type: c.status for c in built.conditions}["Ready"] == "True"  # still serving
+    # Written, read back by the next reconcile: the same moves with the same start times.
+    again = MarketFeedStatus.model_validate(status.as_patch(built))
+    assert status.pending_moves(again) == moves
+    assert status.handover_since(again) == {("ETHUSDT", 1): since}
+    assert status.as_patch(built)["handover"]["pending"][0] == {
+        "symbol": "ETHUSDT",
+        "fromShard": 0,
+        "toShard": 1,
+        "since": "2026-01-01T11:59:30Z",
+    }
+    done = status.build(status.Observed(generation=3, table=TABLE, now=NOW, spark_state="RUNNING"))
+    assert done.handover is None
+    assert status.pending_moves(done) == ()

@@ -47,3 +47,13 @@ ports:
     protocol: TCP
 {{- end }}
 {{- end -}}
+
+{{/* The operator's pods as a peer from a MarketFeed's namespace (the root context). */}}
+{{- define "quantcore.operatorPeer" -}}
+namespaceSelector:
+  matchLabels:
+    kubernetes.io/metadata.name: {{ .Release.Namespace }}
+podSelector:
+  matchLabels:
+    {{- include "quantcore.selectorLabels" . | nindent 4 }}
+{{- end -}}

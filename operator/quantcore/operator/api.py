@@ -340,6 +340,21 @@ class UniverseStatus(_Model):
     selected: int = 0
 
 
+class PendingMove(_Model):
+    """A symbol moving between feed shards: the old one holds it until the new one is live."""
+
+    symbol: str
+    from_shard: int
+    to_shard: int
+    since: str = Field(default="", max_length=64, description="when the move was first seen")
+
+
+class HandoverStatus(_Model):
+    pending: list[PendingMove] = Field(
+        default_factory=list, description="symbols waiting for their new shard to report live"
+    )
+
+
 class MarketFeedStatus(_Model):
     observed_generation: int = 0
     conditions: list[Condition] = Field(default_factory=list)
@@ -350,6 +365,7 @@ class MarketFeedStatus(_Model):
     topics: list[TopicStatus] = Field(default_factory=list)
     spark: SparkStatus = Field(default=SparkStatus())
     universe: UniverseStatus | None = None
+    handover: HandoverStatus | None = None
 
 
 class MarketFeed(_Model):

@@ -16,7 +16,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
+    parser.add_argument(
+        "--handover-timeout",
+        type=_positive_seconds,
+        default=120.0,
+        help="seconds a shard keeps a symbol moving away while the new shard has not "
+        "reported it live (then it lets go anyway and posts a HandoverTimeout Event)",
+    )
     parser.add_argument("--verbose", action="store_true")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +51,12 @@ def run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from datetime import timedelta
+
+    memo = kopf.Memo(handover_timeout=timedelta(seconds=args.handover_timeout))
     asyncio.run(
         kopf.operator(
+            memo=memo,
             standalone=True,
             namespaces=args.namespace,
             clusterwide=not args.namespace,

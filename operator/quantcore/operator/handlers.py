@@ -17,10 +17,14 @@ import kopf
 
 from quantcore.operator import api, status, topics
 from quantcore.operator.applier import Kube, KubeError
+from quantcore.operator.handover import DEFAULT_TIMEOUT
 from quantcore.operator.reconcile import RetryLater, reconcile
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 DRIFT_INTERVAL_S = 30.0
+# While symbols are handed over between shards, how often to ask whether the new shard has
+# them live (each answer lets the old shard go a step sooner).
+HANDOVER_INTERVAL_S = 5.0
 FINALIZER = "quantcore.io/topics"
 
 # One reconcile at a time per MarketFeed: the timer may fire while an update runs.
@@ -58,7 +62,9 @@ def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> No
     key = f"{body.metadata.namespace}/{body.metadata.name}"
     with _locks[key]:
         try:
-            outcome = reconcile(memo.kube, obj)
+            outcome = reconcile(
+                memo.kube, obj, handover_timeout=memo.get("handover_timeout", DEFAULT_TIMEOUT)
+            )
         except RetryLater as exc:
             patch.status.update(exc.status_patch)
             _warn_if_new(body, exc.status_patch)
@@ -72,6 +78,14 @@ def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> No
             raise kopf.TemporaryError(str(exc), delay=10) from exc
     if outcome.status_patch is not None:
         patch.status.update(outcome.status_patch)
+    if outcome.forced:
+        moves = ", ".join(m.describe() for m in outcome.forced[:20])
+        kopf.event(
+            body,
+            type="Warning",
+            reason="HandoverTimeout",
+            message=f"released without the new shard reporting them live: {moves}"[:1000],
+        )
 
 
 @kopf.on.create(*RESOURCE)
@@ -86,6 +100,23 @@ def repair_drift(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any
 ) -> None:
     """Repairs drift and refreshes the universe selector (when its refresh is due)."""
+    _run(body, patch, memo, logger)
+
+
+def handover_pending(status: kopf.Status, **_: Any) -> bool:
+    return bool((status.get("handover") or {}).get("pending"))
+
+
+@kopf.timer(
+    *RESOURCE,
+    interval=HANDOVER_INTERVAL_S,
+    initial_delay=HANDOVER_INTERVAL_S,
+    when=handover_pending,
+)
+def follow_handover(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """Re-runs the reconcile every few seconds while a symbol is being handed over."""
     _run(body, patch, memo, logger)
 
 

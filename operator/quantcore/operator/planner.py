@@ -15,6 +15,7 @@ SparkApplication carries no symbol list: a reshard never touches its spec.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,11 @@ def shard_configmap_name(feed: str, shard: int) -> str:
 
 def shard_deployment_name(feed: str, shard: int) -> str:
     return f"{feed}-feed-{shard}"
+
+
+def feed_service_name(feed: str) -> str:
+    """The headless metrics Service of every feed shard (scrapes, the operator's /live)."""
+    return f"{feed}-feed"
 
 
 def spark_application_name(feed: str) -> str:
@@ -266,9 +272,12 @@ def feed_metrics_service(feed: MarketFeed) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(feed, f"{feed.name}-feed", "feed"),
+        "metadata": _meta(feed, feed_service_name(feed.name), "feed"),
         "spec": {
             "clusterIP": "None",
+            # Its DNS names every shard, ready or not: the operator asks each for /live while
+            # handing symbols over, and a shard with a book still syncing is not ready.
+            "publishNotReadyAddresses": True,
             "selector": _selector(feed, "feed"),
             "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}],
         },
@@ -545,14 +554,19 @@ def plan(
     current: RoutingTable | None,
     symbols: list[str],
     min_partitions: int = 0,
+    shard_tables: Mapping[int, RoutingTable] | None = None,
 ) -> Plan:
     """The next routing table and every object the MarketFeed should own.
 
     `min_partitions` is the partition count the topics already have (they may exceed the
-    spec; partitions never shrink).
+    spec; partitions never shrink). `shard_tables` are the one-shard tables to write now
+    while symbols are handed over (quantcore.operator.handover): a shard there above the
+    table's shard count keeps its Deployment until it holds nothing. Default: the table's.
     """
     spec = feed.spec
     table = next_table(spec, current, symbols, min_partitions)
+    if shard_tables is None:
+        shard_tables = {i: shard_table(table, i) for i in range(table.shards)}
     old = current or RoutingTable(partitions=0, shards=0)
     changed = frozenset(
         i
@@ -560,8 +574,8 @@ def plan(
         if shard_table(table, i) != shard_table(old, i)
     )
     objects: list[Obj] = [routing_configmap(feed, table)]
-    for shard in range(table.shards):
-        objects.append(shard_configmap(feed, table, shard))
+    for shard in sorted(set(range(table.shards)) | set(shard_tables)):
+        objects.append(shard_configmap(feed, shard_tables.get(shard, table), shard))
         objects.append(shard_deployment(feed, shard))
     objects.append(feed_metrics_service(feed))
     objects.extend(redis_objects(feed, len(table.routes)))

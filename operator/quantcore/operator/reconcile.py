@@ -1,5 +1,10 @@
 """The one idempotent reconcile that create, update, resume and the drift timer all run:
-read the object and the current routing table -> plan -> topics -> apply -> prune -> status.
+read the object and the current routing table -> plan -> topics -> handover step -> apply ->
+prune -> status.
+
+A symbol moving between shards is handed over make-before-break (quantcore.operator.handover):
+the shard ConfigMaps written are the handover's step, not the final table, until each gaining
+shard reports its new symbols live; the handover timer re-runs the reconcile meanwhile.
 
 Blocking by design (kube and Kafka clients are synchronous); kopf runs it in a worker thread.
 Safe to kill at any point: the routing ConfigMap is written only after the topics have the
@@ -9,12 +14,13 @@ partitions it names, and re-running with the same inputs plans the same table an
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from quantcore.operator import planner, rbac, status, topics, universe
+from quantcore.operator import handover, planner, rbac, shardlive, status, topics, universe
 from quantcore.operator.api import MarketFeed, MarketFeedStatus
 from quantcore.operator.applier import Applier, Kube, KubeError
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable
@@ -24,6 +30,9 @@ log = logging.getLogger(__name__)
 CONFIGMAP = rbac.BY_KIND[("v1", "ConfigMap")]
 SPARK = rbac.BY_KIND[("sparkoperator.k8s.io/v1beta2", "SparkApplication")]
 APPLY_THREADS = 8
+
+
+LiveQuery = Callable[[MarketFeed], dict[int, frozenset[str]]]
 
 
 class RetryLater(Exception):
@@ -40,6 +49,8 @@ class Outcome:
     status_patch: dict[str, Any] | None  # None when the status is already what it should be
     changed_shards: frozenset[int]
     pruned: tuple[str, ...]
+    pending: tuple[handover.Move, ...] = ()  # still held by their old shard
+    forced: tuple[handover.Move, ...] = ()  # released without the new shard live (timeout)
 
 
 def current_table(applier: Applier, feed: MarketFeed) -> RoutingTable | None:
@@ -47,6 +58,40 @@ def current_table(applier: Applier, feed: MarketFeed) -> RoutingTable | None:
     if cm is None or CONFIGMAP_KEY not in (cm.get("data") or {}):
         return None
     return RoutingTable.from_json(cm["data"][CONFIGMAP_KEY])
+
+
+def applied_shard_tables(applier: Applier, feed: MarketFeed) -> dict[int, RoutingTable]:
+    """shard -> the one-shard table its ConfigMap holds now (the feed's own ConfigMaps only)."""
+    tables: dict[int, RoutingTable] = {}
+    for cm in applier.owned(CONFIGMAP, feed):
+        label = (cm["metadata"].get("labels") or {}).get(planner.SHARD_LABEL, "")
+        text = (cm.get("data") or {}).get(CONFIGMAP_KEY)
+        if not label.isdigit() or text is None:
+            continue
+        try:
+            tables[int(label)] = RoutingTable.from_json(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            # Rewritten from the final table below; the shard keeps what it had meanwhile.
+            log.warning("%s: unreadable routing table: %s", cm["metadata"]["name"], exc)
+    return tables
+
+
+def handover_step(
+    applier: Applier,
+    feed: MarketFeed,
+    final: RoutingTable,
+    previous: MarketFeedStatus | None,
+    now: datetime,
+    ask_live: LiveQuery,
+    timeout: timedelta,
+) -> handover.Step:
+    """The shard tables to write now; asks the shards only while a symbol is moving."""
+    applied = applied_shard_tables(applier, feed)
+    since = status.handover_since(previous)
+    step = handover.step(final, applied, {}, since, now, timeout)
+    if step.pending:
+        step = handover.step(final, applied, ask_live(feed), since, now, timeout)
+    return step
 
 
 def resolve_symbols(
@@ -92,7 +137,13 @@ def _patch_if_changed(
     return None if previous == new else status.as_patch(new)
 
 
-def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> Outcome:
+def reconcile(
+    kube: Kube,
+    body: dict[str, Any],
+    now: datetime | None = None,
+    ask_live: LiveQuery = shardlive.ask,
+    handover_timeout: timedelta = handover.DEFAULT_TIMEOUT,
+) -> Outcome:
     now = now or datetime.now(UTC)
     feed = MarketFeed.from_object(body)
     previous = _previous_status(body)
@@ -104,6 +155,8 @@ def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> 
             generation=feed.generation,
             table=current or RoutingTable(partitions=0, shards=0),
             failures=(status.Problem(reason, message),),
+            # A handover in progress stays recorded (with its start times) while blocked.
+            handover=status.pending_moves(previous),
             now=now,
         )
         new = status.build(observed, previous)
@@ -126,10 +179,27 @@ def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> 
 
     try:
         have = topics.existing_partitions(feed.spec)
-        plan = planner.plan(feed, current, symbols, max(have.values(), default=0))
-        outcome = topics.ensure(feed.spec, plan.table.partitions)
+        min_partitions = max(have.values(), default=0)
+        final = planner.next_table(feed.spec, current, symbols, min_partitions)
+        outcome = topics.ensure(feed.spec, final.partitions)
     except KafkaException as exc:
         raise blocked("KafkaUnavailable", f"Kafka at {feed.spec.kafka.bootstrap}: {exc}") from exc
+
+    try:
+        step = handover_step(applier, feed, final, previous, now, ask_live, handover_timeout)
+    except KubeError as exc:
+        reason = "Forbidden" if exc.status == 403 else "ApiUnavailable"
+        raise blocked(reason, f"reading the shard routing tables: {exc}") from exc
+    for move in step.forced:
+        log.warning(
+            "%s/%s: released %s without shard %d reporting it live within %ds",
+            feed.namespace,
+            feed.name,
+            move.describe(),
+            move.target,
+            handover_timeout.total_seconds(),
+        )
+    plan = planner.plan(feed, current, symbols, min_partitions, shard_tables=step.tables)
 
     # The routing table first (shards read it), then everything else in parallel.
     routing, *rest = plan.objects
@@ -155,6 +225,7 @@ def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> 
         spark_state=app_state.get("state", ""),
         spark_submitted_at=(spark.get("status") or {}).get("lastSubmissionAttemptTime"),
         universe_refreshed_at=refreshed_at,
+        handover=step.pending,
         now=now,
     )
     new = status.build(observed, previous)
@@ -167,7 +238,14 @@ def reconcile(kube: Kube, body: dict[str, Any], now: datetime | None = None) -> 
             sorted(plan.changed_shards),
             pruned,
         )
-    return Outcome(plan.table, _patch_if_changed(new, previous), plan.changed_shards, tuple(pruned))
+    return Outcome(
+        plan.table,
+        _patch_if_changed(new, previous),
+        plan.changed_shards,
+        tuple(pruned),
+        pending=step.pending,
+        forced=step.forced,
+    )
 
 
 __all__ = ["KubeError", "Outcome", "RetryLater", "reconcile"]

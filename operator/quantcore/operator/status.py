@@ -14,16 +14,20 @@ from typing import Any
 
 from quantcore.operator.api import (
     Condition,
+    HandoverStatus,
     MarketFeedStatus,
+    PendingMove,
     RoutingSummary,
     SparkStatus,
     TopicStatus,
     UniverseStatus,
 )
+from quantcore.operator.handover import Move
 from quantcore.routing import RoutingTable
 
 # A submission that has not reached RUNNING by then is stuck (no executors, bad image...).
 STUCK_SUBMITTED = timedelta(minutes=5)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 SPARK_FAILED = {"FAILED", "SUBMISSION_FAILED", "FAILING", "UNKNOWN"}
 
 
@@ -45,6 +49,7 @@ class Observed:
     spark_state: str = ""
     spark_submitted_at: str | None = None
     universe_refreshed_at: str | None = None
+    handover: tuple[Move, ...] = ()  # symbols held by their old shard until the new one is live
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -133,13 +138,22 @@ def conditions(observed: Observed, previous: Iterable[Condition] = ()) -> list[C
     else:
         ready = _condition("Ready", True, "Ready", "every workload is available", gen, before, now)
         degraded = _condition("Degraded", False, "AsExpected", "", gen, before, now)
-    progressing = (
-        _condition("Progressing", True, "Reconciling", ready.message, gen, before, now)
-        if ready.status != "True" and not failures
-        else _condition(
+    if observed.handover and not failures:
+        moves = [m.describe() for m in observed.handover]
+        message = (
+            f"handing over {len(moves)} symbol(s) until the new shard reports them live: "
+            + ", ".join(moves[:10])
+            + (" ..." if len(moves) > 10 else "")
+        )
+        progressing = _condition("Progressing", True, "Handover", message, gen, before, now)
+    elif ready.status != "True" and not failures:
+        progressing = _condition(
+            "Progressing", True, "Reconciling", ready.message, gen, before, now
+        )
+    else:
+        progressing = _condition(
             "Progressing", False, "Converged" if not failures else "Blocked", "", gen, before, now
         )
-    )
     return [ready, progressing, degraded]
 
 
@@ -162,7 +176,39 @@ def build(observed: Observed, previous: MarketFeedStatus | None = None) -> Marke
             if observed.universe_refreshed_at
             else None
         ),
+        handover=(
+            HandoverStatus(
+                pending=[
+                    PendingMove(
+                        symbol=m.symbol,
+                        from_shard=m.source,
+                        to_shard=m.target,
+                        since=m.since.strftime(TIME_FORMAT),
+                    )
+                    for m in observed.handover
+                ]
+            )
+            if observed.handover
+            else None
+        ),
     )
+
+
+def pending_moves(previous: MarketFeedStatus | None) -> tuple[Move, ...]:
+    """The handover moves a previous status recorded (with when each was first seen)."""
+    if previous is None or previous.handover is None:
+        return ()
+    moves = []
+    for m in previous.handover.pending:
+        since = _parse_time(m.since)
+        if since is not None:
+            moves.append(Move(m.symbol, m.from_shard, m.to_shard, since))
+    return tuple(moves)
+
+
+def handover_since(previous: MarketFeedStatus | None) -> dict[tuple[str, int], datetime]:
+    """(symbol, new shard) -> when the reconcile first saw that move pending."""
+    return {m.key: m.since for m in pending_moves(previous)}
 
 
 def _degraded(raw: Any) -> dict[str, Any] | None:

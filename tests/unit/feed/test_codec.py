@@ -325,3 +325,25 @@ def test_binance_diffs_take_the_fast_path(parser: object) -> None:
         assert binance._canonical_depth_diff(frame(DIFF), 7) == _general(frame(DIFF))
         assert binance._canonical_depth_diff(frame(with_(b=[], a=[])), 7) is not None
         assert binance._canonical_depth_diff(frame(with_(b=[["0.00000000", "1.0"]])), 7) is None
+
+
+def test_a_symbol_is_live_once_its_book_is_synced_and_published_since_it_was_added() -> None:
+    out: list[tuple[str, str | None, bytes]] = []
+    norm = Normalizer(binance, lambda k, s, v: out.append((k, s, v)), clock=lambda: 99)
+    snap = b'{"lastUpdateId":10,"bids":[["100.0","1.0"]],"asks":[["101.0","1.0"]]}'
+    norm.add_symbol("BTCUSDT")
+    assert norm.live_symbols() == []
+    norm.on_snapshot_body(snap, "BTCUSDT", 1)  # loaded, waiting for the straddling diff
+    assert norm.live_symbols() == []
+    norm.on_frame(frame(with_(U=11, u=11, b=[["100.0", "1.5"]], a=[])), 2)
+    assert out[-1][0] == BOOK
+    assert norm.live_symbols() == ["BTCUSDT"]
+    norm.on_frame(frame(with_(U=13, u=13, b=[["100.0", "2.0"]], a=[])), 3)  # a gap: resync
+    assert norm.live_symbols() == []
+    norm.on_snapshot_body(snap.replace(b":10,", b":13,"), "BTCUSDT", 4)
+    norm.on_frame(frame(with_(U=14, u=14, b=[["100.0", "2.5"]], a=[])), 5)
+    assert norm.live_symbols() == ["BTCUSDT"]
+    # Dropped and added again (a handover back): not live until it publishes again.
+    norm.remove_symbol("BTCUSDT")
+    norm.add_symbol("BTCUSDT")
+    assert norm.live_symbols() == []

@@ -2,7 +2,8 @@
 
 Both are drawn from one report, the shard's `health()`, read at request time, so the hot path
 only increments plain integers and /metrics can never disagree with /healthz. `/healthz`
-answers that report as JSON (200 healthy, 503 not).
+answers that report as JSON (200 healthy, 503 not); `/live` the symbols synced and publishing,
+which the operator polls while it hands symbols over between shards.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ class ShardCollector(Collector):
         yield routing
 
 
-async def serve_metrics(report: Report, port: int, host: str = "127.0.0.1") -> None:
+async def serve_metrics(
+    report: Report, port: int, host: str = "127.0.0.1", *, live: Report | None = None
+) -> None:
     from aiohttp import web
 
     registry = CollectorRegistry()
@@ -118,6 +121,13 @@ async def serve_metrics(report: Report, port: int, host: str = "127.0.0.1") -> N
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    if live is not None:
+        answer = live
+
+        async def live_symbols(_: web.Request) -> web.Response:
+            return web.Response(body=orjson.dumps(answer()), content_type="application/json")
+
+        app.router.add_get("/live", live_symbols)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from quantcore.feed import codec
-from quantcore.feed.book import BookSync, Outcome, Step, SyncCounters
+from quantcore.feed.book import BookSync, Outcome, Step, SyncCounters, SyncState
 from quantcore.feed.exchange import Exchange
 from quantcore.feed.messages import (
     BookTicker,
@@ -115,6 +115,21 @@ class Normalizer:
         sync = self.syncs.get(symbol)
         if sync is not None:
             sync.attempts += 1
+
+    def live_symbols(self) -> list[str]:
+        """Symbols whose book is synced and has published a record since they were added.
+
+        What the operator waits for before another shard lets go of a symbol it hands over.
+        A book record sets `last_update`, which `remove_symbol` clears; a shard without a
+        local book (partial books) publishes straight from the pushed top-N.
+        """
+        if self.partial_books:
+            return sorted(s for s in self.syncs if s in self._partials)
+        return sorted(
+            s
+            for s, sync in self.syncs.items()
+            if sync.state is SyncState.LIVE and s in self.last_update
+        )
 
     def books(self, now_ns: int) -> dict[str, dict[str, Any]]:
         """Each symbol's book as health and metrics show it: state, counters, last update id,

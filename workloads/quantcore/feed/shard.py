@@ -105,7 +105,9 @@ class Shard:
                 tg.create_task(self._settle_heap(), name="gc")
                 if cfg.metrics_port is not None:
                     tg.create_task(
-                        serve_metrics(self.health, cfg.metrics_port, cfg.metrics_host),
+                        serve_metrics(
+                            self.health, cfg.metrics_port, cfg.metrics_host, live=self.live
+                        ),
                         name="metrics",
                     )
         finally:
@@ -251,6 +253,14 @@ class Shard:
             not_before.pop(symbol, None)
 
     # --- the one view of its state: /healthz, and /metrics drawn from it ---
+    def live(self) -> dict[str, Any]:
+        """/live: the symbols this shard serves for real, for the operator's handover."""
+        return {
+            "shard": self.config.shard,
+            "routingVersion": self.table.version if self.table else None,
+            "live": self.normalizer.live_symbols(),
+        }
+
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
         symbols = self.normalizer.books(time.time_ns())
