@@ -83,10 +83,11 @@ def test_an_unreachable_gaining_shard_blocks_only_until_the_timeout() -> None:
     before = table({"ETH": 0}, 2)
     after = table({"ETH": 1}, 2)
     since = {("ETH", 1): T0}
-    waiting = handover.step(after, split(before), {}, since, now=T0 + timedelta(seconds=119))
+    limit = handover.DEFAULT_TIMEOUT
+    waiting = handover.step(after, split(before), {}, since, now=T0 + limit - timedelta(seconds=1))
     assert symbols(waiting)[0] == {"ETH"}
     assert waiting.forced == ()
-    late = handover.step(after, split(before), {}, since, now=T0 + timedelta(seconds=120))
+    late = handover.step(after, split(before), {}, since, now=T0 + limit)
     assert symbols(late) == {0: set(), 1: {"ETH"}}
     assert late.forced == (handover.Move("ETH", 0, 1, T0),)
     assert late.done

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from quantcore.operator import handover
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--handover-timeout",
         type=_positive_seconds,
-        default=120.0,
+        default=handover.DEFAULT_TIMEOUT.total_seconds(),
         help="seconds a shard keeps a symbol moving away while the new shard has not "
         "reported it live (then it lets go anyway and posts a HandoverTimeout Event)",
     )

@@ -27,7 +27,9 @@ from datetime import UTC, datetime, timedelta
 
 from quantcore.routing import Route, RoutingTable
 
-DEFAULT_TIMEOUT = timedelta(seconds=120)
+# A ConfigMap edit reaches a pod's mounted file at the kubelet's next sync of the pod (a minute
+# by default, plus its cache's TTL), then the shard connects and syncs: room for all of it.
+DEFAULT_TIMEOUT = timedelta(seconds=300)
 NOW = datetime(2024, 1, 1, tzinfo=UTC)  # for the doctest above
 
 
