@@ -283,6 +283,17 @@ class Toleration(_Model):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = Field(default=None, ge=0, le=86400 * 7)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        # The CEL rules above, for specs that never pass an API server (local mode, tests).
+        if self.operator != "Exists" and self.key is None:
+            raise ValueError("spark.tolerations: a toleration without key needs operator Exists")
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("spark.tolerations: operator Exists takes no value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("spark.tolerations: tolerationSeconds applies to NoExecute only")
+        return self
+
     def to_kubernetes(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
 

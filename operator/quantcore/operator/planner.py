@@ -473,7 +473,19 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                         "name": "serve",
                         "image": spec.image,
                         "command": ["quantcore"],
-                        "args": ["serve", "--redis", redis_url(feed), "--port", str(port)],
+                        # The whole routing table names the served symbols: a symbol
+                        # that leaves the feed leaves the API, though Redis keeps its value.
+                        "args": [
+                            "serve",
+                            "--redis",
+                            redis_url(feed),
+                            "--port",
+                            str(port),
+                            "--metrics-port",
+                            str(METRICS_PORT),
+                            "--routing",
+                            f"{ROUTING_DIR}/{CONFIGMAP_KEY}",
+                        ],
                         "ports": [
                             {"name": "grpc", "containerPort": port},
                             {"name": "metrics", "containerPort": METRICS_PORT},
@@ -491,10 +503,16 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                             "limits": {"memory": "512Mi"},
                         },
                         "securityContext": container_security(),
-                        "volumeMounts": [_TMP_MOUNT],
+                        "volumeMounts": [
+                            {"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True},
+                            _TMP_MOUNT,
+                        ],
                     }
                 ],
-                "volumes": [_TMP_VOLUME],
+                "volumes": [
+                    {"name": "routing", "configMap": {"name": routing_configmap_name(feed.name)}},
+                    _TMP_VOLUME,
+                ],
             },
         },
     }
