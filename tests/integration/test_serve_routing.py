@@ -211,10 +211,12 @@ def test_serve_command_answers_metrics_on_its_metrics_port(
                 )
             }
 
-        samples = eventually(
-            lambda: (s := scrape()).get("quantcore_serve_routing_version") == 7 and s,
-            "the routing version on /metrics",
-        )
+        def routed() -> dict[str, float] | None:
+            samples = scrape()
+            return samples if samples.get("quantcore_serve_routing_version") == 7 else None
+
+        samples = eventually(routed, "the routing version on /metrics")
+        assert samples is not None
         assert samples["quantcore_serve_routed_symbols"] == 2
         assert samples["quantcore_serve_redis_connected"] == 1
         received = samples["quantcore_serve_updates_received_total"]
