@@ -55,6 +55,9 @@ resource "aws_launch_template" "node" {
 }
 
 locals {
+  # Every node carries pool_label = <its group's name>; a dedicated group is also tainted
+  # with it, and the MarketFeed's Spark pods select and tolerate exactly that (platform.tf).
+  pool_label = "quantcore.io/pool"
   node_groups = {
     platform = merge(var.platform_nodes, { capacity_type = "ON_DEMAND", dedicated = false })
     spark    = var.spark_nodes
@@ -83,12 +86,12 @@ resource "aws_eks_node_group" "this" {
     version = aws_launch_template.node.latest_version
   }
 
-  labels = { "quantcore.io/pool" = each.key }
+  labels = { (local.pool_label) = each.key }
 
   dynamic "taint" {
     for_each = each.value.dedicated ? [each.key] : []
     content {
-      key    = "quantcore.io/pool"
+      key    = local.pool_label
       value  = taint.value
       effect = "NO_SCHEDULE"
     }

@@ -16,6 +16,7 @@ module "chart_values" {
   spark_role_arn       = aws_iam_role.spark.arn
   checkpoint_bucket    = aws_s3_bucket.checkpoints.id
   feed                 = { name = var.feed_name, symbols = var.feed_symbols }
+  spark_pool           = { label_key = local.pool_label, name = "spark", dedicated = var.spark_nodes.dedicated }
 }
 
 resource "helm_release" "quantcore" {

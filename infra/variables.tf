@@ -113,7 +113,8 @@ variable "spark_nodes" {
     min_size       = 1
     desired_size   = 2
     max_size       = 8
-    # true: taint the pool so only pods tolerating quantcore.io/pool=spark land there.
+    # true: taint the pool so only pods tolerating quantcore.io/pool=spark land there (the
+    # marketfeed_manifest output's Spark pods select the pool either way, and tolerate it).
     dedicated = false
   }
   validation {

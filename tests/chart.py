@@ -4,6 +4,7 @@ rendered or planned objects, and judge a pod against the `restricted` Pod Securi
 
 from __future__ import annotations
 
+import copy
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -83,9 +84,8 @@ def of_kind(objects: Iterable[Obj], kind: str) -> list[Obj]:
 def pod_specs(objects: Iterable[Obj]) -> Iterator[tuple[str, Obj]]:
     """(name, pod spec) for every pod the objects would create.
 
-    A SparkApplication's driver and executor become pods through the spark-operator, which
-    copies `podSecurityContext` to the pod and `securityContext`, `volumeMounts` to the Spark
-    container; that is the pod built here.
+    A SparkApplication's driver and executor become pods that Spark builds on their pod
+    templates (`spark_pod`).
     """
     for obj in objects:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -100,18 +100,19 @@ def pod_specs(objects: Iterable[Obj]) -> Iterator[tuple[str, Obj]]:
 
 
 def spark_pod(app_spec: Obj, role: str) -> Obj:
+    """The pod Spark builds for `role`: the role's pod `template`, which the spark-operator
+    hands to spark-submit, with Spark's container (spark-kubernetes-<role>) in it. Fields
+    outside the template reach the pod only through the spark-operator's mutating webhook,
+    which is often off, so they count for nothing here."""
     part = app_spec[role]
-    container: Obj = {
-        "name": f"spark-kubernetes-{role}",
-        "image": part.get("image", app_spec["image"]),
-        "securityContext": part.get("securityContext", {}),
-        "volumeMounts": part.get("volumeMounts", []),
-    }
-    pod: Obj = {
-        "securityContext": part.get("podSecurityContext", {}),
-        "containers": [container],
-        "volumes": app_spec.get("volumes", []),
-    }
+    pod: Obj = copy.deepcopy((part.get("template") or {}).get("spec") or {})
+    name = f"spark-kubernetes-{role}"
+    containers = pod.setdefault("containers", [])
+    container = next((c for c in containers if c.get("name") == name), None)
+    if container is None:
+        container = {"name": name}
+        containers.insert(0, container)
+    container.setdefault("image", part.get("image", app_spec["image"]))
     if role == "driver" and part.get("serviceAccount"):
         pod["serviceAccountName"] = part["serviceAccount"]
     return pod

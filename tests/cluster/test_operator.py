@@ -400,6 +400,49 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
     ),
     ("bad trigger", lambda s: s["spark"].update(trigger="once"), "spec.spark.trigger"),
     (
+        "zero cpu request",
+        lambda s: s["spark"].update(executor={"requestCores": "0"}),
+        "spec.spark.executor.requestCores",
+    ),
+    (
+        "spark conf outside spark.",
+        lambda s: s["spark"].update(sparkConf={"fs.s3a.endpoint": "x"}),
+        "keys must start with 'spark.'",
+    ),
+    (
+        "spark conf the operator sets",
+        lambda s: s["spark"].update(sparkConf={"spark.executor.instances": "1"}),
+        "the operator sets this key itself",
+    ),
+    (
+        "node selector key",
+        lambda s: s["spark"].update(nodeSelector={"bad key!": "spark"}),
+        "keys must be Kubernetes label keys",
+    ),
+    (
+        "toleration Exists with a value",
+        lambda s: s["spark"].update(tolerations=[{"key": "k", "operator": "Exists", "value": "v"}]),
+        "operator Exists takes no value",
+    ),
+    (
+        "env with value and secret",
+        lambda s: s["spark"].update(
+            env=[
+                {
+                    "name": "A",
+                    "value": "1",
+                    "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                }
+            ]
+        ),
+        "exactly one of value or valueFrom",
+    ),
+    (
+        "env named SPARK_",
+        lambda s: s["spark"].update(env=[{"name": "SPARK_HOME", "value": "/x"}]),
+        "belong to Spark",
+    ),
+    (
         "too few task slots",
         lambda s: s["spark"].update(executor={"instances": 1, "cores": 1}),
         "task slot per input partition",
@@ -487,6 +530,36 @@ def test_invalid_marketfeeds_are_rejected_with_what_to_fix(
     grown = _valid(namespace)
     grown["spec"]["kafka"]["partitions"] = 16
     apply(crd_installed, grown)
+
+
+def test_spark_scheduling_conf_and_env_are_accepted(crd_installed: Path, namespace: str) -> None:
+    doc = _valid(namespace)
+    doc["spec"]["spark"].update(
+        checkpoint="s3a://quantcore-checkpoints/checkpoints/mf",
+        driver={"requestCores": "250m"},
+        executor={"requestCores": "0.5"},
+        nodeSelector={"quantcore.io/pool": "spark"},
+        tolerations=[
+            {"key": "quantcore.io/pool", "value": "spark", "effect": "NoSchedule"},
+            {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60},
+        ],
+        sparkConf={"spark.hadoop.fs.s3a.endpoint": "http://minio:9000"},
+        env=[
+            {"name": "AWS_REGION", "value": "eu-west-1"},
+            {
+                "name": "AWS_ACCESS_KEY_ID",
+                "valueFrom": {"secretKeyRef": {"name": "s3", "key": "access-key"}},
+            },
+        ],
+    )
+    apply(crd_installed, doc)
+    stored = json.loads(
+        kubectl(crd_installed, "get", "marketfeed", FEED, "-n", namespace, "-o", "json").stdout
+    )
+    spark = MarketFeedSpec.model_validate(stored["spec"]).spark
+    assert spark.tolerations[0].operator == "Equal"  # the CRD's default
+    assert spark.spark_conf == {"spark.hadoop.fs.s3a.endpoint": "http://minio:9000"}
+    assert [e.name for e in spark.env] == ["AWS_REGION", "AWS_ACCESS_KEY_ID"]
 
 
 def test_crd_defaults_fill_the_spec(crd_installed: Path, namespace: str) -> None:

@@ -361,3 +361,18 @@ def test_spark_service_account_is_the_one_marketfeeds_use_by_default() -> None:
         == api.Spark.model_fields["service_account"].default
     )
     assert "default-deny" in template_text()
+
+
+def test_serving_policy_admits_scrapes_on_the_port_serving_serves_metrics_on() -> None:
+    serving = policies()["qc-quantcore-serving"]["spec"]
+    metrics_rule = [
+        r for r in serving["ingress"] if {"port": "metrics", "protocol": "TCP"} in r["ports"]
+    ]
+    assert metrics_rule, serving["ingress"]
+    # The named port resolves, on the serving pod, to the port `quantcore serve` is told.
+    (pod,) = planned_pods()["serve"][:1]
+    (container,) = pod["spec"]["containers"]
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    args = container["args"]
+    assert int(args[args.index("--metrics-port") + 1]) == named["metrics"]
+    assert selects(serving["podSelector"], pod["labels"])

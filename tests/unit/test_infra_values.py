@@ -18,6 +18,9 @@ import jsonschema
 import pytest
 import yaml
 
+from quantcore.operator.api import MarketFeed, MarketFeedSpec
+from quantcore.operator.planner import spark_application
+
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "infra" / "modules" / "chart-values"
 CHART = ROOT / "charts" / "quantcore"
@@ -223,6 +226,51 @@ def test_marketfeed_passes_the_crd_schema(either: dict[str, Any]) -> None:
         == "s3a://quantcore-checkpoints-20261123/checkpoints/majors"
     )
     assert feed["spec"]["spark"]["serviceAccount"] == "spark"
+
+
+def test_spark_pods_select_the_spark_node_group(either: dict[str, Any]) -> None:
+    spark = either["marketfeed"]["spec"]["spark"]
+
+    # nodes.tf labels every node quantcore.io/pool=<group>; the pool is not tainted by default.
+    assert spark["nodeSelector"] == {"quantcore.io/pool": "spark"}
+    assert spark["tolerations"] == []
+
+
+def test_a_dedicated_spark_pool_is_tolerated(terraform: str, tmp_path: Path) -> None:
+    pool = {"label_key": "quantcore.io/pool", "name": "spark", "dedicated": True}
+    result = outputs(terraform, tmp_path, {**BASE_INPUTS, **IN_CLUSTER, "spark_pool": pool})
+    feed = result["marketfeed"]
+
+    jsonschema.validate(feed, crd_schema())
+    spark = feed["spec"]["spark"]
+    assert spark["nodeSelector"] == {"quantcore.io/pool": "spark"}
+    # The taint nodes.tf puts on a dedicated group (NO_SCHEDULE is EKS's NoSchedule).
+    assert spark["tolerations"] == [
+        {"key": "quantcore.io/pool", "operator": "Equal", "value": "spark", "effect": "NoSchedule"}
+    ]
+    # And the operator turns them into the Spark pods' templates.
+    spec = MarketFeedSpec.model_validate(feed["spec"])
+    app = spark_application(
+        MarketFeed(name="majors", namespace="quantcore", uid="u", generation=1, spec=spec), 6
+    )
+    for role in ("driver", "executor"):
+        pod = app["spec"][role]["template"]["spec"]
+        assert pod["nodeSelector"] == spark["nodeSelector"]
+        assert pod["tolerations"] == spark["tolerations"]
+
+
+def test_nodes_tf_labels_and_taints_with_the_key_the_module_selects() -> None:
+    # The root configuration needs the AWS provider; its text is what can be checked offline.
+    def flat(name: str) -> str:
+        return " ".join((ROOT / "infra" / name).read_text().split())
+
+    nodes, platform = flat("nodes.tf"), flat("platform.tf")
+    assert 'pool_label = "quantcore.io/pool"' in nodes
+    assert "labels = { (local.pool_label) = each.key }" in nodes
+    assert "key = local.pool_label" in nodes
+    assert 'effect = "NO_SCHEDULE"' in nodes
+    assert "label_key = local.pool_label" in platform
+    assert "dedicated = var.spark_nodes.dedicated" in platform
 
 
 @pytest.mark.parametrize(

@@ -42,8 +42,10 @@ def test_every_pod_is_restricted() -> None:
             assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
     spark = by_name(p.objects)["SparkApplication/demo-stream"]["spec"]
     for role in ("driver", "executor"):
-        assert spark[role]["securityContext"]["readOnlyRootFilesystem"] is True
-        assert spark[role]["podSecurityContext"]["runAsNonRoot"] is True
+        pod = spark[role]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_reshard_touches_only_changed_shards_and_never_the_stream_job() -> None:
@@ -112,7 +114,7 @@ def test_external_redis_creates_no_redis() -> None:
     )
     assert not any(k.startswith("StatefulSet/") for k in objs)
     args = objs["Deployment/demo-serve"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args == ["serve", "--redis", "redis://r:6379/0", "--port", "50051"]
+    assert args[:5] == ["serve", "--redis", "redis://r:6379/0", "--port", "50051"]
 
 
 def test_redis_memory_grows_with_symbols_and_levels_in_doublings() -> None:
@@ -170,3 +172,219 @@ def test_a_handover_step_decides_the_shard_configmaps_and_keeps_a_draining_shard
     assert sorted(gained["routes"]) == ["BTCUSDT", "ETHUSDT"]
     # The shards' Service names not-ready pods too: the operator asks each for /live.
     assert by_name["Service/demo-feed"]["spec"]["publishNotReadyAddresses"] is True
+# ---- the SparkApplication's pods ---------------------------------------------------------
+
+# Fields of a driver/executor that spark-operator v2.4.0 applies only through its mutating
+# webhook (often off): the plan must not rely on any of them.
+WEBHOOK_ONLY = {
+    "podSecurityContext",
+    "securityContext",
+    "volumeMounts",
+    "nodeSelector",
+    "tolerations",
+    "env",
+    "envFrom",
+    "affinity",
+    "sidecars",
+    "initContainers",
+}
+
+
+def spark_spec(**spark: Any) -> dict[str, Any]:
+    feed = sample_feed(spark={"image": "spark:x", **spark})
+    app: dict[str, Any] = by_name(plan(feed, None, SYMBOLS[:3]).objects)[
+        "SparkApplication/demo-stream"
+    ]["spec"]
+    return app
+
+
+def test_spark_pods_are_shaped_by_templates_not_by_webhook_fields() -> None:
+    app = spark_spec()
+    assert "volumes" not in app  # top-level volumes also need the webhook
+    for role, container_name in (
+        ("driver", "spark-kubernetes-driver"),
+        ("executor", "spark-kubernetes-executor"),
+    ):
+        part = app[role]
+        assert not WEBHOOK_ONLY & set(part), f"{role}: {WEBHOOK_ONLY & set(part)}"
+        template = part["template"]
+        assert template["metadata"]["labels"] == {
+            planner.FEED_LABEL: "demo",
+            planner.COMPONENT_LABEL: "stream",
+        }
+        assert part["labels"] == template["metadata"]["labels"]  # Spark properties too
+        pod = template["spec"]
+        assert pod["securityContext"] == planner.pod_security()
+        (container,) = pod["containers"]
+        assert container["name"] == container_name
+        assert container["securityContext"] == planner.container_security()
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert set(mounts) == {"/tmp", "/opt/spark/work-dir"}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for name in mounts.values():
+            assert "emptyDir" in volumes[name]
+        assert "nodeSelector" not in pod
+        assert "tolerations" not in pod
+        assert "env" not in container
+
+
+def test_spark_pods_request_less_cpu_than_their_cores_by_default() -> None:
+    app = spark_spec()
+    assert app["driver"]["coreRequest"] == "250m"
+    assert app["executor"]["coreRequest"] == "500m"
+    assert app["executor"]["cores"] == 1
+    sized = spark_spec(driver={"requestCores": "1"}, executor={"cores": 2, "requestCores": "1.5"})
+    assert sized["driver"]["coreRequest"] == "1"
+    assert sized["executor"]["coreRequest"] == "1.5"
+    assert sized["executor"]["cores"] == 2
+
+
+@pytest.mark.parametrize("bad", ["0", "0m", "0.000", "1.2345", "-1", "1 cpu", "100000000m"])
+@pytest.mark.parametrize("role", ["driver", "executor"])
+def test_request_cores_must_be_a_positive_cpu_quantity(role: str, bad: str) -> None:
+    with pytest.raises(ValueError, match=r"requestCores|request_cores"):
+        spark_spec(**{role: {"requestCores": bad}})
+
+
+def test_dedicated_pool_selector_and_tolerations_reach_both_templates() -> None:
+    toleration = {
+        "key": "quantcore.io/pool",
+        "operator": "Equal",
+        "value": "spark",
+        "effect": "NoSchedule",
+    }
+    app = spark_spec(
+        nodeSelector={"quantcore.io/pool": "spark"},
+        tolerations=[toleration, {"operator": "Exists", "effect": "NoExecute"}],
+    )
+    for role in ("driver", "executor"):
+        pod = app[role]["template"]["spec"]
+        assert pod["nodeSelector"] == {"quantcore.io/pool": "spark"}
+        assert pod["tolerations"] == [toleration, {"operator": "Exists", "effect": "NoExecute"}]
+
+
+@pytest.mark.parametrize(
+    ("spark", "complaint"),
+    [
+        ({"nodeSelector": {"bad key!": "x"}}, "node_selector|nodeSelector"),
+        ({"nodeSelector": {"pool": "not a value"}}, "node_selector|nodeSelector"),
+        ({"tolerations": [{"operator": "Exists", "value": "x"}]}, "tolerations"),
+        ({"tolerations": [{"operator": "Sometimes"}]}, "tolerations"),
+        ({"tolerations": [{"key": "k", "effect": "Never"}]}, "tolerations"),
+        ({"tolerations": [{"value": "spark"}]}, "tolerations"),  # Equal needs a key
+        ({"tolerations": [{"key": "k", "tolerationSeconds": 30}]}, "tolerations"),
+    ],
+)
+def test_bad_scheduling_fields_are_refused(spark: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        spark_spec(**spark)
+
+
+def test_spark_conf_is_merged_under_the_operators_own() -> None:
+    app = spark_spec(
+        sparkConf={
+            "spark.hadoop.fs.s3a.endpoint": "http://minio:9000",
+            "spark.sql.streaming.metricsEnabled": "true",
+        }
+    )
+    conf = app["sparkConf"]
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://minio:9000"
+    assert conf["spark.sql.streaming.metricsEnabled"] == "true"
+    assert conf["spark.local.dir"] == "/tmp/spark-local"
+    assert conf["spark.sql.shuffle.partitions"] == "12"
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"hadoop.fs.s3a.endpoint": "x"},  # not a Spark property
+        {"spark.local.dir": "/elsewhere"},  # the operator's own
+        {"spark.executor.instances": "1"},  # derived from spark.executor
+        {"spark.kubernetes.executor.podTemplateFile": "/x"},  # the templates
+    ],
+)
+def test_spark_conf_refuses_foreign_and_reserved_keys(conf: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"spark_conf|sparkConf"):
+        spark_spec(sparkConf=conf)
+
+
+def test_operator_value_wins_if_a_reserved_key_slips_through() -> None:
+    # An older CRD would not refuse it; the planner still keeps the job's own settings.
+    feed = sample_feed(spark={"image": "spark:x"})
+    spark = feed.spec.spark.model_copy(update={"spark_conf": {"spark.local.dir": "/root"}})
+    feed = feed.model_copy(update={"spec": feed.spec.model_copy(update={"spark": spark})})
+    assert planner.spark_conf(feed, 6)["spark.local.dir"] == "/tmp/spark-local"
+
+
+def test_env_with_values_and_secret_references_reaches_both_containers() -> None:
+    env = [
+        {"name": "AWS_REGION", "value": "eu-west-1"},
+        {
+            "name": "AWS_ACCESS_KEY_ID",
+            "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "access-key"}},
+        },
+    ]
+    app = spark_spec(env=env)
+    for role in ("driver", "executor"):
+        (container,) = app[role]["template"]["spec"]["containers"]
+        assert container["env"] == env
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        [{"name": "A"}],  # neither value nor valueFrom
+        [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+        [{"name": "SPARK_HOME", "value": "/x"}],
+        [{"name": "1BAD", "value": "x"}],
+        [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}],
+    ],
+)
+def test_bad_env_is_refused(env: list[dict[str, Any]]) -> None:
+    with pytest.raises(ValueError, match="env"):
+        spark_spec(env=env)
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    ["s3a://quantcore-checkpoints/checkpoints/majors", "file:///tmp/q", "hdfs://nn:8020/q"],
+)
+def test_checkpoint_accepts_durable_uris(checkpoint: str) -> None:
+    args = spark_spec(checkpoint=checkpoint)["arguments"]
+    assert args[args.index("--checkpoint") + 1] == checkpoint
+
+
+@pytest.mark.parametrize("checkpoint", ["s3a:/bucket", "/tmp/q", "s3a://bucket/with space"])
+def test_checkpoint_refuses_what_is_not_a_uri(checkpoint: str) -> None:
+    with pytest.raises(ValueError, match="checkpoint"):
+        spark_spec(checkpoint=checkpoint)
+
+
+# ---- serving -----------------------------------------------------------------------------
+
+
+def test_serving_serves_metrics_where_its_port_and_service_say() -> None:
+    objs = by_name(plan(sample_feed(), None, SYMBOLS[:3]).objects)
+    (container,) = objs["Deployment/demo-serve"]["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    declared = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(args[args.index("--metrics-port") + 1]) == declared["metrics"]
+    service_ports = {p["name"]: p for p in objs["Service/demo-serve"]["spec"]["ports"]}
+    assert service_ports["metrics"]["targetPort"] == "metrics"
+
+
+def test_serving_reads_the_whole_routing_table_read_only() -> None:
+    p = plan(sample_feed(sharding={"symbolsPerShard": 2}), None, SYMBOLS[:5])
+    objs = by_name(p.objects)
+    pod = objs["Deployment/demo-serve"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = container["args"][container["args"].index("--routing") + 1]
+    (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    configmap = objs[f"ConfigMap/{volume['configMap']['name']}"]
+    # Every shard's symbols, not one shard's slice.
+    table = RoutingTable.from_json(configmap["data"][path.rsplit("/", 1)[1]])
+    assert table.symbols == p.table.symbols
+    assert p.table.shards == 3

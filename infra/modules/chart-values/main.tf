@@ -92,6 +92,16 @@ variable "feed" {
   })
 }
 
+variable "spark_pool" {
+  description = "The Spark node group: every node carries label_key = name, and a dedicated group is tainted label_key=name:NoSchedule (nodes.tf). The MarketFeed's Spark pods select it and, when dedicated, tolerate the taint."
+  type = object({
+    label_key = string
+    name      = string
+    dedicated = bool
+  })
+  default = { label_key = "quantcore.io/pool", name = "spark", dedicated = false }
+}
+
 locals {
   platform_nodes        = { "quantcore.io/pool" = "platform" }
   spark_service_account = "spark" # MarketFeed spec.spark.serviceAccount's default
@@ -173,6 +183,14 @@ output "marketfeed" {
         image          = "${var.image.spark_repository}:${var.image.tag}"
         serviceAccount = local.spark_service_account
         checkpoint     = "s3a://${var.checkpoint_bucket}/checkpoints/${var.feed.name}"
+        # The driver and executors run on the Spark node group, never on the platform nodes.
+        nodeSelector = { (var.spark_pool.label_key) = var.spark_pool.name }
+        tolerations = var.spark_pool.dedicated ? [{
+          key      = var.spark_pool.label_key
+          operator = "Equal"
+          value    = var.spark_pool.name
+          effect   = "NoSchedule"
+        }] : []
       }
       # A null url is left out of the rendered manifest (the CRD forbids it for "managed").
       redis = { for k, v in local.redis_spec : k => v if v != null }

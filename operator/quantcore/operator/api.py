@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from quantcore import events
@@ -178,18 +178,167 @@ class Kafka(_Model):
     )
 
 
+CpuQuantity = Annotated[
+    str,
+    Field(
+        pattern=r"^([1-9][0-9]{0,5}m|[1-9][0-9]?(\.[0-9]{1,3})?|0\.[0-9]{0,2}[1-9])$",
+        max_length=8,
+        description="CPU as a Kubernetes quantity, e.g. 250m or 0.5 or 2",
+    ),
+]
+# Kubernetes label keys (optional DNS prefix, then a name) and values.
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN, max_length=317)]
+LabelValue = Annotated[
+    str, Field(pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", max_length=63)
+]
+
+
 class PodSize(_Model):
-    cores: int = Field(default=1, ge=1, le=64)
+    cores: int = Field(
+        default=1, ge=1, le=64, description="Spark cores (task slots); the CPU limit hint"
+    )
     memory: Quantity = "1Gi"
+    # The pod's CPU request (spark.kubernetes.<role>.request.cores): what the scheduler
+    # reserves. Below `cores` so that a small cluster can place the job; raise it on a
+    # dedicated node pool.
+    request_cores: CpuQuantity = Field(
+        default="250m",
+        description="CPU the pod requests from the scheduler (default 250m); `cores` stays"
+        " Spark's task slots",
+    )
 
 
 class Executor(PodSize):
+    request_cores: CpuQuantity = Field(
+        default="500m",
+        description="CPU each executor requests from the scheduler (default 500m); `cores`"
+        " stays Spark's task slots",
+    )
     instances: int | None = Field(
         default=None,
         ge=1,
         le=500,
         description="executors; when omitted, enough for one task slot per input partition",
     )
+
+
+# Spark properties the operator derives from other fields (or the spark-operator sets from
+# them): accepting them in spark.sparkConf would let a user break what those fields promise.
+RESERVED_SPARK_CONF = (
+    "spark.sql.shuffle.partitions",
+    "spark.local.dir",
+    "spark.driver.cores",
+    "spark.driver.memory",
+    "spark.executor.cores",
+    "spark.executor.memory",
+    "spark.executor.instances",
+    "spark.kubernetes.driver.request.cores",
+    "spark.kubernetes.executor.request.cores",
+    "spark.kubernetes.driver.podTemplateFile",
+    "spark.kubernetes.executor.podTemplateFile",
+    "spark.kubernetes.driver.podTemplateContainerName",
+    "spark.kubernetes.executor.podTemplateContainerName",
+    "spark.kubernetes.container.image",
+    "spark.kubernetes.driver.container.image",
+    "spark.kubernetes.executor.container.image",
+    "spark.kubernetes.namespace",
+    "spark.kubernetes.driver.pod.name",
+    "spark.kubernetes.authenticate.driver.serviceAccountName",
+)
+SparkConfKey = Annotated[str, Field(pattern=r"^spark\.[^\s]+$", max_length=256)]
+SparkConfValue = Annotated[str, Field(max_length=4096)]
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+class Toleration(_Model):
+    """A core/v1 Toleration (e.g. of a dedicated node pool's taint)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "self.operator == 'Exists' || has(self.key)",
+                "spark.tolerations: a toleration without key needs operator Exists",
+            ),
+            (
+                "self.operator != 'Exists' || !has(self.value)",
+                "spark.tolerations: operator Exists takes no value",
+            ),
+            (
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "spark.tolerations: tolerationSeconds applies to effect NoExecute only",
+            ),
+        )
+    )
+
+    key: LabelKey | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: LabelValue | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0, le=86400 * 7)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        # The CEL rules above, for specs that never pass an API server (local mode, tests).
+        if self.operator != "Exists" and self.key is None:
+            raise ValueError("spark.tolerations: a toleration without key needs operator Exists")
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("spark.tolerations: operator Exists takes no value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("spark.tolerations: tolerationSeconds applies to NoExecute only")
+        return self
+
+    def to_kubernetes(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253, description="Secret name"
+    )
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="key in it")
+
+
+class EnvSource(_Model):
+    secret_key_ref: SecretKeyRef
+
+
+class EnvVar(_Model):
+    """A variable with a value or read from a Secret (credentials, e.g. S3 keys)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "has(self.value) != has(self.valueFrom)",
+                "spark.env: give each variable exactly one of value or valueFrom",
+            ),
+            (
+                "!self.name.startsWith('SPARK_') && !self.name.startsWith('PYSPARK_')",
+                "spark.env: SPARK_* and PYSPARK_* variables belong to Spark; use sparkConf",
+            ),
+        )
+    )
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
+    value: str | None = Field(default=None, max_length=4096)
+    value_from: EnvSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError(f"spark.env {self.name}: give exactly one of value or valueFrom")
+        if self.name.startswith(("SPARK_", "PYSPARK_")):
+            raise ValueError(f"spark.env {self.name}: SPARK_* and PYSPARK_* belong to Spark")
+        return self
+
+    def to_kubernetes(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
 
 
 class Spark(_Model):
@@ -210,8 +359,67 @@ class Spark(_Model):
         default="file:///tmp/quantcore/checkpoints",
         pattern=r"^[a-z0-9]+://[^\s]+$",
         max_length=512,
-        description="checkpoint location (durable storage in production, e.g. s3a://)",
+        description="checkpoint location (durable storage in production, e.g. s3a://bucket/path)",
     )
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default={},
+        max_length=20,
+        description="node labels the driver and executors must run on, e.g. a dedicated pool",
+        json_schema_extra=_cel(
+            (
+                "self.all(k, size(k) <= 317 && k.matches(r'" + LABEL_KEY_PATTERN + "'))",
+                "spark.nodeSelector: keys must be Kubernetes label keys",
+            )
+        ),
+    )
+    tolerations: list[Toleration] = Field(
+        default=[],
+        max_length=20,
+        description="taints the driver and executors tolerate, e.g. a dedicated pool's",
+    )
+    spark_conf: dict[SparkConfKey, SparkConfValue] = Field(
+        default={},
+        max_length=64,
+        description="extra Spark properties (keys start with spark.); the ones the operator"
+        " derives from other fields are refused",
+        json_schema_extra=_cel(
+            (
+                "self.all(k, size(k) <= 256 && k.startsWith('spark.'))",
+                "spark.sparkConf: keys must start with 'spark.'",
+            ),
+            (
+                "self.all(k, !(k in " + _cel_list(RESERVED_SPARK_CONF) + "))",
+                "spark.sparkConf: the operator sets this key itself (from spark.driver,"
+                " spark.executor, spark.image or spark.serviceAccount); use those fields",
+            ),
+        ),
+    )
+    env: list[EnvVar] = Field(
+        default=[],
+        max_length=64,
+        description="environment of the driver and executors, e.g. S3 credentials from a"
+        " Secret (valueFrom.secretKeyRef)",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _no_reserved_conf(cls, conf: dict[str, str]) -> dict[str, str]:
+        taken = sorted(set(conf) & set(RESERVED_SPARK_CONF))
+        if taken:
+            raise ValueError(f"spark.sparkConf: the operator sets {taken} itself")
+        return conf
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [e.name for e in env]
+        if len(names) != len(set(names)):
+            raise ValueError("spark.env: a variable is named twice")
+        return env
 
 
 class Redis(_Model):

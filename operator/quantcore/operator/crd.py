@@ -24,8 +24,12 @@ _KEPT = (
     "maximum",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "enum",
     "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
 )
 
 
@@ -52,7 +56,11 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out[key] = node[key]
     if "const" in node:
         out["enum"] = [node["const"]]
-    if out.get("type") == "object":
+    values = _map_values(node)
+    if out.get("type") == "object" and values is not None:
+        # A map: the key rule, if any, is a CEL rule on the field (no propertyNames here).
+        out["additionalProperties"] = _structural(values, defs)
+    elif out.get("type") == "object":
         props = node.get("properties", {})
         out["properties"] = {name: _structural(p, defs) for name, p in props.items()}
         if node.get("required"):
@@ -60,7 +68,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") == "array":
         out["items"] = _structural(node["items"], defs)
         items = out["items"]
-        if items.get("type") == "string":  # symbol lists
+        if "x-kubernetes-list-type" in out:
+            pass  # the model said how
+        elif items.get("type") == "string":  # symbol lists
             out["x-kubernetes-list-type"] = "set"  # the API server rejects duplicates
         elif "type" in items.get("required", []):  # conditions: one entry per type
             out["x-kubernetes-list-type"] = "map"
@@ -70,6 +80,20 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         # the CEL rules before it fills nested defaults.
         out["default"] = _without_none(node["default"])
     return out
+
+
+def _map_values(node: dict[str, Any]) -> dict[str, Any] | None:
+    """The value schema of a `dict[K, V]` field (pydantic writes patternProperties when K
+    has a pattern), or None for an object with named properties."""
+    if isinstance(node.get("additionalProperties"), dict):
+        values: dict[str, Any] = node["additionalProperties"]
+        return values
+    patterns = node.get("patternProperties")
+    if patterns:
+        if len(patterns) != 1:
+            raise ValueError(f"cannot express {patterns} in a structural schema")
+        return dict(next(iter(patterns.values())))
+    return None
 
 
 def _without_none(value: Any) -> Any:

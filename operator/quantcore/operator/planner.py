@@ -284,16 +284,60 @@ def feed_metrics_service(feed: MarketFeed) -> Obj:
     }
 
 
+# Spark's own names for the container it takes from a pod template (the spark-operator
+# tells spark-submit these, and Spark picks the template container by them).
+SPARK_CONTAINER = {"driver": "spark-kubernetes-driver", "executor": "spark-kubernetes-executor"}
+SPARK_WORK_DIR = "/opt/spark/work-dir"
+
+
+def spark_pod_template(feed: MarketFeed, role: str) -> Obj:
+    """The driver's or executors' pod template (a core/v1 PodTemplateSpec).
+
+    The spark-operator applies a driver's or executor's securityContext, volumes, nodeSelector
+    and tolerations only through its mutating webhook, which is often off; then they would be
+    dropped silently. A pod template goes to spark-submit itself, so Spark builds its pods on
+    it whether the webhook runs or not.
+    """
+    spark = feed.spec.spark
+    container: Obj = {
+        "name": SPARK_CONTAINER[role],
+        "securityContext": container_security(),
+        "volumeMounts": [_TMP_MOUNT, {"name": "work-dir", "mountPath": SPARK_WORK_DIR}],
+    }
+    if spark.env:
+        container["env"] = [e.to_kubernetes() for e in spark.env]
+    pod: Obj = {
+        "securityContext": pod_security(),
+        "containers": [container],
+        # The root filesystem is read-only: Spark writes scratch files under /tmp and
+        # executors fetch the application's files into their working directory.
+        "volumes": [_TMP_VOLUME, {"name": "work-dir", "emptyDir": {"sizeLimit": "1Gi"}}],
+    }
+    if spark.node_selector:
+        pod["nodeSelector"] = dict(spark.node_selector)
+    if spark.tolerations:
+        pod["tolerations"] = [t.to_kubernetes() for t in spark.tolerations]
+    return {"metadata": {"labels": _selector(feed, "stream")}, "spec": pod}
+
+
+def spark_conf(feed: MarketFeed, partitions: int) -> dict[str, str]:
+    """spec.spark.sparkConf with the operator's own properties over it.
+
+    The CRD refuses the keys the operator derives (api.RESERVED_SPARK_CONF); should one get
+    through anyway (an older CRD), the operator's value wins, because the job depends on it.
+    """
+    spec = feed.spec
+    return {
+        **spec.spark.spark_conf,
+        "spark.sql.shuffle.partitions": str(input_partitions(spec, partitions)),
+        "spark.local.dir": "/tmp/spark-local",
+    }
+
+
 def spark_application(feed: MarketFeed, partitions: int) -> Obj:
     spec = feed.spec
     spark = spec.spark
     labels = _selector(feed, "stream")
-    pod = {
-        "labels": labels,
-        "podSecurityContext": pod_security(),
-        "securityContext": container_security(),
-        "volumeMounts": [_TMP_MOUNT],
-    }
     return {
         "apiVersion": "sparkoperator.k8s.io/v1beta2",
         "kind": "SparkApplication",
@@ -330,22 +374,24 @@ def spark_application(feed: MarketFeed, partitions: int) -> Obj:
                 "onFailureRetryInterval": 10,
                 "onSubmissionFailureRetryInterval": 30,
             },
-            "sparkConf": {
-                "spark.sql.shuffle.partitions": str(input_partitions(spec, partitions)),
-                "spark.local.dir": "/tmp/spark-local",
-            },
-            "volumes": [_TMP_VOLUME],
+            "sparkConf": spark_conf(feed, partitions),
+            # Labels and the CPU request travel as Spark properties (no webhook needed);
+            # everything else about the pods is in their templates.
             "driver": {
-                **pod,
+                "labels": labels,
                 "cores": spark.driver.cores,
+                "coreRequest": spark.driver.request_cores,
                 "memory": _spark_memory(spark.driver.memory),
                 "serviceAccount": spark.service_account,
+                "template": spark_pod_template(feed, "driver"),
             },
             "executor": {
-                **pod,
+                "labels": labels,
                 "instances": executor_instances(spec, partitions),
                 "cores": spark.executor.cores,
+                "coreRequest": spark.executor.request_cores,
                 "memory": _spark_memory(spark.executor.memory),
+                "template": spark_pod_template(feed, "executor"),
             },
         },
     }
@@ -436,7 +482,19 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                         "name": "serve",
                         "image": spec.image,
                         "command": ["quantcore"],
-                        "args": ["serve", "--redis", redis_url(feed), "--port", str(port)],
+                        # The whole routing table names the served symbols: a symbol
+                        # that leaves the feed leaves the API, though Redis keeps its value.
+                        "args": [
+                            "serve",
+                            "--redis",
+                            redis_url(feed),
+                            "--port",
+                            str(port),
+                            "--metrics-port",
+                            str(METRICS_PORT),
+                            "--routing",
+                            f"{ROUTING_DIR}/{CONFIGMAP_KEY}",
+                        ],
                         "ports": [
                             {"name": "grpc", "containerPort": port},
                             {"name": "metrics", "containerPort": METRICS_PORT},
@@ -454,10 +512,16 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                             "limits": {"memory": "512Mi"},
                         },
                         "securityContext": container_security(),
-                        "volumeMounts": [_TMP_MOUNT],
+                        "volumeMounts": [
+                            {"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True},
+                            _TMP_MOUNT,
+                        ],
                     }
                 ],
-                "volumes": [_TMP_VOLUME],
+                "volumes": [
+                    {"name": "routing", "configMap": {"name": routing_configmap_name(feed.name)}},
+                    _TMP_VOLUME,
+                ],
             },
         },
     }

@@ -24,7 +24,7 @@ from quantcore.localmode.source import (
     recordings_in,
     symbols_of,
 )
-from quantcore.routing import RoutingTable
+from quantcore.routing import CONFIGMAP_KEY, RoutingTable
 
 Say = Callable[[int | None, str], None]
 
@@ -129,7 +129,6 @@ class Pipeline:
         from quantcore.operator import topics
         from quantcore.operator.api import Kafka, MarketFeedSpec, Sharding, Spark
         from quantcore.operator.planner import next_table
-        from quantcore.routing import CONFIGMAP_KEY
 
         args = self.args
         spec = MarketFeedSpec(
@@ -170,7 +169,7 @@ class Pipeline:
             ws_url, rest_url = replay.ws_url, replay.rest_url
             self.say(5, f"replay server on {ws_url}")
         self._require("feed")
-        routing = str(self.dir / "routing.json")
+        routing = str(self.dir / CONFIGMAP_KEY)
         for shard in range(table.shards):
             args = shard_args(
                 routing=routing, shard=shard, kafka=self.bootstrap, ws_url=ws_url, rest_url=rest_url
@@ -212,6 +211,9 @@ class Pipeline:
                 self.dir / "logs" / "serve.log",
                 "--metrics-port",
                 str(free_port()),
+                # Serve the symbols of the table the feed shards read, as in a cluster.
+                "--routing",
+                str(self.dir / CONFIGMAP_KEY),
                 die_with_parent=True,
             )
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -11,7 +12,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
-    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this port, on --host (default: no metrics endpoint)",
+    )
+    parser.add_argument(
+        "--routing",
+        type=Path,
+        default=None,
+        help="routing table JSON naming the served symbols, re-read when it changes"
+        " (default: every symbol in Redis)",
+    )
     parser.add_argument("--max-streams", type=int, default=10_000, help="open Subscribe calls")
     parser.add_argument(
         "--shutdown-grace", type=float, default=5.0, help="seconds to drain on SIGTERM"
@@ -35,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         max_streams=args.max_streams,
         shutdown_grace_s=args.shutdown_grace,
+        routing_path=args.routing,
     )
 
     async def main() -> None:
+        if args.metrics_port is not None:
+            # Before the gRPC port: a taken metrics port fails the start, not a live server.
+            start_http_server(args.metrics_port, addr=args.host)
         server = MarketDataServer(config)
         port = await server.start()
-        if args.metrics_port is not None:
-            start_http_server(args.metrics_port, addr=args.host)
         # One parseable line: `quantcore up` and tests learn the port from it.
         print(f"quantcore serve: listening on {args.host}:{port}", flush=True)
         loop = asyncio.get_running_loop()

@@ -73,6 +73,13 @@ class ConflatingQueue:
         self._wakeup.set()
         return True
 
+    def discard(self, symbols: frozenset[str]) -> int:
+        """Drop the pending updates of `symbols` (no longer served); how many were dropped."""
+        gone = [key for key in self._pending if key[0] in symbols]
+        for key in gone:
+            del self._pending[key]
+        return len(gone)
+
     def close(self, reason: str) -> None:
         if self._closed is None:
             self._closed = reason

@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from quantcore import signalstore
 from quantcore.serve import metrics
 from quantcore.serve.conflation import ConflatingQueue, Update
+from quantcore.serve.served import ServedSymbols
 from quantcore.serve.snapshot import read_latest
 from quantcore.v1 import signals_pb2
 
@@ -71,8 +72,10 @@ class Fanout:
         *,
         on_link_change: Callable[[bool], None] = lambda up: None,
         max_backoff_s: float = 2.0,
+        served: ServedSymbols | None = None,
     ) -> None:
         self._redis_url = redis_url
+        self._served = served or ServedSymbols(routed=False)
         # Indexed by (symbol, kind) so dispatch touches only the queues that want an update.
         self._by_key: dict[tuple[str, str], set[Subscription]] = {}
         self._everything: dict[str, set[Subscription]] = {}  # kind -> wildcard subscribers
@@ -98,6 +101,12 @@ class Fanout:
                 for symbol in sub.symbols:
                     _discard(self._by_key, (symbol, kind), sub)
 
+    def forget(self, symbols: frozenset[str]) -> None:
+        """Symbols no longer served: drop what is queued for them, so none is sent after."""
+        if symbols:
+            for sub in self._subscriptions():
+                sub.queue.discard(symbols)
+
     def close_all(self, reason: str) -> None:
         for sub in self._subscriptions():
             sub.queue.close(reason)
@@ -113,7 +122,10 @@ class Fanout:
 
     def dispatch(self, update: Update) -> None:
         # The hot loop: one offer per interested client, nothing else (metrics are counted
-        # per batch by the stream that sends them).
+        # per batch by the stream that sends them). A symbol that left the routing table
+        # may still be written while its last records drain: it goes to nobody.
+        if not self._served.allows(update.symbol):
+            return
         for sub in self._by_key.get(update.key, ()):
             sub.queue.offer(update)
         for sub in self._everything.get(update.kind, ()):
@@ -182,5 +194,5 @@ class Fanout:
         else:
             wanted = set()
         wanted |= self._followed_symbols()
-        for update in await read_latest(client, sorted(wanted), signalstore.KINDS):
+        for update in await read_latest(client, self._served.select(wanted), signalstore.KINDS):
             self.dispatch(update)

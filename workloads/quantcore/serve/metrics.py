@@ -28,3 +28,12 @@ SERVER_DWELL = Histogram(
     "Time from receiving an update from Redis to writing it to a client (oldest of each batch)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+ROUTING_VERSION = Gauge(
+    "quantcore_serve_routing_version", "Version of the routing table that names the served symbols"
+)
+SERVED_SYMBOLS = Gauge(
+    "quantcore_serve_routed_symbols", "Symbols the routing table names (the served set)"
+)
+ROUTING_ERRORS = Counter(
+    "quantcore_serve_routing_errors_total", "Routing files that could not be read (table kept)"
+)

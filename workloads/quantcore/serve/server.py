@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
@@ -22,9 +23,11 @@ from grpc_reflection.v1alpha import reflection
 from redis.exceptions import RedisError
 
 from quantcore import signalstore
+from quantcore.routing import RoutingTable
 from quantcore.serve import encoding, metrics
 from quantcore.serve.conflation import ConflatingQueue, QueueClosed
 from quantcore.serve.fanout import Fanout, Subscription
+from quantcore.serve.served import ServedSymbols, watch_file
 from quantcore.serve.snapshot import list_symbols, read_latest
 from quantcore.v1 import marketdata_pb2, signals_pb2
 
@@ -49,6 +52,9 @@ class ServerConfig:
     keepalive_time_ms: int = 20_000
     keepalive_timeout_ms: int = 10_000
     shutdown_grace_s: float = 5.0
+    # The routing table (JSON) naming the served symbols; None: every symbol in Redis.
+    routing_path: Path | None = None
+    routing_poll_s: float = 0.5
 
     def grpc_options(self) -> list[tuple[str, int]]:
         return [
@@ -88,15 +94,28 @@ def selection(
 
 
 class MarketDataService:
-    def __init__(self, config: ServerConfig, redis: aioredis.Redis, fanout: Fanout) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        redis: aioredis.Redis,
+        fanout: Fanout,
+        served: ServedSymbols | None = None,
+    ) -> None:
         self._config = config
         self._redis = redis
         self._fanout = fanout
+        self._served = served or ServedSymbols(routed=False)
         self._active = 0
 
     @property
     def active_streams(self) -> int:
         return self._active
+
+    async def _names(self, symbols: frozenset[str] | None) -> list[str]:
+        """The served symbols among those asked for (None: all that Redis holds)."""
+        if symbols is None:
+            return self._served.select(await list_symbols(self._redis))
+        return self._served.select(symbols)
 
     def _scope(
         self, request: marketdata_pb2.SubscribeRequest | marketdata_pb2.SnapshotRequest
@@ -131,9 +150,11 @@ class MarketDataService:
         metrics.ACTIVE_STREAMS.inc()
         try:
             try:
-                names = sorted(symbols) if symbols is not None else await list_symbols(self._redis)
+                names = await self._names(symbols)
                 for update in await read_latest(self._redis, names, kinds):
-                    queue.offer(update)
+                    # Re-checked: the table may have dropped the symbol during the read.
+                    if self._served.allows(update.symbol):
+                        queue.offer(update)
             except RedisError as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
                 return
@@ -172,7 +193,7 @@ class MarketDataService:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # abort raises; this line only tells the type checker
         try:
-            names = sorted(symbols) if symbols is not None else await list_symbols(self._redis)
+            names = await self._names(symbols)
             latest = await read_latest(self._redis, names, kinds)
         except RedisError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
@@ -180,6 +201,8 @@ class MarketDataService:
         snapshot = marketdata_pb2.Snapshot()
         now = time.time_ns()
         for update in latest:
+            if not self._served.allows(update.symbol):
+                continue
             payload = update.payload if mask is None else encoding.masked(update.payload, mask)
             snapshot.updates.append(
                 signals_pb2.SignalUpdate.FromString(
@@ -192,7 +215,7 @@ class MarketDataService:
         self, request: marketdata_pb2.ListSymbolsRequest, context: grpc.aio.ServicerContext
     ) -> marketdata_pb2.ListSymbolsResponse:
         try:
-            names = await list_symbols(self._redis)
+            names = await self._names(None)
         except RedisError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
             raise
@@ -228,7 +251,11 @@ class MarketDataServer:
         self.config = config
         self.port = 0
         self._health = health.aio.HealthServicer()
-        self._fanout = Fanout(config.redis_url, on_link_change=self._link_changed)
+        self.served = ServedSymbols(routed=config.routing_path is not None)
+        self._link_up = False
+        self._fanout = Fanout(
+            config.redis_url, on_link_change=self._link_changed, served=self.served
+        )
         # Snapshot reads wait for one of a few connections instead of failing when a
         # thousand clients subscribe at once.
         self._redis = aioredis.Redis(
@@ -236,21 +263,65 @@ class MarketDataServer:
                 config.redis_url, max_connections=config.redis_connections, timeout=10
             )
         )
-        self.service = MarketDataService(config, self._redis, self._fanout)
+        self.service = MarketDataService(config, self._redis, self._fanout, self.served)
         self._server: grpc.aio.Server | None = None
         self._fanout_task: asyncio.Task[None] | None = None
+        self._routing_task: asyncio.Task[None] | None = None
+        self._admissions: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
 
     def _link_changed(self, up: bool) -> None:
-        # Not ready while Redis is unreachable: an orchestrator routes clients elsewhere.
+        self._link_up = up
+        self._report_health()
+
+    def _report_health(self) -> None:
+        # Not ready while Redis is unreachable, or before the routing table was read: an
+        # orchestrator routes clients elsewhere.
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if up
+            if self._link_up and self.served.loaded
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", SERVICE_NAME):
             task = asyncio.ensure_future(self._health.set(name, status))
             task.add_done_callback(lambda t: t.exception())
+
+    # --- the served set ------------------------------------------------------
+    def apply_table(self, table: RoutingTable) -> None:
+        """Serve the symbols of `table`: drop what is queued for departed ones now, and hand
+        the stored values of newly served ones to the clients that follow them."""
+        was_loaded = self.served.loaded
+        change = self.served.apply(table)
+        if change is None:
+            return
+        metrics.ROUTING_VERSION.set(table.version)
+        metrics.SERVED_SYMBOLS.set(len(table.routes))
+        log.info(
+            "routing v%d: serving %d symbols (+%d -%d)",
+            table.version,
+            len(table.routes),
+            len(change.added),
+            len(change.removed),
+        )
+        self._fanout.forget(change.removed)
+        if change.added:
+            task = asyncio.create_task(self._admit(change.added), name="routing-admit")
+            self._admissions.add(task)
+            task.add_done_callback(self._admissions.discard)
+        if not was_loaded:
+            self._report_health()
+
+    def _routing_error(self, exc: Exception) -> None:
+        metrics.ROUTING_ERRORS.inc()
+
+    async def _admit(self, symbols: frozenset[str]) -> None:
+        # Pub/sub brings the next change; this brings the current value, as a new
+        # subscriber would get it. dispatch() re-checks that each is still served.
+        try:
+            for update in await read_latest(self._redis, sorted(symbols), signalstore.KINDS):
+                self._fanout.dispatch(update)
+        except RedisError as exc:
+            log.warning("could not read newly routed symbols %s: %s", sorted(symbols)[:5], exc)
 
     async def start(self) -> int:
         server = grpc.aio.server(options=self.config.grpc_options())
@@ -274,6 +345,16 @@ class MarketDataServer:
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._fanout_task = asyncio.create_task(self._fanout.run(), name="redis-fanout")
+        if self.config.routing_path is not None:
+            self._routing_task = asyncio.create_task(
+                watch_file(
+                    self.config.routing_path,
+                    self.apply_table,
+                    self._routing_error,
+                    self.config.routing_poll_s,
+                ),
+                name="routing",
+            )
         await server.start()
         self._server = server
         log.info("serving %s on %s:%d", SERVICE_NAME, self.config.host, self.port)
@@ -292,10 +373,11 @@ class MarketDataServer:
         self._fanout.close_all("server shutting down; reconnect")
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
-        if self._fanout_task is not None:
-            self._fanout_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._fanout_task
+        for task in (self._fanout_task, self._routing_task, *self._admissions):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._redis.aclose()
 
     async def wait_stopped(self) -> None:
