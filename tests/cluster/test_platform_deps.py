@@ -239,3 +239,22 @@ def _depth_after_subscribing(rest_url: str, symbol: str) -> Any:
                 return await response.json()
 
     return asyncio.run(run())
+
+
+def test_a_namespace_quantcore_did_not_create_is_refused_untouched(
+    node_cluster: cluster.Cluster,
+    api: client.ApiClient,
+    built_images: dict[str, images.BuiltImage],
+) -> None:
+    core = client.CoreV1Api(api)
+    before: Any = core.read_namespace("kube-public")
+    with pytest.raises(platformdeps.PlatformDepsError, match="quantcore did not create it"):
+        platformdeps.deploy(
+            node_cluster,
+            kafka_image=built_images["kafka"].ref,
+            runtime_image=built_images["runtime"].ref,
+            namespace="kube-public",
+        )
+    after: Any = core.read_namespace("kube-public")
+    assert after.metadata.resource_version == before.metadata.resource_version
+    assert not core.list_namespaced_service("kube-public").items
