@@ -7,6 +7,7 @@ first (`make images`), so here build_all() finds every archive cached.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -72,6 +73,16 @@ def pause(built: dict[str, images.BuiltImage]) -> Iterator[Running]:
     yield from running(built, "pause")
 
 
+@pytest.fixture(scope="module")
+def kafka(built: dict[str, images.BuiltImage]) -> Iterator[Running]:
+    yield from running(built, "kafka")
+
+
+@pytest.fixture(scope="module")
+def redis(built: dict[str, images.BuiltImage]) -> Iterator[Running]:
+    yield from running(built, "redis")
+
+
 # A buildah container's host name resolves nowhere (a pod's does, through its /etc/hosts):
 # Spark is told its own address instead of looking it up.
 LOOPBACK_SPARK = {"SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOCAL_HOSTNAME": "localhost"}
@@ -84,7 +95,7 @@ def config(built: dict[str, images.BuiltImage], name: str) -> dict[str, object]:
 def test_every_archive_holds_its_image_under_its_reference(
     built: dict[str, images.BuiltImage],
 ) -> None:
-    assert set(built) == {"runtime", "spark", "spark-operator", "pause"}
+    assert set(built) == {"runtime", "spark", "spark-operator", "pause", "kafka", "redis"}
     for image in built.values():
         with tarfile.open(image.archive) as tar:
             member = tar.extractfile("manifest.json")
@@ -277,3 +288,45 @@ def test_archives_load_into_containerd_by_tag_and_digest(
     assert digests[pause.ref] == digests[pinned] == pinned.split("@")[1]
     # A second load of the same archive changes nothing.
     assert images.load_into_containerd(ctr, address, [pause]) == loaded
+
+
+def test_runtime_image_holds_the_recordings_the_replay_serves_by_default(
+    built: dict[str, images.BuiltImage], runtime: Running
+) -> None:
+    env = dict(e.split("=", 1) for e in config(built, "runtime")["Env"])  # type: ignore[attr-defined]
+    baked = env["QUANTCORE_RECORDINGS"]
+    repository = Path(__file__).resolve().parents[2] / "recordings" / "binance-spot"
+    listing = runtime("sh", "-c", f"cd {baked} && sha256sum *").splitlines()
+    found = {line.split()[1]: line.split()[0] for line in listing}
+    expected = {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in repository.iterdir()
+        if path.is_file()
+    }
+    assert found == expected
+    assert {"LICENSE-MIT.txt", "README.md"} <= set(found)
+
+
+def test_kafka_image_runs_the_dev_services_jars_as_its_own_user(
+    built: dict[str, images.BuiltImage], kafka: Running
+) -> None:
+    from quantcore.devservices.kafka import kafka_jars
+
+    cfg = config(built, "kafka")
+    assert cfg["User"] == "10002:10002"
+    assert cfg["Entrypoint"] == ["/usr/bin/tini", "--", "/opt/kafka/entrypoint.sh"]
+    assert kafka("ls", "/opt/kafka/libs").split() == sorted(j.name for j in kafka_jars())
+    assert kafka("sh", "-c", "test -x /opt/kafka/probe.sh && grep ^log.dirs= $KAFKA_CONFIG") == (
+        "log.dirs=/var/lib/kafka/data\n"
+    )
+
+
+def test_redis_image_is_debians_redis_as_uid_999(
+    built: dict[str, images.BuiltImage], redis: Running
+) -> None:
+    cfg = config(built, "redis")
+    assert cfg["User"] == "999:999"
+    assert cfg["Entrypoint"] == ["redis-server", "/etc/redis/quantcore.conf"]
+    assert f"v={images.REDIS_VERSION}." in redis("redis-server", "--version")
+    assert redis("id", "-u").strip() == "999"
+    assert "protected-mode no" in redis("cat", "/etc/redis/quantcore.conf")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,15 +82,30 @@ def dockerfile(request: pytest.FixtureRequest) -> Path:
     return request.param
 
 
-def test_both_images_exist() -> None:
-    assert {p.name for p in DOCKERFILES} == {"Dockerfile.runtime", "Dockerfile.spark"}
+# Images that build software (a virtualenv, C extensions) do so in a stage of their own; the
+# others only install packaged artifacts (Debian's redis-server, Kafka's released jars).
+BUILT_FROM_SOURCE = {"Dockerfile.runtime", "Dockerfile.spark"}
+BUILD_TOOLS = re.compile(r"\b(gcc|cc|make|pip|go build|mvn|gradle)\b")
+
+
+def test_every_image_exists() -> None:
+    assert {p.name for p in DOCKERFILES} == {
+        "Dockerfile.kafka",
+        "Dockerfile.redis",
+        "Dockerfile.runtime",
+        "Dockerfile.spark",
+    }
 
 
 def test_is_multi_stage_and_every_base_is_pinned(dockerfile: Path) -> None:
     instrs = instructions(dockerfile)
     args = build_args(instrs)
     froms = [shlex.split(i.args) for i in instrs if i.keyword == "FROM"]
-    assert len(froms) >= 2, "build tools must stay out of the final image: use a build stage"
+    if dockerfile.name in BUILT_FROM_SOURCE:
+        assert len(froms) >= 2, "build tools must stay out of the final image: use a build stage"
+    else:
+        runs = [i.args for i in instrs if i.keyword == "RUN"]
+        assert not [r for r in runs if BUILD_TOOLS.search(r)], "a single stage builds nothing"
     aliases: set[str] = set()
     for words in froms:
         words = [w for w in words if not w.startswith("--platform")]
@@ -172,3 +189,33 @@ def test_runtime_requirements_follow_pyproject_without_pyspark() -> None:
     names = {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower() for r in reqs}  # type: ignore[union-attr]
     assert "pyspark" not in names
     assert {"kopf", "confluent-kafka", "grpcio", "redis"} <= names
+
+
+def test_redis_image_takes_the_operators_arguments_as_its_uid() -> None:
+    """The operator's StatefulSet passes only args and runs as uid 999."""
+    final = stages(instructions(IMAGES / "Dockerfile.redis"))[-1]
+    entry = json.loads([i.args for i in final if i.keyword == "ENTRYPOINT"][-1])
+    assert entry[0] == "redis-server"
+    assert all(not word.startswith("--") for word in entry[1:])  # a config file, then the args
+    assert [i.args for i in final if i.keyword == "USER"][-1] == "999:999"
+    redis = planner_redis_container()
+    assert redis["securityContext"]["runAsUser"] == 999
+    assert "command" not in redis
+
+
+def test_kafka_image_holds_the_probe_its_pods_run() -> None:
+    from quantcore.devcluster import platformdeps
+
+    statefulset = platformdeps.kafka_manifests("ns", "img", "")[1]
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    probe = container["readinessProbe"]["exec"]["command"][0]
+    copies = [i.args for i in instructions(IMAGES / "Dockerfile.kafka") if i.keyword == "COPY"]
+    assert any(c.split()[-1] == probe for c in copies), f"nothing copied to {probe}"
+
+
+def planner_redis_container() -> dict[str, Any]:
+    from quantcore.operator import planner
+
+    statefulset = planner.redis_objects(planner.sample_feed(), 2)[0]
+    container: dict[str, Any] = statefulset["spec"]["template"]["spec"]["containers"][0]
+    return container

@@ -27,6 +27,7 @@ def test_copy_sources_of_the_runtime_dockerfile() -> None:
         "operator",
         "proto",
         "pyproject.toml",
+        "recordings/binance-spot",
         "src",
         "workloads",
     ]

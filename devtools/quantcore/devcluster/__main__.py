@@ -23,6 +23,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="up: the control plane alone on loopback (fast; pods stay Pending)",
     )
+    parser.add_argument(
+        "--no-deps",
+        action="store_true",
+        help="up: leave out the platform's dependencies (Kafka and the replay exchange in "
+        "namespace quantcore-deps)",
+    )
+    parser.add_argument(
+        "--replay-symbols",
+        type=int,
+        default=None,
+        help="up: symbols the in-cluster replay serves (copies of the recordings; default 100)",
+    )
     args = parser.parse_args(argv)
 
     from quantcore import ownership
@@ -32,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         crds,
         images,
         kubeconfig,
+        platformdeps,
         sparkoperator,
     )
 
@@ -101,6 +114,26 @@ def main(argv: list[str] | None = None) -> int:
         operator = next(image for image in node_images if image.name == "spark-operator")
         sparkoperator.install(running.kubeconfig, binaries.ensure_helm(), operator.ref)
         print(f"spark-operator installed from its chart ({operator.ref})")
+        if not args.no_deps:
+            by_name = {image.name: image for image in node_images}
+            deps_started = time.monotonic()
+            try:
+                deps = platformdeps.deploy(
+                    running,
+                    kafka_image=by_name["kafka"].ref,
+                    runtime_image=by_name["runtime"].ref,
+                    replay_symbols=args.replay_symbols or platformdeps.DEFAULT_REPLAY_SYMBOLS,
+                    log=lambda line: print(f"  {line}", flush=True),
+                )
+            except platformdeps.PlatformDepsError as error:
+                print(f"platform dependencies failed: {error}", file=sys.stderr)
+                return 1
+            print(
+                f"platform dependencies ready in {time.monotonic() - deps_started:.1f}s "
+                f"in namespace {deps.namespace}: kafka {deps.kafka_bootstrap} "
+                f"(host {deps.kafka_host_bootstrap}), replay {deps.replay_rest_url} "
+                f"{deps.replay_ws_url} ({deps.replay_symbols} symbols; host {deps.replay_host_url})"
+            )
     what = "cluster with a node" if running.node else "control plane"
     print(f"{what} ready in {ready:.1f}s at {running.server} (logs in {args.dir})")
     print(f"installed CRDs: {', '.join(names)}")

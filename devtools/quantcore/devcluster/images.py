@@ -3,7 +3,9 @@
 - runtime: images/Dockerfile.runtime (operator, feed shards, server), on Debian bases;
 - spark: images/Dockerfile.spark (pyspark's distribution + a JRE + the Kafka connector jars);
 - spark-operator: the spark image plus the kubeflow spark-operator binary;
-- pause: the pod sandbox's process (images/pause.c, static).
+- pause: the pod sandbox's process (images/pause.c, static);
+- kafka: images/Dockerfile.kafka (one KRaft broker from the dev services' Kafka jars, a JRE);
+- redis: images/Dockerfile.redis (Debian's redis-server, uid 999).
 
 Each image is cached by content: the hash of its Dockerfile, the build-context files it
 copies, its bases' recipes and its build arguments. An archive for that hash means nothing is
@@ -31,6 +33,7 @@ import yaml
 
 from quantcore.devcluster import rootfs, sparkoperator, versions
 from quantcore.devcluster.buildah import Buildah, BuildahError
+from quantcore.devservices import kafka as devkafka
 from quantcore.devservices.cache import cache_lock
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,6 +59,11 @@ SPARK_OPERATOR_REPOSITORY = "localhost/quantcore/spark-operator"
 SPARK_UID = "185:185"
 # The sandbox process holds namespaces only: nobody's uid.
 PAUSE_UID = "65535:65535"
+# Tagged with what they run: the dev services' Kafka release, the Redis line Debian ships
+# (images/Dockerfile.redis fails to build if the package is another).
+KAFKA_REF = f"localhost/quantcore/kafka:{devkafka.KAFKA_VERSION}"
+REDIS_VERSION = "7.0"
+REDIS_REF = f"localhost/quantcore/redis:{REDIS_VERSION}-{rootfs.SUITE}"
 
 
 class ImageBuildError(RuntimeError):
@@ -205,8 +213,21 @@ def build_all() -> dict[str, BuiltImage]:
         )
         operator = builder.spark_operator_image(spark)
         pause = builder.pause_image()
+        # The Spark base (Debian, a JRE, tini): a node stores that layer once for both.
+        kafka = builder.dockerfile_image(
+            "kafka",
+            KAFKA_REF,
+            bases={"KAFKA_BASE": rootfs.SPARK},
+            build_contexts={"kafka-dist": _kafka_dist(work)},
+        )
+        redis = builder.dockerfile_image(
+            "redis",
+            REDIS_REF,
+            bases={"REDIS_BASE": rootfs.REDIS},
+            build_args={"REDIS_VERSION": REDIS_VERSION},
+        )
         builder.buildah.prune_dangling()
-    return {image.name: image for image in (runtime, spark, operator, pause)}
+    return {image.name: image for image in (runtime, spark, operator, pause, kafka, redis)}
 
 
 def ensure_in_store(image: BuiltImage) -> Buildah:
@@ -273,11 +294,15 @@ class _Builder:
         bases: Mapping[str, rootfs.Base],
         build_contexts: Mapping[str, Path] | None = None,
         wheels: Path | None = None,
+        build_args: Mapping[str, str] | None = None,
     ) -> BuiltImage:
         dockerfile = ROOT / "images" / f"Dockerfile.{name}"
         text = dockerfile.read_text()
         files = _context_files(copy_sources(text))
-        build_args = {arg: rootfs.base_ref(base, self.mirror) for arg, base in bases.items()}
+        build_args = {
+            **(build_args or {}),
+            **{arg: rootfs.base_ref(base, self.mirror) for arg, base in bases.items()},
+        }
         parts = {
             "dockerfile": text,
             "context": files_digest(ROOT, files),
@@ -461,6 +486,33 @@ def _connector_jars(work: Path) -> Path:
         target = staged / jar.name
         if not target.exists() or target.stat().st_size != jar.stat().st_size:
             shutil.copy2(jar, target)
+    return staged
+
+
+def _kafka_dist(work: Path) -> Path:
+    """The kafka image's `kafka-dist` build context: the dev services' Kafka jars (resolved by
+    mvn into the cache) in libs/, and in config/ their log4j2 configuration and a default
+    server.properties (a broker advertised as localhost:9092; pods mount their own)."""
+    jars = devkafka.kafka_jars()
+    staged = work / "kafka-dist"
+    libs, config = staged / "libs", staged / "config"
+    libs.mkdir(parents=True, exist_ok=True)
+    config.mkdir(parents=True, exist_ok=True)
+    wanted = {jar.name for jar in jars}
+    for present in libs.iterdir():
+        if present.name not in wanted:
+            present.unlink()
+    for jar in jars:
+        target = libs / jar.name
+        if not target.exists() or target.stat().st_size != jar.stat().st_size:
+            shutil.copy2(jar, target)
+    files = {
+        "log4j2.properties": devkafka.log4j_properties("INFO"),
+        "server.properties": devkafka.container_properties(f"localhost:{devkafka.CONTAINER_PORT}"),
+    }
+    for name, text in files.items():
+        if not (config / name).exists() or (config / name).read_text() != text:
+            (config / name).write_text(text)
     return staged
 
 

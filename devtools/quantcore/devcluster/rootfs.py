@@ -54,6 +54,8 @@ class Base:
 PYTHON = Base("python", ("python3", "ca-certificates"))
 BUILD = Base("build", ("python3", "python3-venv", "python3-dev", "gcc", "libc6-dev"))
 SPARK = Base("spark", ("python3", "openjdk-17-jre-headless", "tini"))
+# Debian's Redis server (and redis-cli) alone: images/Dockerfile.redis.
+REDIS = Base("redis", ("redis-server",))
 
 
 def mirror_from_sources(text: str, suite: str = SUITE) -> str | None:

@@ -62,12 +62,17 @@ def classpath(jars: list[Path]) -> str:
     return ":".join(str(j) for j in jars)
 
 
+def log4j_properties(level: str) -> str:
+    """The log4j2 configuration: plain console lines at `level`."""
+    return _LOG4J2.format(level=level)
+
+
 def log4j_config(directory: Path, level: str) -> Path:
     """Write (once) the log4j2 config for `level` and return its path."""
     path = directory / f"log4j2-{level.lower()}.properties"
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
-        path.write_text(_LOG4J2.format(level=level))
+        path.write_text(log4j_properties(level))
     return path
 
 
@@ -118,6 +123,39 @@ def server_properties(
     }
     props.update(extra or {})
     return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+# The broker in a container (images/Dockerfile.kafka): clients on every address, the
+# controller on loopback only (one node is its own quorum), data on the pod's volume.
+CONTAINER_PORT = 9092
+CONTAINER_CONTROLLER_PORT = 9093
+CONTAINER_LOG_DIR = Path("/var/lib/kafka/data")
+
+
+def container_properties(
+    advertised: str, extra_listeners: dict[str, tuple[int, str]] | None = None
+) -> str:
+    """server.properties of a broker in a container: the dev services' broker
+    (`server_properties`), listening on every address, advertised as `advertised` (host:port
+    clients reach it by). `extra_listeners` adds PLAINTEXT listeners: name -> (container
+    port, advertised host:port)."""
+    listeners = {"PLAINTEXT": (CONTAINER_PORT, advertised), **(extra_listeners or {})}
+    protocols = ["CONTROLLER:PLAINTEXT", *(f"{name}:PLAINTEXT" for name in listeners)]
+    return server_properties(
+        CONTAINER_LOG_DIR,
+        CONTAINER_PORT,
+        CONTAINER_CONTROLLER_PORT,
+        {
+            "listeners": ",".join(
+                [f"{name}://0.0.0.0:{port}" for name, (port, _) in listeners.items()]
+                + [f"CONTROLLER://{LOOPBACK}:{CONTAINER_CONTROLLER_PORT}"]
+            ),
+            "advertised.listeners": ",".join(
+                f"{name}://{address}" for name, (_, address) in listeners.items()
+            ),
+            "listener.security.protocol.map": ",".join(protocols),
+        },
+    )
 
 
 def new_cluster_id() -> str:

@@ -41,6 +41,7 @@ class ReplayProcess(ChildProcess):
         *,
         speed: float = 1.0,
         loop: bool = False,
+        symbols: int | None = None,
         log: Path | None = None,
         die_with_parent: bool = False,
     ) -> None:
@@ -49,6 +50,9 @@ class ReplayProcess(ChildProcess):
         if loop:
             # Play the recordings again and again (ids keep growing) until stopped.
             args.append("--loop")
+        if symbols is not None:
+            # That many symbols, copies of the recordings under other names.
+            args += ["--symbols", str(symbols)]
         super().__init__(
             "replay",
             quantcore_argv(*args, *map(str, files)),
@@ -70,6 +74,14 @@ class ReplayProcess(ChildProcess):
 
     def status(self) -> dict[str, Any]:
         return _get_json(f"{self.rest_url}/_replay/status")
+
+    def set_quote_volumes(self, volumes: dict[str, float]) -> None:
+        """The 24 h ticker's quote volumes from now on (POST /_replay/ticker)."""
+        req = urllib.request.Request(
+            f"{self.rest_url}/_replay/ticker", method="POST", data=json.dumps(volumes).encode()
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
 
     def fault(self, kind: str, **params: object) -> None:
         query = "&".join(f"{k}={v}" for k, v in params.items())

@@ -6,6 +6,9 @@ at most 5 incoming messages a second) and REST `/api/v3/depth`, `/api/v3/exchang
 The replay keeps its own true book per symbol, so a depth request at any moment gets a
 consistent snapshot. Fault switches (`POST /_replay/fault/<kind>`): disconnect, stall, gap,
 duplicate, reorder, malformed, shutdown (serverShutdown notice), throttle (HTTP 429).
+The 24 h ticker's quote volumes are the recorded trades' until `POST /_replay/ticker` sets
+some (a JSON object, symbol -> quote volume), so a test can change the volume ranking;
+`DELETE /_replay/ticker` restores the recorded ones.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import logging
 import re
 import socket
+import sys
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
@@ -25,10 +29,11 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from quantcore.feed import binance
+from quantcore.feed import binance, copies
 from quantcore.feed.book import BookSync, SyncState
 from quantcore.feed.messages import DepthDiff, Rejected, Trade
 from quantcore.feed.recording import Line, merged
+from quantcore.feed.ticker import TickerOverrideError, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +89,19 @@ def _format_levels(prices: list[float], qtys: list[float]) -> list[list[str]]:
 
 class Replay:
     def __init__(
-        self, paths: Sequence[str | Path], *, speed: float = 1.0, loop: bool = False
+        self,
+        paths: Sequence[str | Path],
+        *,
+        speed: float = 1.0,
+        loop: bool = False,
+        symbols: int | None = None,
     ) -> None:
-        self.lines: list[Line] = list(merged(*paths))
+        """Serves the recordings `paths`; with `symbols`, that many symbols made of copies of
+        them under other names (`quantcore.feed.copies`)."""
+        if symbols is None:
+            self.lines: list[Line] = list(merged(*paths))
+        else:
+            self.lines = list(copies.copied_lines([Path(p) for p in paths], symbols))
         if not self.lines:
             raise ValueError("the recordings are empty")
         self.speed = speed
@@ -103,7 +118,8 @@ class Replay:
         self.sent = 0
         self.rate_violations = 0
         self.used_weight: deque[tuple[float, int]] = deque()
-        self._streams = [_stream_of(line.frame) for line in self.lines]
+        # Interned: millions of lines (with --symbols) share a few hundred stream names.
+        self._streams = [sys.intern(_stream_of(line.frame)) for line in self.lines]
         self._shifted: dict[int, tuple[bytes, tuple[int, ...]]] = {}  # line -> id template
         self._diff = [s.count("@") >= 1 and s.split("@")[1] == "depth" for s in self._streams]
         self.symbols = sorted({line.symbol for line in self.lines if line.symbol})
@@ -114,6 +130,7 @@ class Replay:
         }
         self.tick_sizes = self._tick_sizes()
         self.volumes = self._volumes()
+        self.quote_volume_overrides: dict[str, float] = {}  # POST /_replay/ticker
         self._truth: dict[str, BookSync] = {}
         self._waiting: defaultdict[str, list[asyncio.Future[bytes]]] = defaultdict(list)
         # The recording's own snapshot answers the first depth request of each loop, even a
@@ -432,6 +449,12 @@ class Replay:
             v = self.volumes.get(
                 symbol, {"volume": 0.0, "quoteVolume": 0.0, "count": 0, "lastPrice": 0.0}
             )
+            override = self.quote_volume_overrides.get(symbol)
+            if override is not None:
+                # The base volume follows at the last price, as if the extra quote volume
+                # had traded there.
+                price = v["lastPrice"]
+                v = {**v, "quoteVolume": override, "volume": override / price if price else 0.0}
             return {
                 "symbol": symbol,
                 "lastPrice": f"{v['lastPrice']:.8f}",
@@ -443,6 +466,18 @@ class Replay:
         if "symbol" in request.query:
             return web.json_response(entry(request.query["symbol"].upper()))
         return web.json_response([entry(s) for s in self.symbols])
+
+    async def ticker_override_handler(self, request: web.Request) -> web.Response:
+        """POST: set quote volumes (symbol -> volume); DELETE: back to the recorded ones."""
+        if request.method == "DELETE":
+            self.quote_volume_overrides.clear()
+            return web.json_response({"ok": True, "overrides": {}})
+        try:
+            overrides = parse_overrides(await request.read(), self.symbols)
+        except TickerOverrideError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        self.quote_volume_overrides.update(overrides)
+        return web.json_response({"ok": True, "overrides": self.quote_volume_overrides})
 
     # --- fault switches ---
     async def fault_handler(self, request: web.Request) -> web.Response:
@@ -494,6 +529,8 @@ class Replay:
         app.router.add_get(binance.EXCHANGE_INFO_PATH, self.exchange_info_handler)
         app.router.add_get(binance.TICKER_24H_PATH, self.ticker_handler)
         app.router.add_post("/_replay/fault/{kind}", self.fault_handler)
+        app.router.add_post("/_replay/ticker", self.ticker_override_handler)
+        app.router.add_delete("/_replay/ticker", self.ticker_override_handler)
         app.router.add_get("/_replay/status", self.status_handler)
         return app
 

@@ -1,4 +1,6 @@
-"""`quantcore replay --port P [--speed X] [--loop] FILES...`: serve recordings as Binance would."""
+"""`quantcore replay --port P [--speed X] [--loop] [--symbols N] [FILES or DIRS...]`: serve
+recordings as Binance would. Without files, the recordings in $QUANTCORE_RECORDINGS (the
+runtime image sets it to the recordings baked into it)."""
 
 from __future__ import annotations
 
@@ -17,13 +19,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--loop", action="store_true", help="start over at the end (ids keep growing)"
     )
     parser.add_argument("--url-file", type=Path, help="also write the URLs here (JSON; a new file)")
-    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument(
+        "--symbols",
+        type=int,
+        help="serve this many symbols: copies of the recordings under other names "
+        "(BTCUSDT, ETHUSDT, BTC1USDT, ETH1USDT, ...)",
+    )
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        help=f"recording files, or directories of them (*.gz); default ${RECORDINGS_ENV}",
+    )
+
+
+RECORDINGS_ENV = "QUANTCORE_RECORDINGS"
+
+
+def recording_files(given: list[Path], env: dict[str, str]) -> list[Path]:
+    """The files to serve: those given (a directory stands for its *.gz), else the directory
+    ${RECORDINGS_ENV} names. Raises ValueError saying what is missing."""
+    if not given:
+        directory = env.get(RECORDINGS_ENV)
+        if not directory:
+            raise ValueError(
+                f"no recordings given: name files or directories, or set {RECORDINGS_ENV}"
+            )
+        given = [Path(directory)]
+    files: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted(path.glob("*.gz"))
+            if not found:
+                raise ValueError(f"{path} holds no recordings (*.gz)")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"{path}: no such recording")
+    return files
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
     import logging
+    import os
     import signal
 
     import orjson
@@ -32,6 +73,19 @@ def run(args: argparse.Namespace) -> int:
     from quantcore.ownership import FileBeside, NotOurs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        files = recording_files(args.files, dict(os.environ))
+    except ValueError as error:
+        print(f"quantcore replay: {error}", file=sys.stderr)
+        return 2
+    if args.symbols is not None:
+        from quantcore.feed.copies import plan
+
+        try:
+            plan(files, args.symbols)  # refuses a bad count or a recording it cannot rename
+        except ValueError as error:
+            print(f"quantcore replay: --symbols: {error}", file=sys.stderr)
+            return 2
     try:
         url_file = (
             None
@@ -46,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        replay = Replay(args.files, speed=args.speed, loop=args.loop)
+        replay = Replay(files, speed=args.speed, loop=args.loop, symbols=args.symbols)
         runner, port = await serve(replay, args.host, args.port)
         urls = {
             "ws_url": f"ws://{args.host}:{port}/stream",

@@ -1,0 +1,462 @@
+"""What a MarketFeed needs around it on the test ground: a Kafka broker and an exchange.
+
+`deploy` puts them in a namespace of their own (`quantcore-deps`, Pod Security `restricted`):
+
+- Kafka: a StatefulSet of the kafka image (one KRaft broker+controller, the dev services' jars
+  and configuration), a headless Service for it and the Service `kafka`, so any namespace
+  bootstraps at `kafka.<ns>.svc:9092` (the broker advertises that name). A second listener,
+  `HOST`, is advertised as the loopback port of a relay on the host, so clients outside the
+  node (tests, benchmarks) produce and consume too.
+- the replay server: a Deployment of the runtime image running `quantcore replay --loop
+  --symbols N` over the recordings baked into the image, and the Service `replay` with the
+  exchange's two ports (`ws` 9443 for ws://.../stream, `rest` 80 for the REST API).
+
+It returns once the Kafka pod is Ready (its probe sends a real Kafka request), an AdminClient
+gets metadata through the host relay, and the replay answers exchangeInfo with N symbols.
+Every object carries `MANAGED_BY`; a namespace of that name without it is refused, so nothing
+quantcore did not create is changed. The cluster's teardown takes it all away with the node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, dynamic
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import new_client_from_config
+
+from quantcore.devcluster import cluster
+from quantcore.devservices import kafka as devkafka
+from quantcore.devservices.ports import is_listening
+
+NAMESPACE = "quantcore-deps"
+FIELD_MANAGER = "quantcore-devcluster"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "quantcore-devcluster"}
+PART_OF = {"app.kubernetes.io/part-of": "quantcore-platform-deps"}
+STATE_FILE = "platformdeps.json"
+
+KAFKA = "kafka"
+KAFKA_PORT = devkafka.CONTAINER_PORT
+KAFKA_HOST_PORT = 9094  # the HOST listener, reached from the host through a relay
+REPLAY = "replay"
+REPLAY_PORT = 8080  # the container's: websocket and REST on one port
+REPLAY_WS_PORT = 9443  # the Service's, as the exchange's
+REPLAY_REST_PORT = 80
+DEFAULT_REPLAY_SYMBOLS = 100
+# Memory of the replay grows with its symbols (every copy's lines are held): measured about
+# 18 MiB a symbol, plus the interpreter.
+REPLAY_MIB_PER_SYMBOL = 20
+REPLAY_BASE_MIB = 160
+
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+class PlatformDepsError(RuntimeError):
+    """The dependencies could not be deployed or did not become ready; the message says why."""
+
+
+@dataclass(frozen=True)
+class PlatformDeps:
+    namespace: str
+    kafka_bootstrap: str  # inside the cluster
+    kafka_host_bootstrap: str  # from the host (127.0.0.1:port, a relay)
+    replay_ws_url: str  # inside the cluster
+    replay_rest_url: str  # inside the cluster
+    replay_host_url: str  # from the host (REST and websocket)
+    replay_symbols: int
+
+
+# ---- pure: the objects -------------------------------------------------------------------
+
+
+def _meta(name: str, namespace: str | None, component: str | None = None) -> dict[str, Any]:
+    labels = {**MANAGED_BY, **PART_OF}
+    if component:
+        labels["app.kubernetes.io/name"] = component
+    meta: dict[str, Any] = {"name": name, "labels": labels}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def kafka_bootstrap(namespace: str) -> str:
+    return f"{KAFKA}.{namespace}.svc:{KAFKA_PORT}"
+
+
+def kafka_properties(namespace: str, host_bootstrap: str) -> str:
+    """The broker's server.properties: advertised by its Service's name inside the cluster
+    and as the host relay's address on the HOST listener."""
+    return devkafka.container_properties(
+        f"{KAFKA}.{namespace}.svc.cluster.local:{KAFKA_PORT}",
+        {"HOST": (KAFKA_HOST_PORT, host_bootstrap)},
+    )
+
+
+def namespace_manifest(namespace: str) -> dict[str, Any]:
+    meta = _meta(namespace, None)
+    meta["labels"].update(
+        {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
+    )
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def service_manifests(namespace: str) -> list[dict[str, Any]]:
+    kafka_selector = {"app.kubernetes.io/name": KAFKA, **PART_OF}
+    replay_selector = {"app.kubernetes.io/name": REPLAY, **PART_OF}
+    kafka_ports = [
+        {"name": "kafka", "port": KAFKA_PORT, "targetPort": "kafka"},
+        {"name": "host", "port": KAFKA_HOST_PORT, "targetPort": "host"},
+    ]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(f"{KAFKA}-headless", namespace, KAFKA),
+            # The StatefulSet's governing Service: a stable name for the pod.
+            "spec": {"clusterIP": "None", "selector": kafka_selector, "ports": kafka_ports},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(KAFKA, namespace, KAFKA),
+            "spec": {"selector": kafka_selector, "ports": kafka_ports},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(REPLAY, namespace, REPLAY),
+            "spec": {
+                "selector": replay_selector,
+                "ports": [
+                    {"name": "ws", "port": REPLAY_WS_PORT, "targetPort": "http"},
+                    {"name": "rest", "port": REPLAY_REST_PORT, "targetPort": "http"},
+                ],
+            },
+        },
+    ]
+
+
+def _pod_security(uid: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def kafka_manifests(namespace: str, image: str, properties: str) -> list[dict[str, Any]]:
+    labels = {**MANAGED_BY, **PART_OF, "app.kubernetes.io/name": KAFKA}
+    config_hash = hashlib.sha256(properties.encode()).hexdigest()[:16]
+    container = {
+        "name": KAFKA,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [
+            {"name": "kafka", "containerPort": KAFKA_PORT},
+            {"name": "host", "containerPort": KAFKA_HOST_PORT},
+        ],
+        "env": [{"name": "KAFKA_CONFIG", "value": "/etc/quantcore-kafka/server.properties"}],
+        # A real Kafka request (ApiVersions) on the client port, answered without error.
+        "readinessProbe": {
+            "exec": {"command": ["/opt/kafka/probe.sh", str(KAFKA_PORT)]},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "tcpSocket": {"port": "kafka"},
+            "initialDelaySeconds": 60,
+            "periodSeconds": 20,
+        },
+        "resources": {"requests": {"cpu": "100m", "memory": "768Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": RESTRICTED,
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/var/lib/kafka"},
+            {"name": "config", "mountPath": "/etc/quantcore-kafka", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(f"{KAFKA}-config", namespace, KAFKA),
+            "data": {"server.properties": properties},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": _meta(KAFKA, namespace, KAFKA),
+            "spec": {
+                "serviceName": f"{KAFKA}-headless",
+                "replicas": 1,
+                "selector": {"matchLabels": {"app.kubernetes.io/name": KAFKA, **PART_OF}},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        # A new configuration (another host relay) restarts the broker.
+                        "annotations": {"quantcore.io/config-hash": config_hash},
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": _pod_security(10002),
+                        "terminationGracePeriodSeconds": 30,
+                        "containers": [container],
+                        # The test ground has no storage provisioner: data lives as long as
+                        # the pod (a new pod formats a new log directory).
+                        "volumes": [
+                            {"name": "data", "emptyDir": {}},
+                            {"name": "config", "configMap": {"name": f"{KAFKA}-config"}},
+                            {"name": "tmp", "emptyDir": {}},
+                        ],
+                    },
+                },
+            },
+        },
+    ]
+
+
+def replay_manifests(namespace: str, image: str, symbols: int) -> list[dict[str, Any]]:
+    labels = {**MANAGED_BY, **PART_OF, "app.kubernetes.io/name": REPLAY}
+    mib = REPLAY_BASE_MIB + REPLAY_MIB_PER_SYMBOL * symbols
+    container = {
+        "name": REPLAY,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["quantcore"],
+        # No files: the recordings baked into the image ($QUANTCORE_RECORDINGS).
+        "args": [
+            *("replay", "--host", "0.0.0.0", "--port", str(REPLAY_PORT)),
+            *("--loop", "--symbols", str(symbols)),
+        ],
+        "ports": [{"name": "http", "containerPort": REPLAY_PORT}],
+        "readinessProbe": {
+            "httpGet": {"path": "/api/v3/exchangeInfo", "port": "http"},
+            "periodSeconds": 2,
+        },
+        "resources": {
+            "requests": {"cpu": "100m", "memory": f"{mib}Mi"},
+            "limits": {"memory": f"{mib + mib // 2}Mi"},
+        },
+        "securityContext": RESTRICTED,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(REPLAY, namespace, REPLAY),
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app.kubernetes.io/name": REPLAY, **PART_OF}},
+                # One replay at a time: two would serve different timelines under one name.
+                "strategy": {"type": "Recreate"},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "securityContext": _pod_security(10001),
+                        "containers": [container],
+                        "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    },
+                },
+            },
+        }
+    ]
+
+
+def is_managed(labels: dict[str, str] | None) -> bool:
+    return all((labels or {}).get(k) == v for k, v in MANAGED_BY.items())
+
+
+# ---- I/O: applying and waiting -----------------------------------------------------------
+
+
+def recorded(directory: Path) -> PlatformDeps | None:
+    """What the last `deploy` into the cluster at `directory` returned, if it did."""
+    path = directory / STATE_FILE
+    if not path.exists():
+        return None
+    return PlatformDeps(**json.loads(path.read_text()))
+
+
+def deploy(
+    running: cluster.Cluster,
+    *,
+    kafka_image: str,
+    runtime_image: str,
+    replay_symbols: int = DEFAULT_REPLAY_SYMBOLS,
+    namespace: str = NAMESPACE,
+    timeout: float = 300.0,
+    log: Callable[[str], None] = lambda _: None,
+) -> PlatformDeps:
+    """Applies Kafka and the replay server into `namespace` of `running` and waits until both
+    answer; idempotent (a second call reuses the host relays it recorded)."""
+    if replay_symbols < 1:
+        raise PlatformDepsError(f"the replay needs at least 1 symbol, got {replay_symbols}")
+    with new_client_from_config(config_file=str(running.kubeconfig)) as api:
+        core = client.CoreV1Api(api)
+        _check_namespace_is_ours(core, namespace)
+        apply = _applier(api)
+        apply(namespace_manifest(namespace))
+        for service in service_manifests(namespace):
+            apply(service)
+        before = recorded(running.directory)
+        kafka_ip = _cluster_ip(core, namespace, KAFKA)
+        replay_ip = _cluster_ip(core, namespace, REPLAY)
+        kafka_host = _relay(
+            running.directory,
+            before.kafka_host_bootstrap if before else None,
+            f"{kafka_ip}:{KAFKA_HOST_PORT}",
+            "kafka",
+        )
+        replay_host = _relay(
+            running.directory,
+            before.replay_host_url.removeprefix("http://") if before else None,
+            f"{replay_ip}:{REPLAY_REST_PORT}",
+            "replay",
+        )
+        for manifest in kafka_manifests(
+            namespace, kafka_image, kafka_properties(namespace, kafka_host)
+        ):
+            apply(manifest)
+        for manifest in replay_manifests(namespace, runtime_image, replay_symbols):
+            apply(manifest)
+        deps = PlatformDeps(
+            namespace=namespace,
+            kafka_bootstrap=kafka_bootstrap(namespace),
+            kafka_host_bootstrap=kafka_host,
+            replay_ws_url=f"ws://{REPLAY}.{namespace}.svc:{REPLAY_WS_PORT}/stream",
+            replay_rest_url=f"http://{REPLAY}.{namespace}.svc:{REPLAY_REST_PORT}",
+            replay_host_url=f"http://{replay_host}",
+            replay_symbols=replay_symbols,
+        )
+        (running.directory / STATE_FILE).write_text(json.dumps(asdict(deps), indent=2))
+        started = time.monotonic()
+        apps = client.AppsV1Api(api)
+        _wait(
+            lambda: _statefulset_ready(apps, namespace, KAFKA),
+            f"the Kafka pod in {namespace} Ready",
+            timeout,
+            lambda: _pod_report(core, namespace, KAFKA),
+        )
+        _wait(
+            lambda: devkafka.broker_answers(kafka_host),
+            f"Kafka metadata through {kafka_host}",
+            timeout - (time.monotonic() - started),
+            lambda: _pod_report(core, namespace, KAFKA),
+        )
+        log(f"kafka ready in {time.monotonic() - started:.1f}s ({deps.kafka_bootstrap})")
+        _wait(
+            lambda: replay_symbols_served(deps.replay_host_url) == replay_symbols,
+            f"the replay serving {replay_symbols} symbols",
+            timeout - (time.monotonic() - started),
+            lambda: _pod_report(core, namespace, REPLAY),
+        )
+        log(f"replay ready in {time.monotonic() - started:.1f}s ({deps.replay_rest_url})")
+    return deps
+
+
+def replay_symbols_served(rest_url: str) -> int | None:
+    """How many symbols the replay at `rest_url` lists in exchangeInfo (None: no answer)."""
+    try:
+        with urllib.request.urlopen(f"{rest_url}/api/v3/exchangeInfo", timeout=5) as response:
+            return len(json.loads(response.read())["symbols"])
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return None
+
+
+def _check_namespace_is_ours(core: client.CoreV1Api, namespace: str) -> None:
+    try:
+        found: Any = core.read_namespace(namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return
+        raise
+    if not is_managed(found.metadata.labels):
+        raise PlatformDepsError(
+            f"namespace {namespace} exists and quantcore did not create it (no "
+            f"{next(iter(MANAGED_BY))} label); nothing was changed. Choose another namespace."
+        )
+
+
+def _applier(api: client.ApiClient) -> Callable[[dict[str, Any]], None]:
+    resources = dynamic.DynamicClient(api).resources
+
+    def apply(manifest: dict[str, Any]) -> None:
+        kind = resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        kind.server_side_apply(
+            body=manifest,
+            namespace=manifest["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+
+    return apply
+
+
+def _cluster_ip(core: client.CoreV1Api, namespace: str, name: str) -> str:
+    service: Any = core.read_namespaced_service(name, namespace)
+    return str(service.spec.cluster_ip)
+
+
+def _relay(directory: Path, previous: str | None, target: str, name: str) -> str:
+    """host:port of a loopback relay to `target`: the one recorded if it still listens."""
+    if previous:
+        host, _, port = previous.rpartition(":")
+        if is_listening(int(port), host):
+            return previous
+    return f"127.0.0.1:{cluster.forward(directory, target, f'deps-{name}')}"
+
+
+def _statefulset_ready(apps: client.AppsV1Api, namespace: str, name: str) -> bool:
+    found: Any = apps.read_namespaced_stateful_set_status(name, namespace)
+    status = found.status
+    return bool(
+        status.ready_replicas == 1
+        and status.updated_replicas == 1
+        and status.current_revision == status.update_revision
+    )
+
+
+def _pod_report(core: client.CoreV1Api, namespace: str, component: str) -> str:
+    pods: Any = core.list_namespaced_pod(
+        namespace, label_selector=f"app.kubernetes.io/name={component}"
+    )
+    lines = []
+    for pod in pods.items:
+        statuses = pod.status.container_statuses or []
+        lines.append(f"pod {pod.metadata.name}: {pod.status.phase}, {statuses}")
+        try:
+            logs = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=30)
+        except ApiException as error:
+            logs = f"(no logs: {error.reason})"
+        lines.append(logs)
+    return "\n".join(lines) or f"no {component} pod in {namespace}"
+
+
+def _wait(probe: Callable[[], bool], what: str, timeout: float, report: Callable[[], str]) -> None:
+    deadline = time.monotonic() + max(timeout, 0.0)
+    while not probe():
+        if time.monotonic() > deadline:
+            raise PlatformDepsError(f"timed out waiting for {what}\n{report()}")
+        time.sleep(0.5)
