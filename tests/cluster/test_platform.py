@@ -27,7 +27,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from quantcore.devcluster import cluster, testground
+from quantcore.devcluster import cluster, platformdeps
+from quantcore.feed import copies as symbol_copies
 from quantcore.operator import api as mf_api
 from quantcore.operator import planner
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable
@@ -48,7 +49,7 @@ Obj = dict[str, Any]
 @dataclass
 class Platform:
     cluster: cluster.Cluster
-    deps: testground.Deps
+    deps: platformdeps.PlatformDeps
     api: client.ApiClient
     namespace: str  # where the MarketFeed lives
     feed: str
@@ -121,9 +122,12 @@ class Platform:
         FIGURES.write_text(json.dumps(self.figures, indent=2, default=str))
 
 
+RECORDINGS = sorted((ROOT / "recordings" / "binance-spot").glob("*.gz"))
+
+
 def copies(n: int) -> list[str]:
     """The first `n` symbols the replay serves (the recordings and their copies)."""
-    return testground.replay_symbols(n)
+    return [copy.name for copy in symbol_copies.plan(RECORDINGS, n)]
 
 
 def restarts(pods: dict[str, client.V1Pod]) -> int:
@@ -135,7 +139,7 @@ def restarts(pods: dict[str, client.V1Pod]) -> int:
 
 
 def marketfeed_manifest(
-    namespace: str, pinned: dict[str, str], deps: testground.Deps, symbols: list[str]
+    namespace: str, pinned: dict[str, str], deps: platformdeps.PlatformDeps, symbols: list[str]
 ) -> Obj:
     """examples/marketfeed-local.yaml as a user applies it, with this build's image digests."""
     body: Obj = yaml.safe_load(EXAMPLE.read_text())
@@ -150,7 +154,7 @@ def marketfeed_manifest(
 
 @pytest.fixture(scope="module")
 def platform(
-    spark_operator: cluster.Cluster, testground_deps: testground.Deps
+    spark_operator: cluster.Cluster, platform_deps: platformdeps.PlatformDeps
 ) -> Iterator[Platform]:
     running = spark_operator
     pinned = running.pinned_images()
@@ -190,7 +194,7 @@ def platform(
         )
         figures["helm_install_to_operator_ready_s"] = round(time.monotonic() - started, 1)
 
-        body = marketfeed_manifest(markets, pinned, testground_deps, copies(30))
+        body = marketfeed_manifest(markets, pinned, platform_deps, copies(30))
         feed = body["metadata"]["name"]
         applied = time.monotonic()
         client.CustomObjectsApi(kube).create_namespaced_custom_object(
@@ -203,7 +207,7 @@ def platform(
         port = next(p.port for p in service.spec.ports if p.name == "grpc")
         local = cluster.forward(running.directory, f"{service.spec.cluster_ip}:{port}", serve)
         recorder = SignalRecorder(f"127.0.0.1:{local}")
-        platform = Platform(running, testground_deps, kube, markets, feed, recorder, figures)
+        platform = Platform(running, platform_deps, kube, markets, feed, recorder, figures)
         try:
             recorder.wait_until(
                 lambda: bool(recorder.arrivals), "the first update at the client", timeout=900
@@ -271,8 +275,12 @@ def test_served_book_updates_equal_the_reference_at_the_same_sequence(
     platform.record("all_30_symbols_live_s", round(time.monotonic() - start, 1))
     books = [a.update for a in recorder.since(0)]
     assert {u.symbol for u in books} == symbols
-    trades = {a.update.symbol for a in recorder.since(0, kind="trades")}
-    assert trades, "no trade-flow update reached the client"
+    # Trade flow comes from a micro-batch query, seconds behind the book.
+    recorder.wait_until(
+        lambda: symbols <= recorder.symbols(0, kind="trades"),
+        "a trade-flow update of every symbol",
+        timeout=300,
+    )
     last: dict[tuple[str, str], int] = {}
     for arrival in list(recorder.arrivals):
         key = (arrival.update.symbol, arrival.kind)
@@ -337,9 +345,7 @@ def _reshard(platform: Platform, symbols: list[str], step: str) -> None:
 def test_reshard_30_100_20_hands_symbols_over_without_a_gap(platform: Platform) -> None:
     _reshard(platform, copies(100), "30_to_100")
     _reshard(platform, copies(20), "100_to_20")
-    recorder = platform.recorder
-    listed = testground.list_symbols(recorder)
-    assert set(listed) == set(copies(20))
+    assert set(_list_symbols(platform)) == set(copies(20))
 
 
 def test_driver_kill_resumes_from_the_s3_checkpoint(platform: Platform) -> None:
@@ -389,10 +395,26 @@ def _list_symbols(platform: Platform) -> list[str]:
     return list(reply.symbols)
 
 
+def _set_ticker_ranking(platform: Platform, ranking: list[str]) -> None:
+    """Makes the replay's 24 h ticker rank `ranking` first to last (by quote volume)."""
+    import urllib.request
+
+    volumes = dict.fromkeys(copies(platform.deps.replay_symbols), 1.0)  # the rest: last
+    volumes.update({symbol: float(10**12 - i * 10**9) for i, symbol in enumerate(ranking)})
+    request = urllib.request.Request(
+        f"{platform.deps.replay_host_url}/_replay/ticker",
+        data=json.dumps(volumes).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 200
+
+
 def test_universe_mode_follows_the_ticker_ranking(platform: Platform) -> None:
     top = 8
     ranking = copies(40)
-    testground.set_ticker_ranking(platform.deps, ranking)
+    _set_ticker_ranking(platform, ranking)
     platform.patch_spec(
         {
             "symbols": None,
@@ -405,7 +427,7 @@ def test_universe_mode_follows_the_ticker_ranking(platform: Platform) -> None:
     # The bottom of the ranking rises to the top: those symbols come in, the old top leaves.
     changed = time.monotonic()
     reranked = list(reversed(ranking))
-    testground.set_ticker_ranking(platform.deps, reranked)
+    _set_ticker_ranking(platform, reranked)
     second = set(reranked[:top])
     eventually(
         lambda: set(_list_symbols(platform)) == second, "the new top 8 served", timeout=600

@@ -5,7 +5,6 @@ and the Redis image run the way the operator runs it."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -31,22 +30,6 @@ def api(node_cluster: cluster.Cluster) -> Iterator[client.ApiClient]:
         yield api
 
 
-@pytest.fixture(scope="module")
-def deps(
-    node_cluster: cluster.Cluster, built_images: dict[str, images.BuiltImage]
-) -> platformdeps.PlatformDeps:
-    """Deployed (or, on a cluster `make cluster-up` started, found and re-applied as is)."""
-    started = time.monotonic()
-    deployed = platformdeps.deploy(
-        node_cluster,
-        kafka_image=built_images["kafka"].ref,
-        runtime_image=built_images["runtime"].ref,
-        replay_symbols=SYMBOLS,
-    )
-    print(f"platform dependencies ready in {time.monotonic() - started:.1f}s")
-    return deployed
-
-
 @pytest.fixture
 def other_namespace(api: client.ApiClient) -> Iterator[str]:
     yield from _namespace(
@@ -59,13 +42,13 @@ def other_namespace(api: client.ApiClient) -> Iterator[str]:
 
 
 def test_a_host_client_produces_and_consumes_on_the_broker(
-    deps: platformdeps.PlatformDeps,
+    platform_deps: platformdeps.PlatformDeps,
 ) -> None:
     topic = f"t-host-{uuid.uuid4().hex[:8]}"
     value = uuid.uuid4().bytes
-    produced = _produce(deps.kafka_host_bootstrap, topic, value)
+    produced = _produce(platform_deps.kafka_host_bootstrap, topic, value)
     assert produced.error() is None
-    assert _consume(deps.kafka_host_bootstrap, topic) == [value]
+    assert _consume(platform_deps.kafka_host_bootstrap, topic) == [value]
 
 
 def test_a_pod_in_another_namespace_reaches_kafka_by_its_service_name(
@@ -73,12 +56,12 @@ def test_a_pod_in_another_namespace_reaches_kafka_by_its_service_name(
     api: client.ApiClient,
     other_namespace: str,
     built_images: dict[str, images.BuiltImage],
-    deps: platformdeps.PlatformDeps,
+    platform_deps: platformdeps.PlatformDeps,
 ) -> None:
     topic = f"t-pod-{uuid.uuid4().hex[:8]}"
     script = (
         "from confluent_kafka import Producer; from confluent_kafka.admin import AdminClient\n"
-        f"bootstrap = {deps.kafka_bootstrap!r}\n"
+        f"bootstrap = {platform_deps.kafka_bootstrap!r}\n"
         "metadata = AdminClient({'bootstrap.servers': bootstrap}).list_topics(timeout=30)\n"
         "print('brokers', *sorted(f'{b.host}:{b.port}' for b in metadata.brokers.values()))\n"
         "p = Producer({'bootstrap.servers': bootstrap})\n"
@@ -93,18 +76,18 @@ def test_a_pod_in_another_namespace_reaches_kafka_by_its_service_name(
     _wait_phase(client.CoreV1Api(api), other_namespace, "client", "Succeeded")
     logs = _kubectl(node_cluster.kubeconfig, "logs", "-n", other_namespace, "client")
     # The broker advertises its Service's name, and the producer really connected to it.
-    assert f"brokers kafka.{deps.namespace}.svc.cluster.local:9092" in logs
+    assert f"brokers kafka.{platform_deps.namespace}.svc.cluster.local:9092" in logs
     assert "unsent 0" in logs
-    assert _consume(deps.kafka_host_bootstrap, topic) == [b"from-a-pod"]
+    assert _consume(platform_deps.kafka_host_bootstrap, topic) == [b"from-a-pod"]
 
 
 def test_the_replay_serves_n_symbols_depth_and_a_changeable_ranking(
-    deps: platformdeps.PlatformDeps,
+    platform_deps: platformdeps.PlatformDeps,
 ) -> None:
-    rest = deps.replay_host_url
+    rest = platform_deps.replay_host_url
     info = _get(f"{rest}/api/v3/exchangeInfo")
     names = {s["symbol"] for s in info["symbols"]}
-    assert len(names) == SYMBOLS == deps.replay_symbols
+    assert len(names) == SYMBOLS == platform_deps.replay_symbols
     last_copy = f"ETH{SYMBOLS // 2 - 1}USDT"
     assert {"BTCUSDT", "ETHUSDT", last_copy} <= names
     book = _depth_after_subscribing(rest, last_copy)
