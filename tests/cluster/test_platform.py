@@ -316,12 +316,18 @@ def _reshard(platform: Platform, symbols: list[str], step: str) -> None:
         and owner(before_tables, s) != owner(after_tables, s)
     ]
     gaps = {s: round(longest_gap(recorder.arrivals, s, started, ended), 2) for s in moved}
+    # The same measure for symbols that stayed put: what the loaded machine gives anyway.
+    stayed = [s for s in symbols if s not in moved and owner(before_tables, s) is not None]
+    baseline = max(
+        (longest_gap(recorder.arrivals, s, started, ended) for s in stayed), default=0.0
+    )
     platform.record(
         f"reshard_{step}",
         {
             "seconds": round(ended - started, 1),
             "moved": len(moved),
             "longest_gap_s": max(gaps.values(), default=0.0),
+            "longest_gap_of_symbols_that_stayed_s": round(baseline, 2),
             "gaps_s": gaps,
         },
     )

@@ -55,6 +55,9 @@ PAUSE_REF = "localhost/quantcore/pause:1"
 CONTENT_REPOSITORY = "localhost/quantcore/build"
 # Archives of other contents (other checkouts, earlier commits) unused this long are removed.
 STALE_ARCHIVE_SECONDS = 2 * 24 * 3600
+# ...and beyond the few most recently used of each image, whatever their age: an image is up
+# to a GiB, and every edit of the sources makes a new one.
+KEPT_ARCHIVES_PER_IMAGE = 3
 SPARK_OPERATOR_REPOSITORY = "localhost/quantcore/spark-operator"
 SPARK_UID = "185:185"
 # The sandbox process holds namespaces only: nobody's uid.
@@ -274,11 +277,18 @@ class _Builder:
         return image
 
     def prune_stale(self, name: str) -> None:
-        """Remove this image's archives (and store entries) that no build used for a while:
-        what another checkout or an earlier commit built, long unused."""
+        """Remove this image's archives (and store entries) that no build used for a while,
+        or that are older than its few most recently used: what another checkout or an
+        earlier commit built."""
         now = time.time()
-        for record in self.archives.glob(f"{name}-*.json"):
-            if now - record.stat().st_mtime < STALE_ARCHIVE_SECONDS:
+        # `spark-*` would match spark-operator's too: the name before the key must be `name`.
+        mine = [
+            r for r in self.archives.glob(f"{name}-*.json") if r.stem.rpartition("-")[0] == name
+        ]
+        records = sorted(mine, key=lambda r: r.stat().st_mtime, reverse=True)
+        for rank, record in enumerate(records):
+            recent = now - record.stat().st_mtime < STALE_ARCHIVE_SECONDS
+            if recent and rank < KEPT_ARCHIVES_PER_IMAGE:
                 continue
             stale = BuiltImage(**{**json.loads(record.read_text()), "archive": Path()})
             if self.buildah.has_image(stale.content_ref):
