@@ -450,7 +450,7 @@ def _pod_report(core: client.CoreV1Api, namespace: str, component: str) -> str:
             logs = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=30)
         except ApiException as error:
             logs = f"(no logs: {error.reason})"
-        lines.append(logs)
+        lines.append(logs or "(no output)")  # an empty log reads as None
     return "\n".join(lines) or f"no {component} pod in {namespace}"
 
 
