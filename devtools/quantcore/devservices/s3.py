@@ -14,6 +14,7 @@ made-up keys: moto checks no signatures, but the SDKs refuse to sign without som
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,10 +83,8 @@ def answers(endpoint: str) -> bool:
 def create_bucket(endpoint: str, bucket: str) -> None:
     """Create `bucket`; one this server already holds for us is fine."""
     s3 = client(endpoint)
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
 
 
 def object_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
@@ -168,4 +167,3 @@ def _wait(process: ChildProcess, probe: Callable[[], bool], timeout: float) -> N
     except ProcessError as error:
         process.stop()
         raise ServiceError(str(error)) from error
-
