@@ -60,8 +60,10 @@ def _book_sequences(kafka: str, topic: str, start: dict[int, int]) -> list[tuple
             message = consumer.poll(5)
             assert message is not None, f"the signals topic stopped short of {ends}"
             assert message.error() is None, message.error()
-            position[message.partition()] = message.offset() + 1
-            value = json.loads(message.value())
+            partition, offset, payload = message.partition(), message.offset(), message.value()
+            assert partition is not None and offset is not None and payload is not None
+            position[partition] = offset + 1
+            value = json.loads(payload)
             if value["kind"] == "book":
                 rows.append((value["symbol"], value["sequence"]))
         return rows

@@ -135,3 +135,22 @@ def test_hadoop_version_comes_from_pysparks_client_jar() -> None:
     assert hadoop_version(names) == "3.5.0"
     with pytest.raises(LookupError):
         hadoop_version(["guava-33.6.0-jre.jar"])
+
+
+def test_the_test_s3_servers_environment_configures_the_job() -> None:
+    from quantcore.devservices import s3
+
+    conf = s3a.s3a_conf(s3.client_env("http://10.213.0.2:9000"))
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://10.213.0.2:9000"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == s3.REGION
+    command = s3.moto_command("10.213.0.2", 9000, python="/venv/bin/python")
+    assert command == [
+        "/venv/bin/python",
+        "-m",
+        "moto.server",
+        "--host",
+        "10.213.0.2",
+        "--port",
+        "9000",
+    ]
