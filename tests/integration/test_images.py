@@ -198,11 +198,15 @@ def test_spark_image_checkpoints_to_s3_with_its_own_jars(spark: Running, s3_endp
         spark.stop()
         """
     )
+    # With AWS keys in the environment spark-submit looks up its own host name, which only a
+    # pod's /etc/hosts resolves: here the JVM gets a hosts file naming it.
     out = spark(
         "bash",
         "-c",
         f"cat > /tmp/job.py <<'EOF'\n{job}\nEOF\n"
+        'echo "127.0.0.1 localhost $(cat /proc/sys/kernel/hostname)" > /tmp/hosts\n'
         "/opt/spark/entrypoint.sh driver --master 'local[1]' "
+        "--driver-java-options -Djdk.net.hosts.file=/tmp/hosts "
         "--conf spark.ui.enabled=false /tmp/job.py 2>/tmp/driver.log "
         "|| { tail -40 /tmp/driver.log; exit 1; }",
         env={
