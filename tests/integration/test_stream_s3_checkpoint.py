@@ -61,7 +61,9 @@ def _book_sequences(kafka: str, topic: str, start: dict[int, int]) -> list[tuple
             assert message is not None, f"the signals topic stopped short of {ends}"
             assert message.error() is None, message.error()
             partition, offset, payload = message.partition(), message.offset(), message.value()
-            assert partition is not None and offset is not None and payload is not None
+            assert partition is not None
+            assert offset is not None
+            assert payload is not None
             position[partition] = offset + 1
             value = json.loads(payload)
             if value["kind"] == "book":

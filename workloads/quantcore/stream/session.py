@@ -79,8 +79,10 @@ def launcher_conf() -> dict[str, str]:
     through PYSPARK_GATEWAY_PORT); empty otherwise, without starting a JVM."""
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         return {}
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
 
+    # Connect to spark-submit's JVM first: before that a SparkConf is an empty Python dict.
+    SparkContext._ensure_initialized()
     # loadDefaults: the JVM's spark.* system properties, which spark-submit set.
     return dict(SparkConf(loadDefaults=True).getAll())
 
