@@ -33,8 +33,35 @@ NODE_PORT = 9000
 
 
 def moto_command(host: str, port: int, python: str = sys.executable) -> list[str]:
-    """moto's server bound to host:port, run by this interpreter (which has moto)."""
-    return [python, "-m", "moto.server", "--host", host, "--port", str(port)]
+    """moto's server bound to host:port (this module's `serve`), run by this interpreter (which
+    has moto)."""
+    return [python, "-m", "quantcore.devservices.s3", "--host", host, "--port", str(port)]
+
+
+def serve(host: str, port: int) -> None:
+    """moto's S3 app on werkzeug, as `python -m moto.server` runs it, except for one thing: a
+    request with `Expect: 100-continue` gets one interim `100 Continue`, not two. Python's
+    http.server sends one when it reads the headers and werkzeug another before the body; the
+    AWS SDK v2 (S3A's uploads from local files: RocksDB state store files) takes the second as
+    the final answer and fails with status code 100."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    class OneContinue(MotoRequestHandler):
+        def handle_expect_100(self) -> bool:
+            return True  # werkzeug sends the one 100 Continue when the app reads the body
+
+    run_simple(
+        host,
+        port,
+        DomainDispatcherApplication(create_backend_app),
+        threaded=True,
+        request_handler=OneContinue,
+    )
 
 
 def client_env(endpoint: str) -> dict[str, str]:
@@ -167,3 +194,22 @@ def _wait(process: ChildProcess, probe: Callable[[], bool], timeout: float) -> N
     except ProcessError as error:
         process.stop()
         raise ServiceError(str(error)) from error
+
+
+def main() -> None:
+    import argparse
+    import os
+    import signal
+
+    parser = argparse.ArgumentParser(description="moto's S3 server (see serve)")
+    parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    # moto builds some URLs from MOTO_PORT.
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
