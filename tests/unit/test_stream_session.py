@@ -148,7 +148,7 @@ def test_the_test_s3_servers_environment_configures_the_job() -> None:
     assert command == [
         "/venv/bin/python",
         "-m",
-        "moto.server",
+        "quantcore.devservices.s3",
         "--host",
         "10.213.0.2",
         "--port",
