@@ -16,6 +16,7 @@ import subprocess
 import tarfile
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,6 +178,61 @@ def test_spark_image_runs_a_job_through_its_driver_entrypoint(spark: Running) ->
         env={"SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1", **LOOPBACK_SPARK},
     )
     assert "RESULT 4950 org.apache.spark.sql.kafka010.KafkaSourceProvider" in out
+
+
+def test_spark_image_checkpoints_to_s3_with_its_own_jars(spark: Running, s3_endpoint: str) -> None:
+    """The stream job's session in the image, under its driver entry point (spark-submit with a
+    master of its own): the launcher's master stays, and S3A writes through the baked-in
+    hadoop-aws and AWS SDK jars (nothing resolved at start) to the S3 API on loopback."""
+    from quantcore.devservices import s3
+    from quantcore.devservices.spark import pyspark_hadoop_version
+
+    jars = spark("bash", "-c", "ls $SPARK_HOME/jars")
+    assert f"hadoop-aws-{pyspark_hadoop_version()}.jar" in jars
+    assert "bundle-2." in jars
+    assert (
+        spark("python", "-c", "import quantcore.stream.job, quantcore.stream.s3a; print('ok')")
+        == "ok\n"
+    )
+    bucket = f"image-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(s3_endpoint, bucket)
+    job = textwrap.dedent(
+        """
+        import json, os
+        from quantcore.stream import job, session
+        checkpoint = os.environ["CHECKPOINT"]
+        spark = session.build_session("image-s3a", [], **job.session_conf(1, checkpoint))
+        conf = spark.sparkContext.getConf()
+        spark.range(10).write.parquet(job.join_location(checkpoint, "probe"))
+        print("RESULT " + json.dumps({"master": conf.get("spark.master"),
+            "packages": conf.get("spark.jars.packages", "")}))
+        spark.stop()
+        """
+    )
+    # With AWS keys in the environment spark-submit looks up its own host name, which only a
+    # pod's /etc/hosts resolves: here the JVM gets a hosts file naming it.
+    out = spark(
+        "bash",
+        "-c",
+        f"cat > /tmp/job.py <<'EOF'\n{job}\nEOF\n"
+        'echo "127.0.0.1 localhost $(cat /proc/sys/kernel/hostname)" > /tmp/hosts\n'
+        "/opt/spark/entrypoint.sh driver --master 'local[3]' "
+        "--driver-java-options -Djdk.net.hosts.file=/tmp/hosts "
+        "--conf spark.ui.enabled=false /tmp/job.py 2>/tmp/driver.log "
+        "|| { tail -40 /tmp/driver.log; exit 1; }",
+        env={
+            "SPARK_DRIVER_BIND_ADDRESS": "127.0.0.1",
+            "CHECKPOINT": f"s3a://{bucket}/stream",
+            **s3.client_env(s3_endpoint),
+            **LOOPBACK_SPARK,
+        },
+    )
+    result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+    # spark-submit's master, not the local[1] the job asks for when nothing gave one.
+    assert result == {"master": "local[3]", "packages": ""}
+    keys = s3.object_keys(s3_endpoint, bucket, "stream/probe/")
+    assert "stream/probe/_SUCCESS" in keys
+    assert any(k.endswith(".parquet") for k in keys), keys
 
 
 def test_spark_operator_image_carries_the_controller_and_spark(

@@ -1,7 +1,8 @@
 """The test ground's container images, built with buildah and exported as docker archives.
 
 - runtime: images/Dockerfile.runtime (operator, feed shards, server), on Debian bases;
-- spark: images/Dockerfile.spark (pyspark's distribution + a JRE + the Kafka connector jars);
+- spark: images/Dockerfile.spark (pyspark's distribution + a JRE + the Kafka connector and
+  S3A jars);
 - spark-operator: the spark image plus the kubeflow spark-operator binary;
 - pause: the pod sandbox's process (images/pause.c, static);
 - kafka: images/Dockerfile.kafka (one KRaft broker from the dev services' Kafka jars, a JRE);
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -481,11 +483,11 @@ def _host_pip_settings() -> dict[str, str]:
 
 
 def _connector_jars(work: Path) -> Path:
-    """The Kafka connector jars pyspark lacks (resolved by mvn into the cache), staged into a
-    directory of their own: the spark image's `connector-jars` build context."""
-    from quantcore.devservices.spark import spark_jars
+    """The Kafka connector and S3A jars pyspark lacks (resolved by mvn into the cache), staged
+    into a directory of their own: the spark image's `connector-jars` build context."""
+    from quantcore.devservices.spark import s3a_jars, spark_jars
 
-    jars = spark_jars()
+    jars = [*spark_jars(), *s3a_jars()]
     staged = work / "connector-jars"
     wanted = {jar.name for jar in jars}
     staged.mkdir(parents=True, exist_ok=True)
@@ -495,7 +497,12 @@ def _connector_jars(work: Path) -> Path:
     for jar in jars:
         target = staged / jar.name
         if not target.exists() or target.stat().st_size != jar.stat().st_size:
-            shutil.copy2(jar, target)
+            target.unlink(missing_ok=True)
+            try:
+                # A link, not a copy: the AWS SDK bundle alone is hundreds of MB.
+                os.link(jar, target)
+            except OSError:
+                shutil.copy2(jar, target)
     return staged
 
 

@@ -81,17 +81,25 @@ def running(state: Path) -> dict[str, int]:
 
 
 def jars() -> int:
-    """Resolve the Kafka and Spark jars into the cache (what `make test` needs first)."""
+    """Resolve the Kafka, Spark and S3A jars into the cache (what `make test` needs first)."""
     from quantcore.devservices.kafka import kafka_jars
-    from quantcore.devservices.spark import connector_version, pyspark_version, spark_jars
+    from quantcore.devservices.spark import (
+        connector_version,
+        pyspark_hadoop_version,
+        pyspark_version,
+        s3a_jars,
+        spark_jars,
+    )
 
     kafka = kafka_jars()
     spark = spark_jars()
+    s3a = s3a_jars()
     print(f"kafka: {len(kafka)} jars in {kafka[0].parent}")
     print(
         f"spark: pyspark {pyspark_version()}, connector {connector_version(spark)}, "
         f"{len(spark)} jars in {spark[0].parent}"
     )
+    print(f"s3a: hadoop-aws {pyspark_hadoop_version()}, {len(s3a)} jars in {s3a[0].parent}")
     return 0
 
 

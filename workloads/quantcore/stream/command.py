@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-from pathlib import Path
 from types import FrameType
 
 from quantcore.events import BOOK_TOPIC, TRADES_TOPIC
@@ -18,7 +17,13 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT[,...]")
     parser.add_argument("--redis", required=True, help="redis://HOST:PORT/DB")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
+    # A string, not a Path: pathlib would fold s3a://bucket/x into s3a:/bucket/x.
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint location: a directory or a Hadoop URI (file:///dir, s3a://bucket/dir;"
+        " S3 settings: quantcore.stream.s3a)",
+    )
     parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
     parser.add_argument("--book-topic", default=BOOK_TOPIC)
     parser.add_argument("--trades-topic", default=TRADES_TOPIC)
@@ -63,12 +68,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from quantcore.stream.job import StreamConfig, build_session, start
-    from quantcore.stream.relay import Relay, RelayConfig, ensure_topic
-
-    config = StreamConfig(
+def _config(args: argparse.Namespace) -> StreamConfig:
+    return StreamConfig(
         kafka=args.kafka,
         redis_url=args.redis,
         checkpoint=args.checkpoint,
@@ -84,6 +85,20 @@ def run(args: argparse.Namespace) -> int:
         starting_offsets=args.starting_offsets,
         signals_topic=args.signals_topic,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from quantcore.stream.job import build_session, session_conf, start
+    from quantcore.stream.relay import Relay, RelayConfig, ensure_topic
+
+    try:
+        config = _config(args)
+        # The S3 settings come from the environment: a bad one is refused before anything starts.
+        session_conf(args.threads, checkpoint=config.checkpoint)
+    except ValueError as error:
+        log.error("%s", error)
+        return 2
     jars = [j for j in args.jars.split(",") if j]
     # SIGTERM (how `quantcore up` and the operator stop us) ends as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -92,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     relay = Relay(relay_config).start()
     queries = []
     try:
-        spark = build_session(jars, threads=args.threads)
+        spark = build_session(jars, threads=args.threads, checkpoint=config.checkpoint)
         queries = start(spark, config)
         # Until a query ends (or fails: this raises) or the relay does.
         while relay.is_alive() and not spark.streams.awaitAnyTermination(1):

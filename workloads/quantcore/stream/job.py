@@ -38,11 +38,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from quantcore.events import BOOK_TOPIC, TRADES_TOPIC, BookRecord, TradeRecord, signals_topic
+from quantcore.stream import s3a
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -58,7 +59,9 @@ TRIGGERS: tuple[str, ...] = get_args(Trigger)
 class StreamConfig:
     kafka: str
     redis_url: str
-    checkpoint: Path
+    # A Hadoop URI or a local path: s3a://bucket/prefix, file:///dir, /dir. Each query
+    # checkpoints in a subdirectory of it (query_checkpoint).
+    checkpoint: str
     trigger: Trigger = "realtime"
     book_topic: str = BOOK_TOPIC
     trades_topic: str = TRADES_TOPIC
@@ -89,7 +92,14 @@ class StreamConfig:
     def output_topic(self) -> str:
         return self.signals_topic or signals_topic(self.book_topic)
 
+    def query_checkpoint(self, query: str) -> str:
+        """The checkpoint location of one query: `<checkpoint>/<query>`, the URI kept as a
+        string (a pathlib.Path would fold `s3a://b/x` into `s3a:/b/x`)."""
+        return join_location(self.checkpoint, query)
+
     def __post_init__(self) -> None:
+        if not self.checkpoint.strip():
+            raise ValueError("checkpoint must name a location, got an empty string")
         if self.trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGERS)}, got {self.trigger!r}")
         # The signal expressions' own bound (quantcore.stream.signals.MAX_LEVELS).
@@ -97,9 +107,18 @@ class StreamConfig:
             raise ValueError(f"max_levels must be within 1..50, got {self.max_levels}")
 
 
-def session_conf(threads: int = 8) -> dict[str, str]:
-    """Spark settings the job relies on, over quantcore.stream.session's local defaults."""
-    return {
+def join_location(base: str, name: str) -> str:
+    """`base` + "/" + `name` for a URI or a path, without doubling a trailing slash."""
+    return f"{base.rstrip('/')}/{name}"
+
+
+def session_conf(
+    threads: int = 8, checkpoint: str = "", environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Spark settings the job relies on, over quantcore.stream.session's defaults. The local
+    master only counts when no launcher gave one (quantcore.stream.session.session_conf); S3A's
+    settings join when the checkpoint is on S3 (s3a_conf)."""
+    conf = {
         "spark.master": f"local[{threads}]",
         # Real-time mode requires state store checkpoint format v2 (RocksDB).
         "spark.sql.streaming.stateStore.checkpointFormatVersion": "2",
@@ -107,14 +126,19 @@ def session_conf(threads: int = 8) -> dict[str, str]:
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
     }
+    if checkpoint.startswith("s3a://"):
+        conf.update(s3a.s3a_conf(os.environ if environ is None else environ))
+    return conf
 
 
-def build_session(jars: list[str], threads: int = 8) -> SparkSession:
+def build_session(jars: list[str], threads: int = 8, checkpoint: str = "") -> SparkSession:
     from quantcore.stream import session
 
     # Python workers must import quantcore: run them in this interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return session.build_session("quantcore-stream", jars, **session_conf(threads))
+    return session.build_session(
+        "quantcore-stream", jars, **session_conf(threads, checkpoint=checkpoint)
+    )
 
 
 def _source(spark: SparkSession, config: StreamConfig, topic: str) -> DataFrame:
@@ -183,7 +207,7 @@ def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
             .queryName(name)
             # Continuous mode takes append only; for a projection the two modes are the same.
             .outputMode("append" if trigger == "continuous" else "update")
-            .option("checkpointLocation", str(config.checkpoint / name))
+            .option("checkpointLocation", config.query_checkpoint(name))
         )
         queries.append(_triggered(writer, config, trigger).start())
         every = trigger if trigger in ("realtime", "continuous") else f"every {trigger}"

@@ -1,0 +1,206 @@
+"""`quantcore stream` checkpointing to S3 through S3A, on real Kafka, Redis, Spark (with the
+hadoop-aws jars) and moto's S3 server: the checkpoint lands as objects in the bucket, and a
+restarted job resumes from it instead of reading its topics from the start again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from quantcore import signalstore
+from quantcore.devservices import s3
+from quantcore.devservices.process import ChildProcess
+from quantcore.events import BookRecord, TradeRecord
+from quantcore.feed.recording import records_from_recording
+from quantcore.localmode.source import default_recordings_dir
+from tests.fixtures.cluster import eventually
+
+pytestmark = pytest.mark.integration
+
+PARTITION = {"BTCUSDT": 0, "ETHUSDT": 1}
+# Enough input for several micro-batches per run, little enough for a loaded 2-core machine.
+RECORDS_PER_RUN = 3000
+QUERIES = ("book", "trades-malformed", "trade-flow")
+
+
+def _job(tmp_path: Path, run: int, kafka: str, redis_url: str, checkpoint: str, topics, jars, env):
+    command = [
+        sys.executable, "-m", "quantcore.cli", "stream",
+        "--kafka", kafka, "--redis", redis_url, "--checkpoint", checkpoint,
+        "--trigger", "microbatch", "--book-topic", topics[0], "--trades-topic", topics[1],
+        "--watermark", "10 seconds", "--threads", "4", "--jars", ",".join(jars),
+    ]  # fmt: skip
+    return ChildProcess(f"stream run {run}", command, tmp_path / f"stream-{run}.log", env=env)
+
+
+def _book_sequences(kafka: str, topic: str, start: dict[int, int]) -> list[tuple[str, int]]:
+    """(symbol, sequence) of every book row in `topic` from the `start` offsets to its end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in start}
+        consumer.assign([TopicPartition(topic, p, o) for p, o in start.items()])
+        rows: list[tuple[str, int]] = []
+        position = dict(start)
+        while any(position[p] < ends[p] for p in start):
+            message = consumer.poll(5)
+            assert message is not None, f"the signals topic stopped short of {ends}"
+            assert message.error() is None, message.error()
+            partition, offset, payload = message.partition(), message.offset(), message.value()
+            assert partition is not None
+            assert offset is not None
+            assert payload is not None
+            position[partition] = offset + 1
+            value = json.loads(payload)
+            if value["kind"] == "book":
+                rows.append((value["symbol"], value["sequence"]))
+        return rows
+    finally:
+        consumer.close()
+
+
+def _stop(job: ChildProcess) -> None:
+    """SIGTERM to the job's Python alone, as `quantcore stream` expects it (a signal to the whole
+    group would stop Spark's JVM under the queries), then whatever is left of its group.
+
+    Its exit code is not asserted: a stop while a batch runs sometimes ends in a Py4J error on
+    the way out (the job's shutdown, not the checkpoint; what the test relies on is committed
+    before it stops the job)."""
+    os.kill(job.pid, signal.SIGTERM)
+    eventually(lambda: job.exit_code() is not None, "the job's exit after SIGTERM", timeout=120)
+    job.stop()
+
+
+def _settled(endpoint: str, bucket: str, query_prefix: str) -> bool:
+    """True when the query has batches and every one it planned is committed."""
+    keys = s3.object_keys(endpoint, bucket, query_prefix)
+    planned = _batches(keys, "offsets/")
+    return bool(planned) and planned == _batches(keys, "commits/")
+
+
+def _batches(keys: list[str], directory: str) -> set[str]:
+    """Batch ids under `directory` among `keys` (directory markers and temporary files aside)."""
+    names = (k.rsplit("/", 1)[1] for k in keys if f"/{directory}" in k)
+    return {name for name in names if name.isdigit()}
+
+
+def _end_offsets(kafka: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"ends-{uuid.uuid4().hex}"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+            for p in metadata.partitions
+        }
+    finally:
+        consumer.close()
+
+
+@pytest.mark.timeout(1800)
+def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
+    kafka_bootstrap, redis_url, spark_jars, spark_s3a_jars, s3_endpoint, tmp_path
+):
+    tag = uuid.uuid4().hex[:8]
+    bucket = f"checkpoints-{tag}"
+    s3.create_bucket(s3_endpoint, bucket)
+    checkpoint = f"s3a://{bucket}/quantcore/{tag}"
+    topics = (f"book-{tag}", f"trades-{tag}")
+    signals = f"{topics[0]}.signals"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(t, 2, 1) for t in topics]).values():
+        future.result(30)
+    client = redis.Redis.from_url(redis_url)
+    # Other tests of the session use these symbols: start from no stored state.
+    client.delete(*(signalstore.state_key(symbol) for symbol in PARTITION))
+
+    records = records_from_recording(*sorted(default_recordings_dir().glob("*.gz")))
+    runs = [records[:RECORDS_PER_RUN], records[RECORDS_PER_RUN : 2 * RECORDS_PER_RUN]]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+
+    def produce(batch: list[BookRecord | TradeRecord]) -> dict[str, int]:
+        for rec in batch:
+            topic = topics[0] if isinstance(rec, BookRecord) else topics[1]
+            producer.produce(
+                topic, rec.model_dump_json().encode(), rec.symbol, partition=PARTITION[rec.symbol]
+            )
+        assert producer.flush(30) == 0
+        return {r.symbol: r.seq for r in batch if isinstance(r, BookRecord)}
+
+    def stored_book(symbol: str) -> int:
+        snapshot = signalstore.read_snapshot(client, symbol)
+        return snapshot["book"].sequence if "book" in snapshot else -1
+
+    env = {**os.environ, **s3.client_env(s3_endpoint)}
+    jars = [*spark_jars, *spark_s3a_jars]
+    prefix = f"quantcore/{tag}/"
+
+    # Run 1: the first stretch of input, processed and checkpointed to the bucket.
+    last_first = produce(runs[0])
+    job = _job(tmp_path, 1, kafka_bootstrap, redis_url, checkpoint, topics, jars, env)
+    with job:
+
+        def first_done() -> bool:
+            job.check()  # a job that died explains itself with its log
+            return all(stored_book(s) == seq for s, seq in last_first.items())
+
+        eventually(first_done, "run 1's last books in Redis", timeout=900)
+        # Every batch the book query planned (offsets/N) is committed (commits/N): stopping
+        # now leaves nothing to redo, so a resumed job must not write any of it again.
+        eventually(
+            lambda: _settled(s3_endpoint, bucket, prefix + "book/"),
+            "the book query's batches committed in the bucket",
+            timeout=120,
+        )
+        _stop(job)
+    keys_after_first = s3.object_keys(s3_endpoint, bucket, prefix)
+    for query in QUERIES:
+        assert f"{prefix}{query}/metadata" in keys_after_first, query
+        assert any(k.startswith(f"{prefix}{query}/offsets/") for k in keys_after_first), query
+    # State store files from the windowed aggregation: written by tasks through S3A as well.
+    assert any(k.startswith(f"{prefix}trade-flow/state/") for k in keys_after_first)
+    batches_first = _batches(keys_after_first, "book/commits/")
+    assert batches_first
+
+    # Run 2: new input only; the job resumes from the checkpoint in the bucket.
+    resumed_from = _end_offsets(kafka_bootstrap, signals)
+    last_second = produce(runs[1])
+    job = _job(tmp_path, 2, kafka_bootstrap, redis_url, checkpoint, topics, jars, env)
+    with job:
+
+        def second_done() -> bool:
+            job.check()
+            return all(stored_book(s) == seq for s, seq in last_second.items())
+
+        eventually(second_done, "run 2's last books in Redis", timeout=900)
+        eventually(
+            lambda: _settled(s3_endpoint, bucket, prefix + "book/"),
+            "run 2's book batches committed in the bucket",
+            timeout=120,
+        )
+        _stop(job)
+
+    rows = _book_sequences(kafka_bootstrap, signals, resumed_from)
+    assert rows, "run 2 wrote no book signals"
+    # Resumed, not restarted from earliest: nothing run 1 already turned into signals comes again.
+    again = [(s, seq) for s, seq in rows if seq <= last_first[s]]
+    assert not again, f"{len(again)} book rows of run 1 were read again, e.g. {again[:3]}"
+    assert {s for s, _ in rows} == set(PARTITION)
+    keys_after_second = s3.object_keys(s3_endpoint, bucket, prefix)
+    batches_second = _batches(keys_after_second, "book/commits/")
+    # The batch ids continue where run 1 stopped.
+    assert batches_second > batches_first
+    assert min(int(b) for b in batches_second - batches_first) > max(int(b) for b in batches_first)
