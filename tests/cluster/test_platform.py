@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from quantcore.devcluster import cluster, platformdeps
+from quantcore.devservices import s3 as devs3
 from quantcore.feed import copies as symbol_copies
 from quantcore.operator import api as mf_api
 from quantcore.operator import planner
@@ -138,6 +138,10 @@ def restarts(pods: dict[str, client.V1Pod]) -> int:
     )
 
 
+def checkpoint_prefix(namespace: str) -> str:
+    return f"checkpoints/{namespace}"
+
+
 def marketfeed_manifest(
     namespace: str, pinned: dict[str, str], deps: platformdeps.PlatformDeps, symbols: list[str]
 ) -> Obj:
@@ -149,6 +153,8 @@ def marketfeed_manifest(
     spec["spark"]["image"] = pinned[SPARK_REF]
     spec["redis"]["image"] = pinned[spec["redis"]["image"]]
     spec["symbols"] = symbols
+    # The example's checkpoint path, made this run's own (a reused cluster keeps the bucket).
+    spec["spark"]["checkpoint"] = f"s3a://{deps.s3_bucket}/{checkpoint_prefix(namespace)}"
     return body
 
 
@@ -312,15 +318,12 @@ def _reshard(platform: Platform, symbols: list[str], step: str) -> None:
     moved = [
         s
         for s in symbols
-        if owner(before_tables, s) is not None
-        and owner(before_tables, s) != owner(after_tables, s)
+        if owner(before_tables, s) is not None and owner(before_tables, s) != owner(after_tables, s)
     ]
     gaps = {s: round(longest_gap(recorder.arrivals, s, started, ended), 2) for s in moved}
     # The same measure for symbols that stayed put: what the loaded machine gives anyway.
     stayed = [s for s in symbols if s not in moved and owner(before_tables, s) is not None]
-    baseline = max(
-        (longest_gap(recorder.arrivals, s, started, ended) for s in stayed), default=0.0
-    )
+    baseline = max((longest_gap(recorder.arrivals, s, started, ended) for s in stayed), default=0.0)
     platform.record(
         f"reshard_{step}",
         {
@@ -332,15 +335,18 @@ def _reshard(platform: Platform, symbols: list[str], step: str) -> None:
         },
     )
     # Unchanged shards keep their pods; the driver is the same pod; nothing restarted.
-    unchanged = [
-        i for i, t in before_tables.items() if after_tables.get(i) == t
-    ]
+    unchanged = [i for i, t in before_tables.items() if after_tables.get(i) == t]
     after_feed = platform.pods("feed")
     for shard in unchanged:
-        old = {n for n, p in before_feed.items() if p.metadata.labels[planner.SHARD_LABEL] == str(shard)}
+        old = {
+            n
+            for n, p in before_feed.items()
+            if p.metadata.labels[planner.SHARD_LABEL] == str(shard)
+        }
         assert old <= set(after_feed), f"shard {shard} kept its symbols but its pod changed"
     driver = [n for n, p in before_spark.items() if p.metadata.labels.get("spark-role") == "driver"]
-    assert driver and driver[0] in platform.spark_pods(), "the Spark driver pod was replaced"
+    assert driver, "no Spark driver pod before the reshard"
+    assert driver[0] in platform.spark_pods(), "the Spark driver pod was replaced"
     assert set(before_serve) == set(platform.pods("serve")), "serving pods were replaced"
     assert restarts({**after_feed, **platform.spark_pods(), **platform.pods("serve")}) == 0
     for symbol, gap in gaps.items():
@@ -354,39 +360,63 @@ def test_reshard_30_100_20_hands_symbols_over_without_a_gap(platform: Platform) 
     assert set(_list_symbols(platform)) == set(copies(20))
 
 
+def _checkpoint_objects(platform: Platform, query: str) -> dict[str, Any]:
+    """The stream job's offset log of `query` on the S3 API: key -> last modified."""
+    prefix = f"{checkpoint_prefix(platform.namespace)}/{query}/offsets/"
+    s3 = devs3.client(platform.deps.s3_host_endpoint)
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=platform.deps.s3_bucket, Prefix=prefix
+    )
+    return {o["Key"]: o["LastModified"] for page in pages for o in page.get("Contents", [])}
+
+
 def test_driver_kill_resumes_from_the_s3_checkpoint(platform: Platform) -> None:
-    checkpoints = testground.s3_keys(platform.deps, prefix=platform.deps.checkpoint_prefix)
-    assert checkpoints, "the stream job wrote no checkpoint to the S3 API"
+    # The trade-flow query commits a micro-batch a second: its offset log shows progress.
+    before = eventually(
+        lambda: _checkpoint_objects(platform, "trade-flow"),
+        "the stream job's checkpoint on the S3 API",
+        timeout=120,
+    )
+    assert _checkpoint_objects(platform, "book"), "no book checkpoint on the S3 API"
     drivers = [
-        (n, p) for n, p in platform.spark_pods().items() if p.metadata.labels.get("spark-role") == "driver"
+        n
+        for n, p in platform.spark_pods().items()
+        if p.metadata.labels.get("spark-role") == "driver"
     ]
     assert len(drivers) == 1
-    name, pod = drivers[0]
     killed = time.monotonic()
-    platform.core.delete_namespaced_pod(name, platform.namespace, grace_period_seconds=0)
+    platform.core.delete_namespaced_pod(drivers[0], platform.namespace, grace_period_seconds=0)
 
     def new_driver() -> bool:
         return any(
-            n != name and p.metadata.labels.get("spark-role") == "driver"
+            n != drivers[0] and p.metadata.labels.get("spark-role") == "driver"
             for n, p in platform.spark_pods().items()
         )
 
     eventually(new_driver, "a new Spark driver pod", timeout=300)
     recorder = platform.recorder
-    symbols = set(copies(20))
-    waited = recorder.wait_until(
-        lambda: symbols <= recorder.symbols(time.monotonic() - 2.0) and any(
-            a.update.hops.sink_write_ns > 0 for a in recorder.since(killed)
+    symbols = set(platform.marketfeed()["spec"].get("symbols") or [])
+    # Updates written after the kill: Redis's sink time is after it, for every symbol.
+    killed_ns = time.time_ns() - int((time.monotonic() - killed) * 1e9)
+    recorder.wait_until(
+        lambda: (
+            symbols
+            <= {
+                a.update.symbol
+                for a in recorder.since(killed)
+                if a.update.hops.sink_write_ns > killed_ns
+            }
         ),
-        "updates of every symbol from the new driver",
+        "updates of every symbol written by the new driver",
         timeout=900,
     )
     platform.record("driver_kill_to_updates_s", round(time.monotonic() - killed, 1))
-    assert waited >= 0
-    # Resumed, not restarted from the beginning: the checkpoint it wrote before is still the
-    # one it extends (its earliest objects remain), and values stay monotonic at the client.
-    after = testground.s3_keys(platform.deps, prefix=platform.deps.checkpoint_prefix)
-    assert set(checkpoints) <= set(after) or len(after) >= len(checkpoints)
+    # Resumed from the checkpoint, not started afresh: every offset-log entry written before the
+    # kill is untouched (a fresh start rewrites batch 0 onwards) and new batches follow them.
+    after = _checkpoint_objects(platform, "trade-flow")
+    for key, modified in before.items():
+        assert after.get(key) == modified, f"{key} was rewritten after the driver restart"
+    assert set(after) - set(before), "the new driver wrote no trade-flow batch"
 
 
 def _list_symbols(platform: Platform) -> list[str]:
@@ -435,9 +465,7 @@ def test_universe_mode_follows_the_ticker_ranking(platform: Platform) -> None:
     reranked = list(reversed(ranking))
     _set_ticker_ranking(platform, reranked)
     second = set(reranked[:top])
-    eventually(
-        lambda: set(_list_symbols(platform)) == second, "the new top 8 served", timeout=600
-    )
+    eventually(lambda: set(_list_symbols(platform)) == second, "the new top 8 served", timeout=600)
     platform.record("universe_rank_change_to_served_s", round(time.monotonic() - changed, 1))
     recorder = platform.recorder
     recorder.wait_until(

@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"platform dependencies ready in {time.monotonic() - deps_started:.1f}s "
                 f"in namespace {deps.namespace}: kafka {deps.kafka_bootstrap} "
                 f"(host {deps.kafka_host_bootstrap}), replay {deps.replay_rest_url} "
-                f"{deps.replay_ws_url} ({deps.replay_symbols} symbols; host {deps.replay_host_url})"
+                f"{deps.replay_ws_url} ({deps.replay_symbols} symbols; host {deps.replay_host_url}), "
+                f"S3 {deps.s3_endpoint} bucket {deps.s3_bucket} (host {deps.s3_host_endpoint})"
             )
     what = "cluster with a node" if running.node else "control plane"
     print(f"{what} ready in {ready:.1f}s at {running.server} (logs in {args.dir})")

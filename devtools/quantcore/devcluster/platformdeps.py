@@ -10,6 +10,10 @@
 - the replay server: a Deployment of the runtime image running `quantcore replay --loop
   --symbols N` over the recordings baked into the image, and the Service `replay` with the
   exchange's two ports (`ws` 9443 for ws://.../stream, `rest` 80 for the REST API).
+- an S3 API for the stream job's checkpoints: moto's server as a node process at the node
+  address (quantcore.devservices.s3), with the bucket `quantcore` and the Service `s3`
+  (`http://s3.<ns>.svc:9000`, a selector-less Service whose one endpoint is the node, as
+  kube-dns's is), so a MarketFeed names it as it would name any S3-compatible endpoint.
 
 It returns once the Kafka pod is Ready (its probe sends a real Kafka request), an AdminClient
 gets metadata through the host relay, and the replay answers exchangeInfo with N symbols.
@@ -33,8 +37,9 @@ from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import new_client_from_config
 
-from quantcore.devcluster import cluster
+from quantcore.devcluster import cluster, nodeconfig
 from quantcore.devservices import kafka as devkafka
+from quantcore.devservices import s3 as devs3
 from quantcore.devservices.ports import is_listening
 
 NAMESPACE = "quantcore-deps"
@@ -51,6 +56,8 @@ REPLAY_PORT = 8080  # the container's: websocket and REST on one port
 REPLAY_WS_PORT = 9443  # the Service's, as the exchange's
 REPLAY_REST_PORT = 80
 DEFAULT_REPLAY_SYMBOLS = 100
+S3 = "s3"
+S3_BUCKET = "quantcore"
 # Memory of the replay grows with its symbols (every copy's lines are held): measured about
 # 18 MiB a symbol, plus the interpreter.
 REPLAY_MIB_PER_SYMBOL = 20
@@ -78,6 +85,9 @@ class PlatformDeps:
     replay_rest_url: str  # inside the cluster
     replay_host_url: str  # from the host (REST and websocket)
     replay_symbols: int
+    s3_endpoint: str = ""  # inside the cluster
+    s3_host_endpoint: str = ""  # from the host (a relay)
+    s3_bucket: str = ""
 
 
 # ---- pure: the objects -------------------------------------------------------------------
@@ -151,6 +161,41 @@ def service_manifests(namespace: str) -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+def s3_manifests(namespace: str) -> list[dict[str, Any]]:
+    """The Service `s3` and its one endpoint, the S3 server on the node (no pod selects it)."""
+    port = {"name": "http", "port": devs3.NODE_PORT, "protocol": "TCP"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(S3, namespace, S3),
+        "spec": {"ports": [{**port, "targetPort": devs3.NODE_PORT}]},
+    }
+    slice_meta = _meta(f"{S3}-node", namespace, S3)
+    slice_meta["labels"].update(
+        {
+            "kubernetes.io/service-name": S3,
+            "endpointslice.kubernetes.io/managed-by": "devcluster.quantcore.io",
+        }
+    )
+    endpoints = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": slice_meta,
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [nodeconfig.NODE_IP], "conditions": {"ready": True}}],
+        "ports": [port],
+    }
+    return [service, endpoints]
+
+
+def _node_s3(directory: Path, before: PlatformDeps | None) -> str:
+    """The host endpoint of the node's S3 server: the recorded one while it answers, else a
+    new server (a second `up` on the same node reuses the first's)."""
+    if before and before.s3_host_endpoint and devs3.answers(before.s3_host_endpoint):
+        return before.s3_host_endpoint
+    return devs3.start_in_node(directory, bucket=S3_BUCKET).host_endpoint
 
 
 def _pod_security(uid: int) -> dict[str, Any]:
@@ -341,6 +386,10 @@ def deploy(
             apply(manifest)
         for manifest in replay_manifests(namespace, runtime_image, replay_symbols):
             apply(manifest)
+        for manifest in s3_manifests(namespace):
+            apply(manifest)
+        s3_host = _node_s3(running.directory, before)
+        devs3.create_bucket(s3_host, S3_BUCKET)
         deps = PlatformDeps(
             namespace=namespace,
             kafka_bootstrap=kafka_bootstrap(namespace),
@@ -349,6 +398,9 @@ def deploy(
             replay_rest_url=f"http://{REPLAY}.{namespace}.svc:{REPLAY_REST_PORT}",
             replay_host_url=f"http://{replay_host}",
             replay_symbols=replay_symbols,
+            s3_endpoint=f"http://{S3}.{namespace}.svc:{devs3.NODE_PORT}",
+            s3_host_endpoint=s3_host,
+            s3_bucket=S3_BUCKET,
         )
         (running.directory / STATE_FILE).write_text(json.dumps(asdict(deps), indent=2))
         started = time.monotonic()
