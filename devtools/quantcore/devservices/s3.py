@@ -15,6 +15,7 @@ made-up keys: moto checks no signatures, but the SDKs refuse to sign without som
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ def serve(host: str, port: int) -> None:
     http.server sends one when it reads the headers and werkzeug another before the body; the
     AWS SDK v2 (S3A's uploads from local files: RocksDB state store files) takes the second as
     the final answer and fails with status code 100."""
+    # Pods name the server by a Service (s3.<ns>.svc): without this, moto takes the host's
+    # first label for a virtual-hosted bucket ("s3") and answers every request NoSuchBucket.
+    os.environ["S3_IGNORE_SUBDOMAIN_BUCKETNAME"] = "true"
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
