@@ -65,9 +65,10 @@ class Platform:
         return client.CustomObjectsApi(self.api)
 
     def marketfeed(self) -> Obj:
-        return self.custom.get_namespaced_custom_object(
+        found: Any = self.custom.get_namespaced_custom_object(
             mf_api.GROUP, mf_api.VERSION, self.namespace, mf_api.PLURAL, self.feed
         )
+        return found
 
     def patch_spec(self, spec: Obj) -> None:
         self.custom.patch_namespaced_custom_object(
@@ -79,19 +80,19 @@ class Platform:
             {"spec": spec},
         )
 
-    def pods(self, component: str) -> dict[str, client.V1Pod]:
+    def pods(self, component: str) -> dict[str, Any]:
         selector = f"{planner.FEED_LABEL}={self.feed},{planner.COMPONENT_LABEL}={component}"
-        listed = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
+        listed: Any = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
         return {p.metadata.name: p for p in listed.items if p.metadata.deletion_timestamp is None}
 
-    def spark_pods(self) -> dict[str, client.V1Pod]:
+    def spark_pods(self) -> dict[str, Any]:
         selector = f"sparkoperator.k8s.io/app-name={planner.spark_application_name(self.feed)}"
-        listed = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
+        listed: Any = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
         return {p.metadata.name: p for p in listed.items if p.metadata.deletion_timestamp is None}
 
     def shard_tables(self) -> dict[int, RoutingTable]:
         selector = f"{planner.FEED_LABEL}={self.feed},{planner.COMPONENT_LABEL}=feed"
-        maps = self.core.list_namespaced_config_map(self.namespace, label_selector=selector)
+        maps: Any = self.core.list_namespaced_config_map(self.namespace, label_selector=selector)
         return {
             int(cm.metadata.labels[planner.SHARD_LABEL]): RoutingTable.from_json(
                 cm.data[CONFIGMAP_KEY]
@@ -130,7 +131,7 @@ def copies(n: int) -> list[str]:
     return [copy.name for copy in symbol_copies.plan(RECORDINGS, n)]
 
 
-def restarts(pods: dict[str, client.V1Pod]) -> int:
+def restarts(pods: dict[str, Any]) -> int:
     return sum(
         status.restart_count
         for pod in pods.values()
@@ -207,7 +208,7 @@ def platform(
             mf_api.GROUP, mf_api.VERSION, markets, mf_api.PLURAL, body
         )
         serve = planner.serve_name(feed)
-        service = eventually(
+        service: Any = eventually(
             lambda: _service(core, markets, serve), f"the serving Service {serve}", timeout=120
         )
         port = next(p.port for p in service.spec.ports if p.name == "grpc")
@@ -238,9 +239,9 @@ def platform(
             core.delete_namespace(system)
 
 
-def _service(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Service | None:
+def _service(core: client.CoreV1Api, namespace: str, name: str) -> Any:
     try:
-        found = core.read_namespaced_service(name, namespace)
+        found: Any = core.read_namespaced_service(name, namespace)
     except ApiException as error:
         if error.status == 404:
             return None
@@ -251,7 +252,7 @@ def _service(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Serv
 def _diagnose(platform: Platform) -> None:
     """On the way out: every pod's phase and restarts, for reading a failure."""
     try:
-        pods = platform.core.list_namespaced_pod(platform.namespace).items
+        pods: Any = platform.core.list_namespaced_pod(platform.namespace).items
     except ApiException:
         return
     for pod in pods:

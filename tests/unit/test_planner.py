@@ -172,6 +172,8 @@ def test_a_handover_step_decides_the_shard_configmaps_and_keeps_a_draining_shard
     assert sorted(gained["routes"]) == ["BTCUSDT", "ETHUSDT"]
     # The shards' Service names not-ready pods too: the operator asks each for /live.
     assert by_name["Service/demo-feed"]["spec"]["publishNotReadyAddresses"] is True
+
+
 # ---- the SparkApplication's pods ---------------------------------------------------------
 
 # Fields of a driver/executor that spark-operator v2.4.0 applies only through its mutating
