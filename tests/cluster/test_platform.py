@@ -224,19 +224,35 @@ def platform(
         finally:
             recorder.close()
             _diagnose(platform)
-            try:
-                client.CustomObjectsApi(kube).delete_namespaced_custom_object(
-                    mf_api.GROUP, mf_api.VERSION, markets, mf_api.PLURAL, feed
-                )
-            except ApiException as error:
-                if error.status != 404:
-                    raise
+            _delete_marketfeed(client.CustomObjectsApi(kube), markets, feed)
             run_helm(
                 "uninstall", release, "--kubeconfig", str(running.kubeconfig), "-n", system,
                 check=False,
             )  # fmt: skip
             core.delete_namespace(markets)
             core.delete_namespace(system)
+
+
+def _delete_marketfeed(custom: client.CustomObjectsApi, namespace: str, name: str) -> None:
+    """Deletes the MarketFeed and waits until the operator has finished with it (its finalizer
+    removes the topics): uninstalling the operator first would leave it undeletable."""
+    args = (mf_api.GROUP, mf_api.VERSION, namespace, mf_api.PLURAL, name)
+    try:
+        custom.delete_namespaced_custom_object(*args)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+    def gone() -> bool:
+        try:
+            custom.get_namespaced_custom_object(*args)
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return False
+
+    eventually(gone, f"MarketFeed {namespace}/{name} deleted", timeout=120)
 
 
 def _service(core: client.CoreV1Api, namespace: str, name: str) -> Any:
