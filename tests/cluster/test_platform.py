@@ -361,9 +361,11 @@ def _reshard(platform: Platform, symbols: list[str], step: str) -> None:
             if p.metadata.labels[planner.SHARD_LABEL] == str(shard)
         }
         assert old <= set(after_feed), f"shard {shard} kept its symbols but its pod changed"
-    driver = [n for n, p in before_spark.items() if p.metadata.labels.get("spark-role") == "driver"]
+    # Every attempt's driver has the same name: the same pod is the same uid.
+    driver = {p.metadata.uid for p in before_spark.values() if _is_driver(p)}
     assert driver, "no Spark driver pod before the reshard"
-    assert driver[0] in platform.spark_pods(), "the Spark driver pod was replaced"
+    now = {p.metadata.uid for p in platform.spark_pods().values() if _is_driver(p)}
+    assert driver == now, "the Spark driver pod was replaced"
     assert set(before_serve) == set(platform.pods("serve")), "serving pods were replaced"
     assert restarts({**after_feed, **platform.spark_pods(), **platform.pods("serve")}) == 0
     for symbol, gap in gaps.items():
@@ -375,6 +377,10 @@ def test_reshard_30_100_20_hands_symbols_over_without_a_gap(platform: Platform) 
     _reshard(platform, copies(100), "30_to_100")
     _reshard(platform, copies(20), "100_to_20")
     assert set(_list_symbols(platform)) == set(copies(20))
+
+
+def _is_driver(pod: Any) -> bool:
+    return bool((pod.metadata.labels or {}).get("spark-role") == "driver")
 
 
 def _checkpoint_objects(platform: Platform, query: str) -> dict[str, Any]:
@@ -395,20 +401,16 @@ def test_driver_kill_resumes_from_the_s3_checkpoint(platform: Platform) -> None:
         timeout=120,
     )
     assert _checkpoint_objects(platform, "book"), "no book checkpoint on the S3 API"
-    drivers = [
-        n
-        for n, p in platform.spark_pods().items()
-        if p.metadata.labels.get("spark-role") == "driver"
-    ]
+    drivers = [p for p in platform.spark_pods().values() if _is_driver(p)]
     assert len(drivers) == 1
+    old = drivers[0].metadata
     killed = time.monotonic()
-    platform.core.delete_namespaced_pod(drivers[0], platform.namespace, grace_period_seconds=0)
+    platform.core.delete_namespaced_pod(old.name, platform.namespace, grace_period_seconds=0)
 
     def new_driver() -> bool:
-        return any(
-            n != drivers[0] and p.metadata.labels.get("spark-role") == "driver"
-            for n, p in platform.spark_pods().items()
-        )
+        # The spark-operator names every attempt's driver alike: a new pod is a new uid.
+        pods = platform.spark_pods().values()
+        return any(_is_driver(p) and p.metadata.uid != old.uid for p in pods)
 
     eventually(new_driver, "a new Spark driver pod", timeout=300)
     recorder = platform.recorder
