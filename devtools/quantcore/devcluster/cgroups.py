@@ -72,13 +72,10 @@ def destroy(name: str, *, timeout: float = 20.0) -> None:
         root = mount / name
         if not root.is_dir():
             continue
-        directories = sorted(
-            (path for path in root.rglob("*") if path.is_dir()),
-            key=lambda path: len(path.parts),
-            reverse=True,
-        )
-        for directory in [*directories, root]:
-            _rmdir(directory, deadline)
+        # Bottom-up; os.walk skips what vanishes while it walks (the kubelet may still be
+        # removing pod cgroups of its own), where Path.rglob would raise.
+        for directory, _, _ in os.walk(root, topdown=False):
+            _rmdir(Path(directory), deadline)
 
 
 def exists(name: str) -> bool:
