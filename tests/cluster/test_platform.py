@@ -390,7 +390,9 @@ def _checkpoint_objects(platform: Platform, query: str) -> dict[str, Any]:
     pages = s3.get_paginator("list_objects_v2").paginate(
         Bucket=platform.deps.s3_bucket, Prefix=prefix
     )
-    return {o["Key"]: o["LastModified"] for page in pages for o in page.get("Contents", [])}
+    objects = (o for page in pages for o in page.get("Contents", []))
+    # Batch entries are named by their number; a write in flight has a temporary name.
+    return {o["Key"]: o["LastModified"] for o in objects if o["Key"].rsplit("/", 1)[1].isdigit()}
 
 
 def test_driver_kill_resumes_from_the_s3_checkpoint(platform: Platform) -> None:
@@ -407,35 +409,56 @@ def test_driver_kill_resumes_from_the_s3_checkpoint(platform: Platform) -> None:
     killed = time.monotonic()
     platform.core.delete_namespaced_pod(old.name, platform.namespace, grace_period_seconds=0)
 
-    def new_driver() -> bool:
+    def new_driver() -> Any:
         # The spark-operator names every attempt's driver alike: a new pod is a new uid.
-        pods = platform.spark_pods().values()
-        return any(_is_driver(p) and p.metadata.uid != old.uid for p in pods)
+        for pod in platform.spark_pods().values():
+            if _is_driver(pod) and pod.metadata.uid != old.uid:
+                for status in pod.status.container_statuses or []:
+                    if status.state.running is not None:
+                        return status.state.running.started_at
+        return None
 
-    eventually(new_driver, "a new Spark driver pod", timeout=300)
+    started = eventually(new_driver, "a new Spark driver running", timeout=300)
+    started_ns = int(started.timestamp() * 1e9)
     recorder = platform.recorder
     symbols = set(platform.marketfeed()["spec"].get("symbols") or [])
-    # Updates written after the kill: Redis's sink time is after it, for every symbol.
-    killed_ns = time.time_ns() - int((time.monotonic() - killed) * 1e9)
+    # Written by the new driver's relay: its sink time is after the new driver started (the
+    # old one may still write for a moment after its pod object is gone).
     recorder.wait_until(
         lambda: (
             symbols
             <= {
                 a.update.symbol
                 for a in recorder.since(killed)
-                if a.update.hops.sink_write_ns > killed_ns
+                if a.update.hops.sink_write_ns > started_ns
             }
         ),
         "updates of every symbol written by the new driver",
         timeout=900,
     )
     platform.record("driver_kill_to_updates_s", round(time.monotonic() - killed, 1))
-    # Resumed from the checkpoint, not started afresh: every offset-log entry written before the
-    # kill is untouched (a fresh start rewrites batch 0 onwards) and new batches follow them.
-    after = _checkpoint_objects(platform, "trade-flow")
-    for key, modified in before.items():
-        assert after.get(key) == modified, f"{key} was rewritten after the driver restart"
-    assert set(after) - set(before), "the new driver wrote no trade-flow batch"
+    # Resumed from the checkpoint, not started afresh: the offset log goes on from the batch it
+    # had reached (a fresh start begins again at batch 0) and what it kept is untouched. Spark
+    # purges entries older than its last 100 batches, so only the ones still there compare.
+    after = eventually(
+        lambda: {
+            k: m for k, m in _checkpoint_objects(platform, "trade-flow").items() if k not in before
+        },
+        "a trade-flow batch of the new driver",
+        timeout=120,
+    )
+    current = _checkpoint_objects(platform, "trade-flow")
+    for key in before.keys() & current.keys():
+        assert current[key] == before[key], f"{key} was rewritten after the driver restart"
+    reached = max(_batch(key) for key in before)
+    assert min(_batch(key) for key in after) >= reached, (
+        f"the new driver started its offset log over at batch {min(_batch(k) for k in after)}, "
+        f"before {reached}, where the old one had reached"
+    )
+
+
+def _batch(key: str) -> int:
+    return int(key.rsplit("/", 1)[1])
 
 
 def _list_symbols(platform: Platform) -> list[str]:
