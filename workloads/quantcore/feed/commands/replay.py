@@ -74,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        url_file = (
+            None
+            if args.url_file is None
+            else FileBeside(args.url_file, replace=False, remedy="Choose another --url-file.")
+        )
+    except NotOurs as refused:
+        print(f"quantcore replay: {refused}", file=sys.stderr)
+        return 2
+    try:
         files = recording_files(args.files, dict(os.environ))
     except ValueError as error:
         print(f"quantcore replay: {error}", file=sys.stderr)
@@ -86,15 +95,6 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"quantcore replay: --symbols: {error}", file=sys.stderr)
             return 2
-    try:
-        url_file = (
-            None
-            if args.url_file is None
-            else FileBeside(args.url_file, replace=False, remedy="Choose another --url-file.")
-        )
-    except NotOurs as refused:
-        print(f"quantcore replay: {refused}", file=sys.stderr)
-        return 2
 
     async def main() -> None:
         task = asyncio.current_task()
