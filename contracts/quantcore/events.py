@@ -53,6 +53,30 @@ class TradeRecord(_Record):
     publish_time_ns: int
 
 
+class TradeFlowRecord(_Record):
+    """A symbol's buy and sell volume over trailing windows of exchange time (topic `flow`),
+    computed by the feed shard (quantcore.feed.tradeflow) on every trade and on decay ticks."""
+
+    symbol: str
+    sequence: int = Field(
+        description="last_trade_id * 1024 + decay ticks since that trade: grows per symbol"
+    )
+    as_of_ms: int = Field(description="exchange time the windows end at (inclusive)")
+    buy_volume_1s: float = Field(description="aggressor-bought quantity in (as_of - 1 s, as_of]")
+    sell_volume_1s: float
+    buy_volume_5s: float
+    sell_volume_5s: float
+    buy_volume_30s: float
+    sell_volume_30s: float
+    last_trade_id: int
+    event_time_ms: int = Field(description="the trade's event time (E), or as_of for a tick")
+    recv_time_ns: int = Field(
+        description="feed shard receive time of the trade frame, or when the tick was emitted"
+    )
+    publish_time_ns: int = Field(description="feed shard hand-off to the producer")
+    tick: bool = Field(description="a decay tick (windows rolled on, no new trade)")
+
+
 class QuarantineRecord(_Record):
     """Input the feed refused, with why (topic `quarantine`)."""
 
@@ -68,6 +92,7 @@ RAW_TOPIC = "quantcore.raw"
 BOOK_TOPIC = "quantcore.book"
 TRADES_TOPIC = "quantcore.trades"
 QUARANTINE_TOPIC = "quantcore.quarantine"
+FLOW_TOPIC = "quantcore.flow"
 
 
 def signals_topic(book_topic: str) -> str:
@@ -81,7 +106,7 @@ SIGNALS_TOPIC = signals_topic(BOOK_TOPIC)
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """A feed's topic names: the four its shards write (by kind) and the stream job's output.
+    """A feed's topic names: the five its shards write (by kind) and the stream job's output.
 
     The one place topic names are derived: the shard's CLI, the operator (from a MarketFeed's
     `kafka.topics`), local mode and the test harness all build theirs here.
@@ -91,6 +116,7 @@ class Topics:
     book: str = BOOK_TOPIC
     trades: str = TRADES_TOPIC
     quarantine: str = QUARANTINE_TOPIC
+    flow: str = FLOW_TOPIC
 
     @classmethod
     def with_prefix(cls, prefix: str | None) -> Topics:
@@ -98,19 +124,20 @@ class Topics:
         if not prefix:
             return cls()
         p = prefix.rstrip(".")
-        return cls(f"{p}.raw", f"{p}.book", f"{p}.trades", f"{p}.quarantine")
+        return cls(f"{p}.raw", f"{p}.book", f"{p}.trades", f"{p}.quarantine", f"{p}.flow")
 
     @property
     def signals(self) -> str:
         return signals_topic(self.book)
 
     def by_kind(self) -> dict[str, str]:
-        """kind ("raw", "book", "trades", "quarantine") -> topic: what a shard writes."""
+        """kind ("raw", "book", "trades", "quarantine", "flow") -> topic: what a shard writes."""
         return {
             "raw": self.raw,
             "book": self.book,
             "trades": self.trades,
             "quarantine": self.quarantine,
+            "flow": self.flow,
         }
 
     def all(self) -> list[str]:

@@ -91,7 +91,7 @@ def test_spark_has_a_task_slot_per_input_partition() -> None:
     )
     p = plan(feed, None, SYMBOLS[:5])
     ex = by_name(p.objects)["SparkApplication/demo-stream"]["spec"]["executor"]
-    assert ex["instances"] * ex["cores"] >= 12 * 2  # book + trades
+    assert ex["instances"] * ex["cores"] >= 12 * 2 + 1  # book + flow, the malformed counter
     # Partitions follow the topics when they already have more.
     grown = plan(feed, None, SYMBOLS[:5], min_partitions=16)
     assert grown.table.partitions == 16
@@ -137,7 +137,10 @@ def test_examples_are_valid_specs(path: Path) -> None:
 
 def test_stream_job_reads_the_topics_the_shards_write() -> None:
     feed = sample_feed(
-        kafka={"bootstrap": "k:9092", "topics": {"book": "acme.book", "trades": "acme.trades"}}
+        kafka={
+            "bootstrap": "k:9092",
+            "topics": {"book": "acme.book", "trades": "acme.trades", "flow": "acme.flow"},
+        }
     )
     args = by_name(plan(feed, None, SYMBOLS[:3]).objects)["SparkApplication/demo-stream"]["spec"][
         "arguments"
@@ -145,6 +148,7 @@ def test_stream_job_reads_the_topics_the_shards_write() -> None:
     flags = dict(zip(args[1::2], args[2::2], strict=True))
     assert flags["--book-topic"] == "acme.book"
     assert flags["--trades-topic"] == "acme.trades"
+    assert flags["--flow-topic"] == "acme.flow"
     assert flags["--max-levels"] == "20"
 
 

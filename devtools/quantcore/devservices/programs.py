@@ -171,7 +171,7 @@ def _get_json(url: str) -> dict[str, Any]:
 
 
 def create_topics(bootstrap: str, prefix: str | None, partitions: int) -> dict[str, str]:
-    """Create the four feed topics (the operator does this on a cluster); kind -> topic."""
+    """Create the five feed topics (the operator does this on a cluster); kind -> topic."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topics = Topics.with_prefix(prefix)

@@ -123,9 +123,11 @@ class Topics(_Model):
         json_schema_extra=_cel(
             (
                 "self.raw != self.book && self.raw != self.trades && self.raw != self.quarantine"
-                " && self.book != self.trades && self.book != self.quarantine"
-                " && self.trades != self.quarantine",
-                "kafka.topics: raw, book, trades and quarantine need four different names",
+                " && self.raw != self.flow && self.book != self.trades"
+                " && self.book != self.quarantine && self.book != self.flow"
+                " && self.trades != self.quarantine && self.trades != self.flow"
+                " && self.quarantine != self.flow",
+                "kafka.topics: raw, book, trades, quarantine and flow need five different names",
             )
         )
     )
@@ -134,10 +136,12 @@ class Topics(_Model):
     book: TopicName = events.BOOK_TOPIC
     trades: TopicName = events.TRADES_TOPIC
     quarantine: TopicName = events.QUARANTINE_TOPIC
+    # The shards' trade-flow windows (quantcore.feed.tradeflow), read by the stream job.
+    flow: TopicName = events.FLOW_TOPIC
 
     def names(self) -> events.Topics:
         """The names as the rest of the project takes them (with the derived signals topic)."""
-        return events.Topics(self.raw, self.book, self.trades, self.quarantine)
+        return events.Topics(self.raw, self.book, self.trades, self.quarantine, self.flow)
 
 
 class Kafka(_Model):
@@ -493,8 +497,9 @@ class MarketFeedSpec(_Model):
             (
                 "!has(self.spark.executor.instances) || self.spark.trigger == 'microbatch' ||"
                 " self.spark.executor.instances * self.spark.executor.cores >="
-                " self.kafka.partitions * (self.streams.trades ? 2 : 1)",
-                "real-time and continuous modes need a task slot per input partition: raise"
+                " (self.streams.trades ? self.kafka.partitions * 2 + 1 : self.kafka.partitions)",
+                "real-time and continuous modes need a task slot per input partition of each query"
+                " (book and trade flow) and one for the malformed-trade counter: raise"
                 " spark.executor.instances or cores, or omit instances to size it automatically",
             ),
         )

@@ -85,15 +85,22 @@ def redis_url(feed: MarketFeed) -> str:
 
 
 def input_partitions(spec: MarketFeedSpec, partitions: int) -> int:
-    """Kafka partitions the stream job reads: `book`, plus `trades` when enabled."""
+    """Kafka partitions the stream job reads: `book`, plus `flow` when trades are on."""
     return partitions * (2 if spec.streams.trades else 1)
 
 
+def task_slots(spec: MarketFeedSpec, partitions: int) -> int:
+    """Task slots the stream job needs: a real-time task holds one per Kafka partition for its
+    whole batch, for `book` and, when trades are on, `flow` (the trade-flow query); the
+    micro-batch malformed-trade counter then needs one more, free between its batches."""
+    return partitions * 2 + 1 if spec.streams.trades else partitions
+
+
 def executor_instances(spec: MarketFeedSpec, partitions: int) -> int:
-    """Executors so that real-time mode has one task slot per input partition."""
+    """Executors so that real-time mode has a task slot for every partition of every query."""
     if spec.spark.executor.instances is not None:
         return spec.spark.executor.instances
-    return max(1, math.ceil(input_partitions(spec, partitions) / spec.spark.executor.cores))
+    return max(1, math.ceil(task_slots(spec, partitions) / spec.spark.executor.cores))
 
 
 def redis_memory_mib(symbols: int, levels: int) -> int:
@@ -365,6 +372,8 @@ def spark_application(feed: MarketFeed, partitions: int) -> Obj:
                 spec.kafka.topics.book,
                 "--trades-topic",
                 spec.kafka.topics.trades,
+                "--flow-topic",
+                spec.kafka.topics.flow,
                 "--max-levels",
                 str(spec.streams.depth.levels),
             ],

@@ -70,7 +70,7 @@ class Pipeline:
         self._start_services()
         table = self._plan_and_create_topics()
         self._start_feed(table)
-        self._start_stream()
+        self._start_stream(table.partitions)
         self._start_server()
         self._wait_for_signals()
 
@@ -179,7 +179,9 @@ class Pipeline:
             )
         self.say(5, f"{table.shards} feed shard(s) started (logs in {self.dir / 'logs'})")
 
-    def _start_stream(self) -> None:
+    def _start_stream(self, partitions: int) -> None:
+        from quantcore.stream.job import task_slots
+
         self._require("stream")
         self.say(
             6, f"starting the Spark job (trigger {self.args.trigger}); JVM start takes a while"
@@ -196,6 +198,9 @@ class Pipeline:
                 str(self.dir / "checkpoint"),
                 "--trigger",
                 self.args.trigger,
+                # A real-time task per partition of each query, held for a whole batch.
+                "--threads",
+                str(max(8, task_slots(partitions))),
                 "--jars",
                 ",".join(str(jar) for jar in spark_jars()),
             ),

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantcore.events import BookRecord, QuarantineRecord, TradeRecord
+from quantcore.events import BookRecord, QuarantineRecord, TradeFlowRecord, TradeRecord
 from quantcore.feed import binance, codec
 from quantcore.feed.book import BookSync
 from quantcore.feed.messages import (
@@ -19,7 +19,7 @@ from quantcore.feed.messages import (
     Rejected,
     Trade,
 )
-from quantcore.feed.normalizer import BOOK, QUARANTINE, RAW, TRADES, Normalizer
+from quantcore.feed.normalizer import BOOK, FLOW, QUARANTINE, RAW, TRADES, Normalizer
 
 DIFF = {
     "e": "depthUpdate",
@@ -329,7 +329,9 @@ def test_binance_diffs_take_the_fast_path(parser: object) -> None:
 
 def test_a_symbol_is_live_once_its_book_is_synced_and_published_since_it_was_added() -> None:
     out: list[tuple[str, str | None, bytes]] = []
-    norm = Normalizer(binance, lambda k, s, v: out.append((k, s, v)), clock=lambda: 99)
+    norm = Normalizer(
+        binance, lambda k, s, v: out.append((k, s, v)), clock=lambda: 99, trade_flow=False
+    )
     snap = b'{"lastUpdateId":10,"bids":[["100.0","1.0"]],"asks":[["101.0","1.0"]]}'
     norm.add_symbol("BTCUSDT")
     assert norm.live_symbols() == []
@@ -346,4 +348,55 @@ def test_a_symbol_is_live_once_its_book_is_synced_and_published_since_it_was_add
     # Dropped and added again (a handover back): not live until it publishes again.
     norm.remove_symbol("BTCUSDT")
     norm.add_symbol("BTCUSDT")
+    assert norm.live_symbols() == []
+
+
+def trade(trade_id: int, time_ms: int, qty: str = "0.5", maker: bool = False) -> bytes:
+    data = {"e": "trade", "E": time_ms + 1, "s": "BTCUSDT", "t": trade_id, "p": "100.0",
+            "q": qty, "T": time_ms, "m": maker, "M": True}  # fmt: skip
+    return frame(data, "btcusdt@trade")
+
+
+def test_trade_flow_is_published_and_live_only_once_its_windows_are_covered() -> None:
+    """A symbol's flow records start, and /live lists it, once its streams have been followed
+    for the longest window (30 s of exchange time); decay ticks follow the exchange clock."""
+    out: list[tuple[str, str | None, bytes]] = []
+    mono = [0]
+    norm = Normalizer(
+        binance, lambda k, s, v: out.append((k, s, v)), clock=lambda: 99, monotonic=lambda: mono[0]
+    )
+    start = DIFF["E"]  # the first event of the symbol: coverage starts here
+    snap = b'{"lastUpdateId":10,"bids":[["100.0","1.0"]],"asks":[["101.0","1.0"]]}'
+    norm.add_symbol("BTCUSDT")
+    norm.on_snapshot_body(snap, "BTCUSDT", 1)
+    norm.on_frame(frame(with_(U=11, u=11, b=[["100.0", "1.5"]], a=[])), 2)
+    norm.on_frame(trade(1, start + 100), 3)
+    assert [k for k, _, _ in out if k == FLOW] == []  # windows not covered yet: held back
+    assert norm.live_symbols() == []  # book live, trade flow not yet
+    mono[0] = 29_000 * 1_000_000  # exchange clock: start + 29 s
+    norm.flow_ticks()
+    assert norm.live_symbols() == []
+    norm.on_frame(trade(2, start + 30_000, "1.5", maker=True), 4)
+    flows = [TradeFlowRecord.model_validate_json(v) for k, _, v in out if k == FLOW]
+    assert len(flows) == 1 and not flows[0].tick
+    assert flows[0].as_of_ms == start + 30_000
+    assert (flows[0].buy_volume_30s, flows[0].sell_volume_30s) == (0.5, 1.5)
+    assert (flows[0].buy_volume_1s, flows[0].sell_volume_1s) == (0.0, 1.5)
+    assert flows[0].sequence == 2 * 1024 and flows[0].recv_time_ns == 4
+    assert norm.live_symbols() == ["BTCUSDT"]
+    # 2 s on (the clock runs from the newest event, trade 2's E): on the 100 ms grid, the first
+    # trade leaves the 30 s window, then the second the 1 s window.
+    mono[0] += 2_000 * 1_000_000
+    assert norm.flow_ticks() == 2
+    ticks = [TradeFlowRecord.model_validate_json(v) for k, _, v in out if k == FLOW][1:]
+    grid = [-(-t // 100) * 100 for t in (start + 30_100, start + 31_000)]
+    assert [t.as_of_ms for t in ticks] == grid == [t.event_time_ms for t in ticks]
+    assert all(t.tick for t in ticks) and [t.sequence for t in ticks] == [2049, 2050]
+    assert (ticks[0].buy_volume_30s, ticks[0].sell_volume_1s) == (0.0, 1.5)
+    assert (ticks[1].sell_volume_1s, ticks[1].sell_volume_5s) == (0.0, 1.5)
+    # Next: the second trade leaves the 5 s window.
+    next_due = -(-(start + 35_000) // 100) * 100
+    assert norm.next_flow_tick_s() == (next_due - (start + 32_001)) / 1000
+    # A lost connection starts the windows over: not live until covered again.
+    norm.reset("BTCUSDT", "disconnect", 5)
     assert norm.live_symbols() == []

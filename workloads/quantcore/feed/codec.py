@@ -3,7 +3,7 @@
 Inbound: every price/quantity must be a decimal string that parses to a finite, sane, non-negative
 float; anything else raises `Invalid` with a reason for the quarantine topic (`plain_levels` is the
 bulk fast path for levels whose text already proves them sane). Outbound: the bytes
-written to the book/trades/quarantine topics, with exactly the field names of
+written to the book/trades/flow/quarantine topics, with exactly the field names of
 `quantcore.events` (a unit test validates them against those models).
 """
 
@@ -15,6 +15,7 @@ import orjson
 
 from quantcore.feed.book import BookUpdate
 from quantcore.feed.messages import Level, PartialDepth, Rejected, Trade
+from quantcore.feed.tradeflow import WINDOWS_MS, Flow
 
 # Bounds that no real market reaches; a value outside them is a corrupt frame, not a price.
 MAX_PRICE = 1e12
@@ -211,6 +212,31 @@ def trade_record(trade: Trade, publish_ns: int) -> bytes:
             "publish_time_ns": publish_ns,
         }
     )
+
+
+# Field-name suffixes of the flow windows ("1s", "5s", "30s"), in WINDOWS_MS order.
+_FLOW_SUFFIXES = tuple(f"{w // 1000}s" for w in WINDOWS_MS)
+
+
+def flow_record(flow: Flow, event_time_ms: int, recv_ns: int, publish_ns: int) -> bytes:
+    """A trade-flow record: `event_time_ms`/`recv_ns` are the trade frame's (a tick's own time
+    and emit time for a decay tick)."""
+    doc: dict[str, Any] = {
+        "symbol": flow.symbol,
+        "sequence": flow.sequence,
+        "as_of_ms": flow.as_of_ms,
+    }
+    for suffix, buy, sell in zip(_FLOW_SUFFIXES, flow.buy, flow.sell, strict=True):
+        doc[f"buy_volume_{suffix}"] = buy
+        doc[f"sell_volume_{suffix}"] = sell
+    doc.update(
+        last_trade_id=flow.last_trade_id,
+        event_time_ms=event_time_ms,
+        recv_time_ns=recv_ns,
+        publish_time_ns=publish_ns,
+        tick=flow.tick,
+    )
+    return orjson.dumps(doc)
 
 
 def quarantine_record(rejected: Rejected) -> bytes:

@@ -1,4 +1,5 @@
-"""Frames in, topic records out: the pure core of a feed shard (decode, sync books, encode).
+"""Frames in, topic records out: the pure core of a feed shard (decode, sync books, trade-flow
+windows, encode).
 
 The shard feeds it websocket frames and REST snapshots; `records_from_recording` feeds it a
 recording. Both get exactly the same records, handed to an `emit(kind, symbol, value)` callback.
@@ -16,6 +17,7 @@ import orjson
 from quantcore.feed import codec
 from quantcore.feed.book import BookSync, Outcome, Step, SyncCounters, SyncState
 from quantcore.feed.exchange import Exchange
+from quantcore.feed.tradeflow import ExchangeClock, Flow, TradeFlows
 from quantcore.feed.messages import (
     BookTicker,
     DepthDiff,
@@ -31,6 +33,7 @@ RAW = "raw"
 BOOK = "book"
 TRADES = "trades"
 QUARANTINE = "quarantine"
+FLOW = "flow"
 
 Emit = Callable[[str, str | None, bytes], None]
 
@@ -53,7 +56,10 @@ class Normalizer:
         max_buffer: int = 10_000,
         partial_books: bool = False,
         clock: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], int] = time.monotonic_ns,
         on_snapshot_wanted: Callable[[str], None] | None = None,
+        trade_flow: bool = True,
+        on_trade_flow: Callable[[], None] | None = None,
     ) -> None:
         # The exchange's parsers (the seam): bound once, as on_frame runs for every frame.
         self._decode_frame = exchange.decode_frame
@@ -67,6 +73,14 @@ class Normalizer:
         self.tick_sizes.update(tick_sizes or {})
         self._max_buffer = max_buffer
         self._clock = clock
+        self._monotonic = monotonic
+        # Trade flow (quantcore.feed.tradeflow): windows per symbol, rolled on by the exchange's
+        # clock as the shard knows it; `on_trade_flow` wakes whoever emits the decay ticks.
+        self.trade_flow = trade_flow
+        self.flows = TradeFlows()
+        self.exchange_clock = ExchangeClock()
+        self._flow_uncovered: set[str] = set()  # symbols whose first event is still to come
+        self._on_trade_flow = on_trade_flow
         # Pushed top-N books feed the book topic only when the shard keeps no local book,
         # so the topic never carries two interleaved versions of one symbol.
         self.partial_books = partial_books
@@ -85,6 +99,8 @@ class Normalizer:
     def add_symbol(self, symbol: str) -> None:
         if symbol not in self.syncs:
             self.syncs[symbol] = BookSync(symbol, levels=self.levels, max_buffer=self._max_buffer)
+            self.flows.add(symbol)
+            self._flow_uncovered.add(symbol)
             if self._on_snapshot_wanted is not None:
                 self._on_snapshot_wanted(symbol)
 
@@ -94,6 +110,8 @@ class Normalizer:
         self._last_trade.pop(symbol, None)
         self._last_ticker.pop(symbol, None)
         self.last_update.pop(symbol, None)
+        self.flows.remove(symbol)
+        self._flow_uncovered.discard(symbol)
 
     @property
     def symbols(self) -> Iterable[str]:
@@ -121,15 +139,22 @@ class Normalizer:
 
         What the operator waits for before another shard lets go of a symbol it hands over.
         A book record sets `last_update`, which `remove_symbol` clears; a shard without a
-        local book (partial books) publishes straight from the pushed top-N.
+        local book (partial books) publishes straight from the pushed top-N. With trade flow
+        on, its windows must be warm too (covered for the longest window), so the losing shard
+        keeps publishing trade flow until the gaining shard's is exact.
         """
         if self.partial_books:
-            return sorted(s for s in self.syncs if s in self._partials)
-        return sorted(
-            s
-            for s, sync in self.syncs.items()
-            if sync.state is SyncState.LIVE and s in self.last_update
-        )
+            books = [s for s in self.syncs if s in self._partials]
+        else:
+            books = [
+                s
+                for s, sync in self.syncs.items()
+                if sync.state is SyncState.LIVE and s in self.last_update
+            ]
+        if self.trade_flow:
+            now = self.exchange_clock.now_ms(self._monotonic())
+            books = [s for s in books if now is not None and self.flows.warm(s, now)]
+        return sorted(books)
 
     def books(self, now_ns: int) -> dict[str, dict[str, Any]]:
         """Each symbol's book as health and metrics show it: state, counters, last update id,
@@ -158,6 +183,9 @@ class Normalizer:
         if sync is None:
             return
         sync.reset()
+        # Trades may have been missed as well: the windows start over and warm up again.
+        self.flows.restart(symbol)
+        self._flow_uncovered.add(symbol)
         self._reset_marker(symbol, reason, recv_ns)
 
     # --- input ---
@@ -171,6 +199,12 @@ class Normalizer:
             if sync is None:
                 self.unrouted += 1
                 return msg
+            event_ms = diff.event_time_ms
+            if event_ms > self.exchange_clock.latest_ms:
+                self.exchange_clock.observe(event_ms, self._monotonic())
+            if self._flow_uncovered and diff.symbol in self._flow_uncovered:
+                self._flow_uncovered.discard(diff.symbol)
+                self.flows.seen(diff.symbol, event_ms)
             self._emit(RAW, diff.symbol, codec.raw_line(recv_ns, frame))
             self._step(sync, sync.on_diff(diff))
         elif cls is Trade:
@@ -184,6 +218,8 @@ class Normalizer:
             self._last_trade[trade.symbol] = trade.trade_id
             self._emit(RAW, trade.symbol, codec.raw_line(recv_ns, frame))
             self._emit(TRADES, trade.symbol, codec.trade_record(trade, self._clock()))
+            if self.trade_flow:
+                self._on_trade(trade)
         elif cls is BookTicker or cls is PartialDepth:
             symbol = msg.symbol  # type: ignore[union-attr]
             if symbol not in self.syncs:
@@ -196,6 +232,12 @@ class Normalizer:
                     return msg
                 self._last_ticker[symbol] = update_id
             self._emit(RAW, symbol, codec.raw_line(recv_ns, frame))
+            if self._flow_uncovered and symbol in self._flow_uncovered:
+                # No event time in these frames: the exchange clock stands in for it.
+                now = self.exchange_clock.now_ms(self._monotonic())
+                if now is not None:
+                    self._flow_uncovered.discard(symbol)
+                    self.flows.seen(symbol, now)
             if cls is PartialDepth and self.partial_books:
                 self._on_partial(msg)  # type: ignore[arg-type]
         elif cls is Rejected:
@@ -224,6 +266,44 @@ class Normalizer:
     def quarantine(self, rejected: Rejected) -> None:
         self.quarantined[rejected.reason.split(":")[0]] += 1
         self._emit(QUARANTINE, rejected.symbol, codec.quarantine_record(rejected))
+
+    # --- trade flow ---
+    def _on_trade(self, trade: Trade) -> None:
+        if trade.event_time_ms > self.exchange_clock.latest_ms:
+            self.exchange_clock.observe(trade.event_time_ms, self._monotonic())
+        if trade.symbol in self._flow_uncovered:
+            self._flow_uncovered.discard(trade.symbol)
+            self.flows.seen(trade.symbol, trade.trade_time_ms)
+        flow = self.flows.on_trade(
+            trade.symbol, trade.trade_id, trade.trade_time_ms, trade.qty, trade.buyer_is_maker
+        )
+        if flow is not None:
+            self._emit_flow(flow, trade.event_time_ms, trade.recv_ns)
+        if self._on_trade_flow is not None:
+            self._on_trade_flow()
+
+    def flow_ticks(self) -> int:
+        """Emit the decay ticks due by the exchange clock now; returns how many."""
+        now = self.exchange_clock.now_ms(self._monotonic())
+        if now is None or self.flows.next_due is None or self.flows.next_due > now:
+            return 0
+        ticks = self.flows.due(now)
+        if ticks:
+            emitted_ns = self._clock()
+            for flow in ticks:
+                self._emit_flow(flow, flow.as_of_ms, emitted_ns)
+        return len(ticks)
+
+    def next_flow_tick_s(self) -> float | None:
+        """Seconds (local time) until the next decay tick is due; None: none pending."""
+        due = self.flows.next_due
+        now = self.exchange_clock.now_ms(self._monotonic())
+        if due is None or now is None:
+            return None
+        return max(0.0, (due - now) / 1000)
+
+    def _emit_flow(self, flow: Flow, event_time_ms: int, recv_ns: int) -> None:
+        self._emit(FLOW, flow.symbol, codec.flow_record(flow, event_time_ms, recv_ns, self._clock()))
 
     # --- internals ---
     def _step(self, sync: BookSync, step: Step) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import orjson
 
-from quantcore.events import BookRecord, QuarantineRecord, TradeRecord
+from quantcore.events import BookRecord, QuarantineRecord, TradeFlowRecord, TradeRecord
 from quantcore.feed import binance
 from quantcore.feed.book import SyncCounters
-from quantcore.feed.normalizer import BOOK, QUARANTINE, RAW, TRADES, Normalizer
+from quantcore.feed.normalizer import BOOK, FLOW, QUARANTINE, RAW, TRADES, Normalizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,9 @@ def publish_recording(
 ) -> Published:
     """Run recordings (merged by receive time) through the shard's normalizer, no I/O but files.
 
-    The publish time of every record is its frame's receive time, so the result is deterministic.
+    The publish time of every record is its frame's receive time, and the receive times drive
+    the exchange clock that emits trade-flow decay ticks (checked after every line), so the
+    result is deterministic.
     """
     out = Published()
     clock_ns = [0]
@@ -91,7 +93,12 @@ def publish_recording(
         out.records.append((kind, symbol, value))
 
     normalizer = Normalizer(
-        binance, emit, levels=levels, tick_sizes=tick_sizes, clock=lambda: clock_ns[0]
+        binance,
+        emit,
+        levels=levels,
+        tick_sizes=tick_sizes,
+        clock=lambda: clock_ns[0],
+        monotonic=lambda: clock_ns[0],
     )
     for line in merged(*paths):
         clock_ns[0] = line.recv_ns
@@ -102,6 +109,7 @@ def publish_recording(
                 normalizer.on_snapshot_body(line.frame, line.symbol, line.recv_ns)
         else:
             normalizer.on_frame(line.frame, line.recv_ns)
+        normalizer.flow_ticks()
     out.counters = {s: normalizer.counters(s) for s in normalizer.symbols}
     out.quarantined = dict(normalizer.quarantined)
     return out
@@ -133,6 +141,12 @@ def records_from_recording(
     return result
 
 
+def flow_from_recording(*paths: str | Path) -> list[TradeFlowRecord]:
+    """The trade-flow records a shard would publish for these recordings, in order."""
+    published = publish_recording(*paths)
+    return [TradeFlowRecord.model_validate(orjson.loads(v)) for v in published.values(FLOW)]
+
+
 def quarantine_from_recording(*paths: str | Path) -> list[QuarantineRecord]:
     published = publish_recording(*paths)
     return [QuarantineRecord.model_validate(orjson.loads(v)) for v in published.values(QUARANTINE)]
@@ -140,6 +154,7 @@ def quarantine_from_recording(*paths: str | Path) -> list[QuarantineRecord]:
 
 __all__ = [
     "BOOK",
+    "FLOW",
     "QUARANTINE",
     "RAW",
     "TRADES",
@@ -148,5 +163,6 @@ __all__ = [
     "merged",
     "publish_recording",
     "read_recording",
+    "flow_from_recording",
     "records_from_recording",
 ]

@@ -37,7 +37,9 @@ from quantcore.feed.ticker import TickerOverrideError, parse_overrides
 
 log = logging.getLogger(__name__)
 
-# Each loop of a recording shifts every exchange id by this much, so ids keep growing.
+# Each loop of a recording shifts every exchange id by this much, so ids keep growing, and
+# every exchange time (event "E", trade "T") by the loop's period (loop_period_ms), so times do
+# too: windows of exchange time (trade flow) move on with the loop instead of freezing.
 LOOP_ID_OFFSET = 10**9
 SEND_BUFFER_BYTES = 256 * 1024  # per websocket client
 CATCH_UP_TIMEOUT_S = 5.0  # how long a speed-0 loop waits for its clients at the end
@@ -120,7 +122,10 @@ class Replay:
         self.used_weight: deque[tuple[float, int]] = deque()
         # Interned: millions of lines (with --symbols) share a few hundred stream names.
         self._streams = [sys.intern(_stream_of(line.frame)) for line in self.lines]
-        self._shifted: dict[int, tuple[bytes, tuple[int, ...]]] = {}  # line -> id template
+        self._shifted: dict[int, tuple[bytes, tuple[int, ...], tuple[bool, ...]]] = {}
+        self.loop_period_ms = loop_period_ms(
+            self.lines if symbols is None else list(merged(*paths))  # copies keep the times
+        )
         self._diff = [s.count("@") >= 1 and s.split("@")[1] == "depth" for s in self._streams]
         self.symbols = sorted({line.symbol for line in self.lines if line.symbol})
         self._diff_streams = {  # symbol -> its diff-depth stream in the recording
@@ -186,6 +191,7 @@ class Replay:
         first_ns = self.lines[0].recv_ns
         while True:
             offset = self.loop_index * LOOP_ID_OFFSET
+            time_offset = self.loop_index * self.loop_period_ms
             t0 = time.monotonic()
             played = 0
             for i, line in enumerate(self.lines):
@@ -202,7 +208,7 @@ class Replay:
                 played += 1
                 if delay <= 0 and played % 64 == 0:
                     await asyncio.sleep(0)  # behind schedule: still let REST and control in
-                frame = line.frame if offset == 0 else self._shift(i, offset)
+                frame = line.frame if offset == 0 else self._shift(i, offset, time_offset)
                 if line.is_snapshot:
                     self._on_recorded_snapshot(line, frame)
                 else:
@@ -257,13 +263,13 @@ class Replay:
         self.wanted = frozenset(s for client in self.clients for s in client.streams)
         self._asked.set()
 
-    def _shift(self, i: int, offset: int) -> bytes:
-        """Line `i`'s frame with `offset` added to its exchange ids (parsed once per line)."""
+    def _shift(self, i: int, offset: int, time_offset: int) -> bytes:
+        """Line `i`'s frame with `offset` added to its exchange ids and `time_offset` to its
+        exchange times (parsed once per line)."""
         shifted = self._shifted.get(i)
         if shifted is None:
             shifted = self._shifted[i] = _id_template(self.lines[i].frame)
-        template, ids = shifted
-        return template % tuple(n + offset for n in ids)
+        return shift_frame(shifted, offset, time_offset)
 
     async def _broadcast(self, line: Line, frame: bytes, stream: str, is_diff: bool) -> None:
         symbol = line.symbol or ""
@@ -542,15 +548,44 @@ def _stream_of(frame: bytes) -> str:
     return ""
 
 
-_ID_FIELDS = re.compile(rb'"(U|u|t|lastUpdateId)":(\d+)')
+_ID_FIELDS = re.compile(rb'"(U|u|t|lastUpdateId|E|T)":(\d+)')
+_TIME_FIELDS = (b"E", b"T")
 
 
-def _id_template(frame: bytes) -> tuple[bytes, tuple[int, ...]]:
+def _id_template(frame: bytes) -> tuple[bytes, tuple[int, ...], tuple[bool, ...]]:
     """`frame` as a %-template with a `%d` for each exchange id (update ids, trade ids, snapshot
-    id) and those ids: a later loop of the recording fills in the ids plus its offset."""
-    ids = tuple(int(m.group(2)) for m in _ID_FIELDS.finditer(frame))
+    id) and exchange time (event, trade), those numbers, and which of them are times: a later
+    loop of the recording fills in the ids and times plus its offsets."""
+    found = list(_ID_FIELDS.finditer(frame))
+    numbers = tuple(int(m.group(2)) for m in found)
+    is_time = tuple(m.group(1) in _TIME_FIELDS for m in found)
     template = _ID_FIELDS.sub(lambda m: b'"%s":%%d' % m.group(1), frame.replace(b"%", b"%%"))
-    return template, ids
+    return template, numbers, is_time
+
+
+def shift_frame(
+    shifted: tuple[bytes, tuple[int, ...], tuple[bool, ...]], offset: int, time_offset: int
+) -> bytes:
+    template, numbers, is_time = shifted
+    return template % tuple(
+        n + (time_offset if t else offset) for n, t in zip(numbers, is_time, strict=True)
+    )
+
+
+def loop_period_ms(lines: Sequence[Line]) -> int:
+    """How far each loop moves exchange times: past the recording's whole span of exchange times
+    (so they keep increasing across loops) and of receive times (at speed 1 a loop lasts that
+    long, so exchange time keeps pace with the clock). Deterministic: the recording decides."""
+    low = high = None
+    for line in lines:
+        for m in _ID_FIELDS.finditer(line.frame):
+            if m.group(1) in _TIME_FIELDS:
+                value = int(m.group(2))
+                low = value if low is None or value < low else low
+                high = value if high is None or value > high else high
+    times = 0 if low is None or high is None else high - low
+    received = -(-(lines[-1].recv_ns - lines[0].recv_ns) // 1_000_000) if lines else 0
+    return max(times, received) + 1
 
 
 async def serve(replay: Replay, host: str, port: int) -> tuple[web.AppRunner, int]:

@@ -2,7 +2,7 @@
 
 Tasks (one TaskGroup): the routing-file watcher (a change resubscribes in place), one
 `StreamConnection` per <=1024 streams, the snapshot scheduler (staggered, backed off, within the
-weight budget), producer polling and the metrics/health endpoint.
+weight budget), the trade-flow decay ticks, producer polling and the metrics/health endpoint.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class Shard:
         self._tg: asyncio.TaskGroup | None = None  # while `run` runs: connections start in it
         self.ready = asyncio.Event()  # set once the first routing table was applied
         self._snapshots_wanted = asyncio.Event()  # a book was reset or a symbol added
+        self._flow_changed = asyncio.Event()  # a trade moved the trade-flow windows
         cfg = config
         self.producer = FeedProducer(
             cfg.bootstrap, cfg.topics, self._partitions.get, config=cfg.producer_config
@@ -88,6 +89,8 @@ class Shard:
             levels=cfg.levels,
             partial_books=not cfg.streams.diff_depth and bool(cfg.streams.partial_levels),
             on_snapshot_wanted=lambda symbol: self._snapshots_wanted.set(),
+            trade_flow=cfg.streams.trades,
+            on_trade_flow=self._flow_changed.set,
         )
         self.snapshots = SnapshotClient(
             cfg.rest_url, weight_share=cfg.weight_share, limit=cfg.snapshot_limit
@@ -102,6 +105,8 @@ class Shard:
                 tg.create_task(self._watch_routing(), name="routing")
                 tg.create_task(self._schedule_snapshots(), name="snapshots")
                 tg.create_task(self._poll_producer(), name="producer-poll")
+                if cfg.streams.trades:
+                    tg.create_task(self._tick_flows(), name="trade-flow-ticks")
                 tg.create_task(self._settle_heap(), name="gc")
                 if cfg.metrics_port is not None:
                     tg.create_task(
@@ -201,6 +206,19 @@ class Shard:
         now = time.time_ns()
         for symbol in {self.config.exchange.symbol_of_stream(s) for s in streams}:
             self.normalizer.reset(symbol, reason, now)
+
+    async def _tick_flows(self) -> None:
+        """Emit trade-flow decay ticks as the exchange clock reaches them: sleep until the next
+        one is due, or until a trade moves the windows (it may bring an earlier one); after a
+        stall, every tick due is emitted at once, in order."""
+        normalizer = self.normalizer
+        while True:
+            normalizer.flow_ticks()
+            wait = normalizer.next_flow_tick_s()
+            self._flow_changed.clear()
+            # The clock may be unknown yet (no event seen) or nothing pending: a trade wakes us.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flow_changed.wait(), wait)
 
     async def _poll_producer(self) -> None:
         while True:

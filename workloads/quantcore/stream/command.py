@@ -1,5 +1,6 @@
-"""`quantcore stream`: run the signal engine (Kafka book/trades topics -> Redis) until stopped:
-the Spark queries (book/trades -> signals topic) and the relay (signals topic -> Redis)."""
+"""`quantcore stream`: run the signal engine (Kafka book/flow/trades topics -> Redis) until
+stopped: the Spark queries (book/flow/trades -> signals topic) and the relay (signals topic ->
+Redis)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import signal
 from types import FrameType
 
-from quantcore.events import BOOK_TOPIC, TRADES_TOPIC
+from quantcore.events import BOOK_TOPIC, FLOW_TOPIC, TRADES_TOPIC
 from quantcore.stream.job import TRIGGERS, StreamConfig
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
     parser.add_argument("--book-topic", default=BOOK_TOPIC)
-    parser.add_argument("--trades-topic", default=TRADES_TOPIC)
+    parser.add_argument("--trades-topic", default=TRADES_TOPIC, help="counted for malformed trades")
+    parser.add_argument("--flow-topic", default=FLOW_TOPIC, help="the shards' trade-flow windows")
     parser.add_argument(
         "--signals-topic", default="", help="output topic (default: <book topic>.signals)"
     )
@@ -43,12 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--microbatch-interval", default="0 seconds")
     parser.add_argument(
-        "--trade-flow-interval",
-        default=StreamConfig.trade_flow_interval,
-        help="the trade-flow query's micro-batch interval",
-    )
-    parser.add_argument("--watermark", default="2 seconds", help="allowed trade lateness")
-    parser.add_argument(
         "--jars",
         default="",
         # Resolving them is development tooling's job (quantcore.devservices.spark.spark_jars,
@@ -61,7 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="earliest",
         help="where a query without a checkpoint starts reading",
     )
-    parser.add_argument("--threads", type=int, default=8, help="local[N] task slots")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=8,
+        help="local[N] task slots: at least 2 x partitions + 1 in real-time or continuous mode"
+        " (quantcore.stream.job.task_slots)",
+    )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -76,12 +78,11 @@ def _config(args: argparse.Namespace) -> StreamConfig:
         trigger=args.trigger,
         book_topic=args.book_topic,
         trades_topic=args.trades_topic,
+        flow_topic=args.flow_topic,
         max_levels=args.max_levels,
         realtime_batch=args.realtime_batch,
         continuous_epoch=args.continuous_epoch,
         microbatch_interval=args.microbatch_interval,
-        trade_flow_interval=args.trade_flow_interval,
-        watermark=args.watermark,
         starting_offsets=args.starting_offsets,
         signals_topic=args.signals_topic,
     )

@@ -17,20 +17,23 @@ and `foreach` (`foreachBatch` is not); projections, filters, generators, unions,
 joins, streaming aggregation and deduplication with pipelined shuffles; output mode update only; async progress tracking
 with checkpoint interval 0; state store checkpoint format v2. Each long-running task holds
 a slot per Kafka partition for the whole batch (`realtime_batch`, also the checkpoint
-interval), so the local master gets threads for every partition of every query.
+interval), so the local master gets threads for every partition of every real-time query
+(`task_slots`), and one more for the micro-batch counter.
 
-Which trigger serves what:
-- book signals: real-time by default (`--trigger realtime`); continuous mode
-  (`trigger(continuous=...)`, projections only) or micro-batch on request. Continuous mode
-  never pauses between batches, but measured slower everywhere else: a 6-8 ms floor in its
-  Spark hop (real-time: 1 ms), and a higher p99 under the full one-machine pipeline;
-- malformed-trade counting: micro-batch every `malformed_interval` (10 s): a counter needs no
-  latency, and as a real-time query it held two task threads polling the trades topic
-  (measured about 18% of a core at 30 symbols, on a machine with two);
-- trade flow: micro-batch every `trade_flow_interval` (1 s), its windows' own step. At
-  "0 seconds" an idle query asks Kafka for new offsets every 10 ms (Spark's polling delay),
-  and a busy one plans, codegens and commits a batch back to back. Its windowed aggregation
-  passes the real-time allowlist, but it has not been verified in real-time mode here.
+Which query runs where, and on which trigger:
+- `book` (book topic -> book signals) and `trade-flow` (flow topic -> trade-flow signals): both
+  stateless projections, both on the job's trigger: real-time by default (`--trigger
+  realtime`); continuous mode (`trigger(continuous=...)`, projections only) or micro-batch on
+  request. Continuous mode never pauses between batches, but measured slower everywhere else:
+  a 6-8 ms floor in its Spark hop (real-time: 1 ms), and a higher p99 under the full
+  one-machine pipeline. The trade-flow windows themselves are kept by the feed shards
+  (quantcore.feed.tradeflow), which publish each symbol's buy and sell volumes per window on
+  every trade and on decay ticks; a windowed aggregation here ran as a micro-batch query
+  that spent seconds planning each batch (trade flow reached clients 3-7 s late).
+- `trades-malformed` (trades topic): micro-batch every `malformed_interval` (10 s): a counter
+  needs no latency, and as a real-time query it held two task threads polling the trades
+  topic (measured about 18% of a core at 30 symbols, on a machine with two). Malformed book
+  and flow records are flagged by their own queries' rows.
 """
 
 from __future__ import annotations
@@ -42,7 +45,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
-from quantcore.events import BOOK_TOPIC, TRADES_TOPIC, BookRecord, TradeRecord, signals_topic
+from quantcore.events import (
+    BOOK_TOPIC,
+    FLOW_TOPIC,
+    TRADES_TOPIC,
+    BookRecord,
+    TradeFlowRecord,
+    TradeRecord,
+    signals_topic,
+)
 from quantcore.stream import s3a
 
 if TYPE_CHECKING:
@@ -65,6 +76,7 @@ class StreamConfig:
     trigger: Trigger = "realtime"
     book_topic: str = BOOK_TOPIC
     trades_topic: str = TRADES_TOPIC
+    flow_topic: str = FLOW_TOPIC
     max_levels: int = 20
     # Real-time mode: how long one batch (and so one checkpoint interval) lasts. Between two
     # batches the tasks stop, the offsets are committed and the next batch is planned and
@@ -79,11 +91,8 @@ class StreamConfig:
     continuous_epoch: str = "5 seconds"
     # Micro-batch mode: the trigger interval ("0 seconds": start the next batch at once).
     microbatch_interval: str = "0 seconds"
-    # The malformed-trade counter's and the trade flow's trigger intervals (micro-batch always).
+    # The malformed-trade counter's trigger interval (micro-batch always).
     malformed_interval: str = "10 seconds"
-    trade_flow_interval: str = "1 second"
-    # How late a trade may arrive (by trade time) and still count in its windows.
-    watermark: str = "2 seconds"
     starting_offsets: str = "earliest"
     # Where the queries write their rows (default: derived from the book topic).
     signals_topic: str = ""
@@ -110,6 +119,13 @@ class StreamConfig:
 def join_location(base: str, name: str) -> str:
     """`base` + "/" + `name` for a URI or a path, without doubling a trailing slash."""
     return f"{base.rstrip('/')}/{name}"
+
+
+def task_slots(partitions: int) -> int:
+    """Local-master threads for topics of `partitions` partitions: a real-time task per
+    partition for `book` and for `trade-flow`, held for a whole batch, and one slot free for
+    the micro-batch malformed-trade counter (the operator sizes executors the same way)."""
+    return 2 * partitions + 1
 
 
 def session_conf(
@@ -191,14 +207,14 @@ def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
     trades_parsed = signals.parse(_source(spark, config, config.trades_topic), TradeRecord)
     bad_trades = signals.malformed(trades_parsed, signals.trade_valid())
     flow = signals.trade_flow(
-        signals.parse(_source(spark, config, config.trades_topic), TradeRecord), config.watermark
+        signals.parse(_source(spark, config, config.flow_topic), TradeFlowRecord)
     )
     # Each query's trigger: "realtime", "continuous" or a micro-batch interval.
-    book_trigger = config.trigger if config.trigger != "microbatch" else config.microbatch_interval
+    fast = config.trigger if config.trigger != "microbatch" else config.microbatch_interval
     plan = [
-        ("book", book, "book", book_trigger),
+        ("book", book, "book", fast),
+        ("trade-flow", flow, "trades", fast),
         ("trades-malformed", bad_trades, "trades", config.malformed_interval),
-        ("trade-flow", flow, "trades", config.trade_flow_interval),
     ]
     queries = []
     for name, frame, kind, trigger in plan:

@@ -1,9 +1,10 @@
 """Every signal as Spark SQL expressions: built-in functions only, all of them compiled by
 Spark's code generation.
 
-No Python UDF (rows never leave the JVM to be computed) and, for books, no shuffle: each
-book record carries its own top-N book and the previous top of book, so every signal is a
-projection of one row. Output columns are named after the fields of the protobuf messages
+No Python UDF (rows never leave the JVM to be computed) and no shuffle or state: each book
+record carries its own top-N book and the previous top of book, and each trade-flow record its
+windows' buy and sell volumes (kept by the feed shard, quantcore.feed.tradeflow), so every
+signal is a projection of one row. Output columns are named after the fields of the protobuf messages
 (quantcore.v1.BookSignals / TradeFlow / Hops) so the relay fills them by name.
 
 Per-level sums are written out level by level (`get(array, i)`, at most MAX_LEVELS levels)
@@ -25,9 +26,10 @@ Conventions (mirrored by the reference implementation in the tests):
   against the previous top of book (primed) carried in the record. With no previous top
   (the first record after a (re)sync) there is no measurable flow: 0, so a running sum of
   OFI stays finite.
-- Trade-flow imbalance over W in {1 s, 5 s, 30 s}: (buy qty - sell qty) / (buy + sell qty)
-  of the trades with trade time in [end - W, end), where `end` is the one-second boundary
-  following the symbol's latest trade; the aggressor bought unless `buyer_is_maker`.
+- Trade-flow imbalance over W in {1 s, 5 s, 30 s}: (buy volume - sell volume) / (buy + sell
+  volume) of the flow record's window W (the trades with trade time in (as_of - W, as_of],
+  the aggressor bought unless `buyer_is_maker`); null when both are 0. volume_Ws = buy + sell,
+  window_end_ms = as_of_ms, sequence = the record's own.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from quantcore.events import BookRecord, TradeRecord
+from quantcore.events import BookRecord, TradeFlowRecord, TradeRecord
 from quantcore.stream.schema import required_fields, spark_schema
 
 OBI_LEVELS = (1, 5, 10, 20)
@@ -49,7 +51,10 @@ FLOW_WINDOWS_S = (1, 5, 30)
 BPS = 1e4
 
 
-def parse(kafka: DataFrame, model: type[BookRecord] | type[TradeRecord]) -> DataFrame:
+Record = type[BookRecord] | type[TradeRecord] | type[TradeFlowRecord]
+
+
+def parse(kafka: DataFrame, model: Record) -> DataFrame:
     """Kafka rows -> `r` (the record parsed once; null fields where the JSON did not fit) plus
     the Kafka coordinates and append time. Unparseable JSON yields a null `r`, not an error."""
     return kafka.select(
@@ -63,7 +68,7 @@ def parse(kafka: DataFrame, model: type[BookRecord] | type[TradeRecord]) -> Data
     )
 
 
-def _all_present(model: type[BookRecord] | type[TradeRecord]) -> Column:
+def _all_present(model: Record) -> Column:
     cond = F.col("r").isNotNull()
     for name in required_fields(model):
         cond = cond & F.col(f"r.{name}").isNotNull()
@@ -229,56 +234,45 @@ def malformed(parsed: DataFrame, valid: Column) -> DataFrame:
     return parsed.where(~valid).select("topic", "partition", "offset", F.lit(False).alias("valid"))
 
 
-def trade_flow(parsed: DataFrame, watermark: str) -> DataFrame:
-    """Trade-flow imbalance per symbol, updated with every batch of trades (update mode).
+def flow_valid() -> Column:
+    r = F.col("r")
+    volumes = [
+        r[f"{side}_volume_{w}s"] >= 0 for w in FLOW_WINDOWS_S for side in ("buy", "sell")
+    ]
+    return F.coalesce(
+        reduce(lambda a, b: a & b, volumes, _all_present(TradeFlowRecord) & (r.sequence >= 0)),
+        F.lit(False),
+    )
 
-    Each trade is expanded into the 30 one-second-sliding windows of 30 s that contain it;
-    a window's 1 s and 5 s figures are the trades in its last 1 s / 5 s. Only the window
-    that ends on the second after the symbol's latest trade is emitted: the others are
-    partial views of the future. Duplicate trades (same symbol and id) are counted once.
-    """
-    longest = max(FLOW_WINDOWS_S)
-    trades = (
-        parsed.where(trade_valid())
-        .select("r.*", "kafka_append_ns")
-        .withColumn("ts", F.timestamp_millis("trade_time_ms"))
-        .withWatermark("ts", watermark)
-        .dropDuplicates(["symbol", "trade_id", "ts"])
-        .withColumn("w", F.window("ts", f"{longest} seconds", "1 second"))
-        .withColumn(
-            "signed_qty", F.when(F.col("buyer_is_maker"), -F.col("qty")).otherwise(F.col("qty"))
-        )
+
+def trade_flow(parsed: DataFrame) -> DataFrame:
+    """One output row per trade-flow record (malformed ones too, flagged `valid = false`):
+    the windows' ratios and totals, a projection (the shard keeps the windows)."""
+    valid = flow_valid()
+    checked = parsed.select(
+        "topic",
+        "partition",
+        "offset",
+        "kafka_append_ns",
+        valid.alias("valid"),
+        F.when(valid, F.col("r")).alias("r"),
     )
-    end_ms = F.unix_millis(F.col("w.end"))
-    trade_ms = F.col("trade_time_ms")
-    sums = []
-    for seconds in FLOW_WINDOWS_S:
-        inside = trade_ms >= end_ms - F.lit(seconds * 1000)
-        sums.append(F.sum(F.when(inside, F.col("qty")).otherwise(0.0)).alias(f"volume_{seconds}s"))
-        sums.append(
-            F.sum(F.when(inside, F.col("signed_qty")).otherwise(0.0)).alias(f"flow_{seconds}s")
-        )
-    latest = F.max_by(
-        F.struct("trade_id", "event_time_ms", "recv_time_ns", "publish_time_ns", "kafka_append_ns"),
-        F.col("trade_id"),
-    )
-    agg = trades.groupBy("symbol", "w").agg(
-        *sums, latest.alias("last"), F.max("trade_time_ms").alias("last_trade_ms")
-    )
-    window_end = F.unix_millis(F.col("w.end"))
-    return agg.where(F.col("last_trade_ms") >= window_end - F.lit(1000)).select(
-        F.lit(True).alias("valid"),
-        "symbol",
-        F.col("last.trade_id").alias("sequence"),
-        F.col("last.event_time_ms").alias("event_time_ms"),
-        (F.col("last.event_time_ms") * F.lit(1_000_000)).alias("exchange_event_ns"),
-        F.col("last.recv_time_ns").alias("feed_receive_ns"),
-        F.col("last.publish_time_ns").alias("feed_publish_ns"),
-        F.col("last.kafka_append_ns").alias("kafka_append_ns"),
-        *(
-            _ratio(F.col(f"flow_{s}s"), F.col(f"volume_{s}s")).alias(f"tfi_{s}s")
-            for s in FLOW_WINDOWS_S
-        ),
-        *(F.col(f"volume_{s}s") for s in FLOW_WINDOWS_S),
-        window_end.alias("window_end_ms"),
+    r = F.col("r")
+    columns: dict[str, Column] = {
+        "valid": F.col("valid"),
+        "symbol": r.symbol,
+        "sequence": r.sequence,
+        "event_time_ms": r.event_time_ms,
+        "exchange_event_ns": r.event_time_ms * F.lit(1_000_000),
+        "feed_receive_ns": r.recv_time_ns,
+        "feed_publish_ns": r.publish_time_ns,
+        "kafka_append_ns": F.col("kafka_append_ns"),
+    }
+    for w in FLOW_WINDOWS_S:
+        buy, sell = r[f"buy_volume_{w}s"], r[f"sell_volume_{w}s"]
+        columns[f"tfi_{w}s"] = _ratio(buy - sell, buy + sell)
+        columns[f"volume_{w}s"] = buy + sell
+    columns["window_end_ms"] = r.as_of_ms
+    return checked.select(
+        "topic", "partition", "offset", *(col.alias(name) for name, col in columns.items())
     )

@@ -92,7 +92,7 @@ def add_arguments(
     parser.add_argument(
         "--topic-prefix",
         default=None,
-        help="topics <prefix>.raw/.book/.trades/.quarantine (overrides the per-topic names)",
+        help="topics <prefix>.raw/.book/.trades/.quarantine/.flow (overrides the per-topic names)",
     )
     for kind, default in Topics().by_kind().items():
         var = topic_env(kind)
@@ -145,7 +145,9 @@ def shard_config(args: argparse.Namespace) -> ShardConfig:
     if args.topic_prefix:
         topics = Topics.with_prefix(args.topic_prefix)
     else:
-        topics = Topics(args.topic_raw, args.topic_book, args.topic_trades, args.topic_quarantine)
+        topics = Topics(
+            args.topic_raw, args.topic_book, args.topic_trades, args.topic_quarantine, args.topic_flow
+        )
     return ShardConfig(
         routing_path=args.routing,
         shard=args.shard,
