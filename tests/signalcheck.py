@@ -1,6 +1,7 @@
-"""What a served book update must equal: the signals recomputed here, independently of the
-stream job, from the Kafka `book` record with the same exchange sequence. The one-machine e2e
-(tests/e2e) and the cluster e2e (tests/cluster) make the same check through this module.
+"""What a served update must equal: the signals recomputed here, independently of the stream
+job, from the Kafka record with the same sequence (a book update from its `book` record, a
+trade-flow update from its `flow` record). The one-machine e2e (tests/e2e) and the cluster e2e
+(tests/cluster) make the same check through this module.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ def reference(record: events.BookRecord) -> dict[str, float]:
     return ref
 
 
+def flow_reference(record: events.TradeFlowRecord) -> dict[str, float]:
+    """Trade-flow imbalance and volume per window, as signals.proto defines them."""
+    ref: dict[str, float] = {"window_end_ms": record.as_of_ms}
+    for w in (1, 5, 30):
+        buy, sell = getattr(record, f"buy_volume_{w}s"), getattr(record, f"sell_volume_{w}s")
+        ref[f"volume_{w}s"] = buy + sell
+        if buy + sell:
+            ref[f"tfi_{w}s"] = (buy - sell) / (buy + sell)
+    return ref
+
+
 def book_records(
     bootstrap: str,
     wanted: set[tuple[str, int]],
@@ -38,6 +50,27 @@ def book_records(
     timeout: float = 120.0,
 ) -> dict[tuple[str, int], events.BookRecord]:
     """The records of `topic` whose (symbol, sequence) is in `wanted`, read from the start."""
+    found = _records(bootstrap, wanted, topic, events.BookRecord, timeout)
+    return {k: v for k, v in found.items() if isinstance(v, events.BookRecord)}
+
+
+def flow_records(
+    bootstrap: str,
+    wanted: set[tuple[str, int]],
+    topic: str = events.FLOW_TOPIC,
+    timeout: float = 120.0,
+) -> dict[tuple[str, int], events.TradeFlowRecord]:
+    found = _records(bootstrap, wanted, topic, events.TradeFlowRecord, timeout)
+    return {k: v for k, v in found.items() if isinstance(v, events.TradeFlowRecord)}
+
+
+def _records(
+    bootstrap: str,
+    wanted: set[tuple[str, int]],
+    topic: str,
+    model: type[events.BookRecord] | type[events.TradeFlowRecord],
+    timeout: float,
+) -> dict[tuple[str, int], events.BookRecord | events.TradeFlowRecord]:
     from confluent_kafka import Consumer
 
     consumer = Consumer(
@@ -49,16 +82,20 @@ def book_records(
         }
     )
     consumer.subscribe([topic])
-    found: dict[tuple[str, int], events.BookRecord] = {}
+    found: dict[tuple[str, int], events.BookRecord | events.TradeFlowRecord] = {}
     deadline = time.monotonic() + timeout
     try:
         while not wanted <= set(found) and time.monotonic() < deadline:
             msg = consumer.poll(1.0)
             if msg is None or msg.error() is not None or msg.value() is None:
                 continue
-            record = events.BookRecord.model_validate_json(msg.value() or b"")
-            if (record.symbol, record.seq) in wanted:
-                found[(record.symbol, record.seq)] = record
+            record = model.model_validate_json(msg.value() or b"")
+            key = (
+                record.symbol,
+                record.seq if isinstance(record, events.BookRecord) else record.sequence,
+            )
+            if key in wanted:
+                found[key] = record
     finally:
         consumer.close()
     return found
@@ -76,3 +113,21 @@ def assert_served_values_match(books: list[signals_pb2.SignalUpdate], bootstrap:
             assert got == pytest.approx(value, rel=1e-9, abs=1e-12), (
                 f"{u.symbol} seq {u.sequence} {name}: served {got}, reference {value}"
             )
+
+
+def assert_served_flow_matches(flows: list[signals_pb2.SignalUpdate], bootstrap: str) -> None:
+    """Every served trade-flow update equals the reference computed from its own flow record."""
+    records = flow_records(bootstrap, {(u.symbol, u.sequence) for u in flows})
+    missing = {(u.symbol, u.sequence) for u in flows} - set(records)
+    assert not missing, f"updates with no flow record of that sequence: {sorted(missing)[:5]}"
+    for u in flows:
+        expected = flow_reference(records[(u.symbol, u.sequence)])
+        for name in ("tfi_1s", "tfi_5s", "tfi_30s", "volume_1s", "volume_5s", "volume_30s"):
+            got = getattr(u.trades, name)
+            if name not in expected:  # an empty window: no ratio (NaN on the wire)
+                assert got != got, f"{u.symbol} seq {u.sequence} {name}: {got}, expected NaN"
+                continue
+            assert got == pytest.approx(expected[name], rel=1e-9, abs=1e-12), (
+                f"{u.symbol} seq {u.sequence} {name}: served {got}, reference {expected[name]}"
+            )
+        assert u.trades.window_end_ms == expected["window_end_ms"]

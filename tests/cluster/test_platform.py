@@ -298,7 +298,8 @@ def test_served_book_updates_equal_the_reference_at_the_same_sequence(
     platform.record("all_30_symbols_live_s", round(time.monotonic() - start, 1))
     books = [a.update for a in recorder.since(0)]
     assert {u.symbol for u in books} == symbols
-    # Trade flow comes from a micro-batch query, seconds behind the book.
+    # Trade flow: published by the shards once a symbol's windows are covered (30 s of its
+    # streams), then as fast as the book.
     recorder.wait_until(
         lambda: symbols <= recorder.symbols(0, kind="trades"),
         "a trade-flow update of every symbol",
@@ -400,9 +401,10 @@ def _checkpoint_objects(platform: Platform, query: str) -> dict[str, Any]:
 
 
 def test_driver_kill_resumes_from_the_s3_checkpoint(platform: Platform) -> None:
-    # The trade-flow query commits a micro-batch a second: its offset log shows progress.
+    # The malformed-trade counter commits a micro-batch every 10 s while trades arrive: its
+    # offset log shows progress.
     before = eventually(
-        lambda: _checkpoint_objects(platform, "trade-flow"),
+        lambda: _checkpoint_objects(platform, "trades-malformed"),
         "the stream job's checkpoint on the S3 API",
         timeout=120,
     )
@@ -448,12 +450,14 @@ def test_driver_kill_resumes_from_the_s3_checkpoint(platform: Platform) -> None:
     # purges entries older than its last 100 batches, so only the ones still there compare.
     after = eventually(
         lambda: {
-            k: m for k, m in _checkpoint_objects(platform, "trade-flow").items() if k not in before
+            k: m
+            for k, m in _checkpoint_objects(platform, "trades-malformed").items()
+            if k not in before
         },
-        "a trade-flow batch of the new driver",
+        "a trades-malformed batch of the new driver",
         timeout=120,
     )
-    current = _checkpoint_objects(platform, "trade-flow")
+    current = _checkpoint_objects(platform, "trades-malformed")
     for key in before.keys() & current.keys():
         assert current[key] == before[key], f"{key} was rewritten after the driver restart"
     reached = max(_batch(key) for key in before)

@@ -1,7 +1,8 @@
 """`quantcore up --source replay` end to end: Kafka, Redis, replay, feed shards, the Spark job
 and the gRPC server as real processes. A gRPC client subscribes to both recorded symbols and
 every book value it receives must equal a reference computed here, independently, from the
-book record with the same sequence on the Kafka `book` topic. Ctrl-C then stops everything.
+book record with the same sequence on the Kafka `book` topic, and every trade-flow value the
+one from its `flow` record. Ctrl-C then stops everything.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 from quantcore.client.stream import flatten
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
-from tests.signalcheck import assert_served_values_match
+from tests.signalcheck import assert_served_flow_matches, assert_served_values_match
 
 pytestmark = pytest.mark.e2e
 
@@ -85,9 +86,12 @@ class Output:
         pytest.fail(f"quantcore up not ready after {timeout:.0f}s:\n{self.text()}")
 
 
-async def collect(target: str, per_symbol: int) -> list[signals_pb2.SignalUpdate]:
+async def collect(
+    target: str, per_symbol: int, flows_per_symbol: int
+) -> list[signals_pb2.SignalUpdate]:
     got: list[signals_pb2.SignalUpdate] = []
     counts = dict.fromkeys(SYMBOLS, 0)
+    flow_counts = dict.fromkeys(SYMBOLS, 0)
     async with grpc.aio.insecure_channel(target) as channel:
         call = marketdata_pb2_grpc.MarketDataStub(channel).Subscribe(
             marketdata_pb2.SubscribeRequest(symbols=list(SYMBOLS))
@@ -97,7 +101,11 @@ async def collect(target: str, per_symbol: int) -> list[signals_pb2.SignalUpdate
                 got.append(update)
                 if update.WhichOneof("body") == "book":
                     counts[update.symbol] += 1
-                if all(c >= per_symbol for c in counts.values()):
+                else:
+                    flow_counts[update.symbol] += 1
+                if all(c >= per_symbol for c in counts.values()) and all(
+                    c >= flows_per_symbol for c in flow_counts.values()
+                ):
                     break
         call.cancel()
     return got
@@ -137,8 +145,11 @@ def test_up_replay_serves_reference_values_and_ctrl_c_stops_everything(tmp_path:
         assert "source: REPLAY" in out.text()
         assert "previous run" not in stale.read_text()
 
-        updates = asyncio.run(collect(target, per_symbol=40))
+        # Trade flow shows once a symbol's windows are covered: 30 s after its streams start.
+        updates = asyncio.run(collect(target, per_symbol=40, flows_per_symbol=20))
         books = [u for u in updates if u.WhichOneof("body") == "book"]
+        flows = [u for u in updates if u.WhichOneof("body") == "trades"]
+        assert {u.symbol for u in flows} == set(SYMBOLS)
         assert {u.symbol for u in books} == set(SYMBOLS)
         # Per (symbol, kind), sequences only grow.
         last: dict[tuple[str, str], int] = {}
@@ -148,6 +159,7 @@ def test_up_replay_serves_reference_values_and_ctrl_c_stops_everything(tmp_path:
             last[key] = u.sequence
 
         assert_served_values_match(books, bootstrap)
+        assert_served_flow_matches(flows, bootstrap)
         for u in books:
             assert u.hops.feed_receive_ns > 0
             assert u.hops.server_receive_ns >= u.hops.sink_write_ns > 0

@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from quantcore.devservices.programs import ReplayProcess, ShardProcess, create_topics
-from quantcore.events import BookRecord, QuarantineRecord, TradeRecord
+from quantcore.events import BookRecord, QuarantineRecord, TradeFlowRecord, TradeRecord
+from quantcore.feed.tradeflow import LONGEST_MS, WINDOWS_MS
 from quantcore.routing import Route, RoutingTable
 from tests.unit.feed.reference import BTC, ETH, reference_books
 
@@ -116,6 +117,51 @@ def consume(bootstrap: str, topic: str, expect: int | None = None, idle: float =
         consumer.close()
 
 
+class FlowFollower:
+    """Reads a flow topic as it grows (for waiting on a condition over its records)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}"}
+        )
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        self.records: list[TradeFlowRecord] = []
+
+    def decayed(self, symbols: set[str]) -> bool:
+        for msg in self._consumer.consume(10_000, 0.2):
+            assert not msg.error(), msg.error()
+            self.records.append(TradeFlowRecord.model_validate_json(msg.value()))
+        last = {r.symbol: r for r in self.records}
+        return set(last) == symbols and all(
+            r.tick and r.buy_volume_30s == r.sell_volume_30s == 0.0 for r in last.values()
+        )
+
+
+def assert_flow_is_exact(flows: list[TradeFlowRecord], trades: list[TradeRecord]) -> None:
+    """Every flow record equals its windows recomputed from the trades topic, by brute force:
+    the trades up to its last trade id with trade time in (as_of - W, as_of]."""
+    by_symbol: dict[str, list[TradeRecord]] = defaultdict(list)
+    for t in trades:
+        by_symbol[t.symbol].append(t)
+    last_trade_ms = {s: max(t.trade_time_ms for t in ts) for s, ts in by_symbol.items()}
+    for flow in flows:
+        seen = [t for t in by_symbol[flow.symbol] if t.trade_id <= flow.last_trade_id]
+        for w in WINDOWS_MS:
+            inside = [t for t in seen if flow.as_of_ms - w < t.trade_time_ms <= flow.as_of_ms]
+            units = 10**8
+            buy = sum(round(t.qty * units) for t in inside if not t.buyer_is_maker) / units
+            sell = sum(round(t.qty * units) for t in inside if t.buyer_is_maker) / units
+            suffix = f"{w // 1000}s"
+            got = (getattr(flow, f"buy_volume_{suffix}"), getattr(flow, f"sell_volume_{suffix}"))
+            assert got == (buy, sell), (flow, w)
+    for symbol in by_symbol:
+        mine = [f for f in flows if f.symbol == symbol]
+        assert [f.sequence for f in mine] == sorted({f.sequence for f in mine})
+        assert mine[-1].as_of_ms >= last_trade_ms[symbol] + LONGEST_MS
+
+
 def books_by_symbol(messages: list[Any]) -> dict[str, list[dict[str, Any]]]:
     books: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for msg in messages:
@@ -164,6 +210,10 @@ def test_recordings_through_the_shard_into_kafka(
             return symbols["BTCUSDT"]["applied"] >= 3449 and symbols["ETHUSDT"]["applied"] >= 3432
 
         wait_for("both books to apply every diff", synced)
+        # No trade after the recording's end: the windows still roll off, by decay ticks on the
+        # exchange clock, down to a last record of zeros for each symbol.
+        flow_topic = FlowFollower(kafka_bootstrap, names["flow"])
+        wait_for("trade flow to decay to zero", lambda: flow_topic.decayed(set(ROUTES)), 120)
         wait_for("every record acknowledged", lambda: acknowledged(shard))
         health = shard.health()
         metrics = shard.metrics()
@@ -192,7 +242,11 @@ def test_recordings_through_the_shard_into_kafka(
         recorded = {line.split(b" ", 1)[1].rstrip(b"\n") for line in fh}
     shipped = {m.value().split(b" ", 1)[1] for m in raw if m.key() == b"BTCUSDT"}
     assert shipped == recorded
-    assert health["produced"] == len(raw) + len(trades) + 3449 + 3432
+    flows = [TradeFlowRecord.model_validate_json(m.value()) for m in consume(
+        kafka_bootstrap, names["flow"], expect=len(flow_topic.records)
+    )]  # fmt: skip
+    assert_flow_is_exact(flows, [TradeRecord.model_validate_json(m.value()) for m in trades])
+    assert health["produced"] == len(raw) + len(trades) + 3449 + 3432 + len(flows)
 
 
 FAULTS = ["gap", "duplicate", "reorder", "malformed", "disconnect", "stall", "shutdown", "throttle"]

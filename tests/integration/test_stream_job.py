@@ -1,5 +1,5 @@
 """`quantcore stream` end to end on real Kafka, Redis and Spark: the repository's recordings go to
-the book and trades topics in the feed's format while the job runs; it is SIGKILLed mid-stream
+the book, trades and flow topics in the feed's format while the job runs; it is SIGKILLed mid-stream
 and restarted from its checkpoint. Every published update equals the plain-Python reference,
 no subscriber sees a sequence go backwards, replayed/duplicated/reordered input changes
 nothing, and malformed records are counted and skipped."""
@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from quantcore import signalstore
-from quantcore.events import BookRecord, TradeRecord
-from quantcore.feed.recording import records_from_recording
+from quantcore.events import BookRecord, TradeFlowRecord, TradeRecord
+from quantcore.feed.recording import Published, publish_recording
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.v1 import signals_pb2
 from tests.integration.updatelistener import UpdateListener
@@ -33,24 +32,19 @@ pytestmark = pytest.mark.integration
 RECORDINGS = sorted(default_recordings_dir().glob("*.gz"))
 PARTITION = {"BTCUSDT": 0, "ETHUSDT": 1}
 BOOK_FIELDS = [f.name for f in signals_pb2.BookSignals.DESCRIPTOR.fields]
-FLOW_FIELDS = [
-    "tfi_1s",
-    "tfi_5s",
-    "tfi_30s",
-    "volume_1s",
-    "volume_5s",
-    "volume_30s",
-    "window_end_ms",
-]
+FLOW_FIELDS = [f.name for f in signals_pb2.TradeFlow.DESCRIPTOR.fields]
 MALFORMED_BOOK = [b"{not json", b'{"symbol": "BTCUSDT", "seq": 1}', b"[]"]
 MALFORMED_TRADES = [b'{"symbol": "ETHUSDT", "trade_id": "x"}']
+MALFORMED_FLOW = [b'{"symbol": "ETHUSDT", "sequence": 5}']
+
+Record = BookRecord | TradeRecord | TradeFlowRecord
 
 
 def _start_job(
     kafka: str,
     redis_url: str,
     checkpoint: Path,
-    topics: tuple[str, str],
+    topics: tuple[str, str, str],
     log: Path,
     trigger: str,
     jars: list[str],
@@ -59,7 +53,7 @@ def _start_job(
         sys.executable, "-m", "quantcore.cli", "stream",
         "--kafka", kafka, "--redis", redis_url, "--checkpoint", str(checkpoint),
         "--trigger", trigger, "--book-topic", topics[0], "--trades-topic", topics[1],
-        "--watermark", "10 seconds", "--realtime-batch", "20 seconds", "--threads", "8",
+        "--flow-topic", topics[2], "--realtime-batch", "20 seconds", "--threads", "8",
         "--jars", ",".join(jars),
     ]  # fmt: skip
     # The connector jars resolved by development tooling, as `quantcore up` passes them.
@@ -82,9 +76,16 @@ def _wait(cond, timeout: float, what: str, job=None, log: Path | None = None) ->
 
 
 @pytest.fixture(scope="module")
-def records() -> list[BookRecord | TradeRecord]:
+def records() -> list[Record]:
+    """Book, trade and trade-flow records as a shard publishes them, in order."""
     assert RECORDINGS, "the recordings are missing (recordings/binance-spot)"
-    return records_from_recording(*RECORDINGS)
+    published: Published = publish_recording(*RECORDINGS)
+    models = {"book": BookRecord, "trades": TradeRecord, "flow": TradeFlowRecord}
+    return [
+        models[kind].model_validate_json(value)  # type: ignore[attr-defined]
+        for kind, _, value in published.records
+        if kind in models
+    ]
 
 
 @pytest.mark.timeout(2400)
@@ -93,7 +94,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
     kafka_bootstrap, redis_url, spark_jars, records, tmp_path, trigger
 ):
     tag = uuid.uuid4().hex[:8]
-    topics = (f"book-{tag}", f"trades-{tag}")
+    topics = (f"book-{tag}", f"trades-{tag}", f"flow-{tag}")
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     for fut in admin.create_topics([NewTopic(t, 2, 1) for t in topics]).values():
         fut.result(30)
@@ -103,11 +104,12 @@ def test_job_matches_reference_through_sigkill_and_replays(
     client.delete(*(signalstore.state_key(symbol) for symbol in PARTITION))
     malformed_before = signalstore.malformed_count(client)
     books = [r for r in records if isinstance(r, BookRecord)]
-    trades = [r for r in records if isinstance(r, TradeRecord)]
+    flows = [r for r in records if isinstance(r, TradeFlowRecord)]
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
 
-    def produce(rec: BookRecord | TradeRecord) -> None:
-        topic = topics[0] if isinstance(rec, BookRecord) else topics[1]
+    def produce(rec: Record) -> None:
+        kinds = (BookRecord, TradeRecord, TradeFlowRecord)
+        topic = topics[next(i for i, k in enumerate(kinds) if isinstance(rec, k))]
         producer.produce(
             topic, rec.model_dump_json().encode(), rec.symbol, partition=PARTITION[rec.symbol]
         )
@@ -125,6 +127,8 @@ def test_job_matches_reference_through_sigkill_and_replays(
                     producer.produce(topics[0], bad, "BTCUSDT", partition=0)
                 for bad in MALFORMED_TRADES:
                     producer.produce(topics[1], bad, "ETHUSDT", partition=1)
+                for bad in MALFORMED_FLOW:
+                    producer.produce(topics[2], bad, "ETHUSDT", partition=1)
         producer.flush(30)
         job = _start_job(kafka_bootstrap, redis_url, checkpoint, topics, log, trigger, spark_jars)
         # Generous: JVM start and planning take minutes on a loaded 2-core machine.
@@ -146,19 +150,21 @@ def test_job_matches_reference_through_sigkill_and_replays(
             produce(rec)
         for rec in (books[-1], books[-1]):
             produce(rec)
+        for rec in reversed(flows[-300:-100]):
+            produce(rec)
         producer.flush(30)
 
         last_book = {b.symbol: b.seq for b in books}
-        last_trade = {t.symbol: t.trade_id for t in trades}
+        last_flow = {f.symbol: f.sequence for f in flows}
 
         def done() -> bool:
             for symbol in PARTITION:
                 snap = signalstore.read_snapshot(client, symbol)
                 if "book" not in snap or snap["book"].sequence != last_book[symbol]:
                     return False
-                if "trades" not in snap or snap["trades"].sequence != last_trade[symbol]:
+                if "trades" not in snap or snap["trades"].sequence != last_flow[symbol]:
                     return False
-            return signalstore.malformed_count(client) - malformed_before >= 4
+            return signalstore.malformed_count(client) - malformed_before >= 5
 
         _wait(done, 900, "the final state in Redis", job, log)
         time.sleep(3)  # let replays of the stale stretch arrive (they must change nothing)
@@ -178,7 +184,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
     # Malformed records: counted once each (despite the restart), and the job kept going.
     assert signalstore.malformed_count(client) - malformed_before == len(MALFORMED_BOOK) + len(
         MALFORMED_TRADES
-    )
+    ) + len(MALFORMED_FLOW)
 
     # Never backwards, per symbol and kind, as a subscriber sees it.
     last_seen: dict[tuple[str, str | None], int] = {}
@@ -191,9 +197,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
 
     # Every published value equals the reference for its sequence.
     book_by_seq = {(b.symbol, b.seq): b for b in books}
-    trades_by_symbol: dict[str, list[TradeRecord]] = defaultdict(list)
-    for t in trades:
-        trades_by_symbol[t.symbol].append(t)
+    flow_by_seq = {(f.symbol, f.sequence): f for f in flows}
     mismatches = []
     for u in sub.updates:
         got: signals_pb2.BookSignals | signals_pb2.TradeFlow
@@ -201,7 +205,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
             expected = ref.book(book_by_seq[(u.symbol, u.sequence)])
             got, fields = u.book, BOOK_FIELDS
         else:
-            expected = ref.trade_flow(trades_by_symbol[u.symbol], u.sequence)
+            expected = ref.trade_flow(flow_by_seq[(u.symbol, u.sequence)])
             got, fields = u.trades, FLOW_FIELDS
         for name in fields:
             if not ref.close(float(getattr(got, name)), float(expected[name])):
@@ -219,4 +223,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
         for name in BOOK_FIELDS:
             assert ref.close(float(getattr(stored.book, name)), float(expected[name])), name
         flow = signals_pb2.SignalUpdate.FromString(snap["trades"].payload)
-        assert flow.sequence == last_trade[symbol]
+        assert flow.sequence == last_flow[symbol]
+        expected_flow = ref.trade_flow(next(f for f in reversed(flows) if f.symbol == symbol))
+        for name in FLOW_FIELDS:
+            assert ref.close(float(getattr(flow.trades, name)), float(expected_flow[name])), name

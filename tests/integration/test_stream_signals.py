@@ -1,5 +1,6 @@
-"""The signal expressions on real Spark over every book record of the repository's recordings equal
-the plain-Python reference (absolute tolerance 1e-9); malformed records are flagged, not fatal."""
+"""The signal expressions on real Spark over every book and trade-flow record of the repository's
+recordings equal the plain-Python reference (absolute tolerance 1e-9); malformed records are
+flagged, not fatal."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 
 import pytest
 
-from quantcore.events import BookRecord
-from quantcore.feed.recording import records_from_recording
+from quantcore.events import BookRecord, TradeFlowRecord
+from quantcore.feed.recording import flow_from_recording, records_from_recording
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.stream import signals
 from quantcore.stream.session import build_session
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 RECORDINGS = sorted(default_recordings_dir().glob("*.gz"))
 BOOK_FIELDS = [f.name for f in signals_pb2.BookSignals.DESCRIPTOR.fields]
+FLOW_FIELDS = [f.name for f in signals_pb2.TradeFlow.DESCRIPTOR.fields]
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,29 @@ def test_malformed_records_are_flagged_not_fatal(spark_jars, books):
     assert [r["valid"] for r in sorted(rows, key=lambda r: r["offset"])] == [True, True] + [
         False
     ] * len(bad)
+
+
+def test_every_trade_flow_row_equals_the_reference(spark_jars):
+    flows = flow_from_recording(*RECORDINGS)
+    assert any(f.tick for f in flows) and any(not f.tick for f in flows)
+    spark = build_session("stream-signals-test", spark_jars)
+    values = [f.model_dump_json().encode() for f in flows]
+    bad = [b"{not json", b'{"symbol": "X", "sequence": 1}', values[0].replace(b'"tick":', b'"x":')]
+    rows = signals.trade_flow(
+        signals.parse(_kafka_frame(spark, [*values, *bad]), TradeFlowRecord)
+    ).collect()
+    assert len(rows) == len(flows) + len(bad)
+    by_seq = {(f.symbol, f.sequence): f for f in flows}
+    mismatches = []
+    for row in rows[: len(flows)]:
+        assert row["valid"]
+        record = by_seq[(row["symbol"], row["sequence"])]
+        expected = ref.trade_flow(record)
+        for name in FLOW_FIELDS:
+            got = row[name]
+            if not ref.close(float("nan") if got is None else float(got), float(expected[name])):
+                mismatches.append((row["symbol"], row["sequence"], name, got, expected[name]))
+        assert row["feed_receive_ns"] == record.recv_time_ns
+        assert row["exchange_event_ns"] == record.event_time_ms * 1_000_000
+    assert not mismatches, mismatches[:5]
+    assert [row["valid"] for row in rows[len(flows) :]] == [False] * len(bad)

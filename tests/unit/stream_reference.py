@@ -6,9 +6,7 @@ Written from the definitions in quantcore.stream.signals' docstring, not from it
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-
-from quantcore.events import BookRecord, TradeRecord
+from quantcore.events import BookRecord, TradeFlowRecord
 
 
 def _imb(b: float, a: float) -> float:
@@ -70,20 +68,11 @@ def book(rec: BookRecord, max_levels: int = 20) -> dict[str, float]:
     }
 
 
-def trade_flow(trades: Iterable[TradeRecord], upto_trade_id: int) -> dict[str, float]:
-    """Trade flow as of trade `upto_trade_id`: windows end on the second after that trade."""
-    seen = {t.trade_id: t for t in trades if t.trade_id <= upto_trade_id}
-    last = seen[upto_trade_id]
-    end = (last.trade_time_ms // 1000 + 1) * 1000
-    out: dict[str, float] = {"window_end_ms": end}
+def trade_flow(rec: TradeFlowRecord) -> dict[str, float]:
+    """Trade flow from a flow record: per window, (buy - sell) / (buy + sell) and buy + sell."""
+    out: dict[str, float] = {"window_end_ms": rec.as_of_ms}
     for w in (1, 5, 30):
-        buy = sell = 0.0
-        for t in seen.values():
-            if end - w * 1000 <= t.trade_time_ms < end:
-                if t.buyer_is_maker:
-                    sell += t.qty
-                else:
-                    buy += t.qty
+        buy, sell = getattr(rec, f"buy_volume_{w}s"), getattr(rec, f"sell_volume_{w}s")
         out[f"volume_{w}s"] = buy + sell
         out[f"tfi_{w}s"] = (buy - sell) / (buy + sell) if buy + sell else math.nan
     return out

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from quantcore.events import BookRecord, TradeRecord
+from quantcore.events import BookRecord, TradeFlowRecord
 from tests.unit import stream_reference as ref
 
 
@@ -69,27 +69,27 @@ def test_empty_side_volume_gives_nan_imbalance():
     assert math.isnan(s["obi_1"])
 
 
-def _trade(tid: int, ms: int, qty: float, sell: bool) -> TradeRecord:
-    return TradeRecord(
+def _flow(as_of: int, buy: tuple[float, float, float], sell: tuple[float, float, float]):
+    return TradeFlowRecord(
         symbol="X",
-        trade_id=tid,
-        price=1.0,
-        qty=qty,
-        buyer_is_maker=sell,
-        trade_time_ms=ms,
-        event_time_ms=ms,
+        sequence=1024,
+        as_of_ms=as_of,
+        buy_volume_1s=buy[0],
+        sell_volume_1s=sell[0],
+        buy_volume_5s=buy[1],
+        sell_volume_5s=sell[1],
+        buy_volume_30s=buy[2],
+        sell_volume_30s=sell[2],
+        last_trade_id=1,
+        event_time_ms=as_of,
         recv_time_ns=0,
         publish_time_ns=0,
+        tick=False,
     )
 
 
 def test_trade_flow_windows():
-    trades = [
-        _trade(1, 1_000, 2.0, False),
-        _trade(2, 6_500, 1.0, True),
-        _trade(3, 9_200, 3.0, False),
-    ]
-    flow = ref.trade_flow(trades, 3)
+    flow = ref.trade_flow(_flow(10_000, (3.0, 3.0, 5.0), (0.0, 1.0, 1.0)))
     assert flow["window_end_ms"] == 10_000
     assert flow["volume_1s"] == 3.0
     assert flow["tfi_1s"] == 1.0
@@ -97,4 +97,6 @@ def test_trade_flow_windows():
     assert flow["tfi_5s"] == pytest.approx(0.5)
     assert flow["volume_30s"] == 6.0
     assert flow["tfi_30s"] == pytest.approx(4.0 / 6.0)
-    assert ref.trade_flow(trades, 2)["tfi_1s"] == -1.0
+    empty = ref.trade_flow(_flow(10_000, (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
+    assert math.isnan(empty["tfi_1s"]) and empty["volume_1s"] == 0.0
+    assert empty["tfi_30s"] == -1.0
