@@ -123,16 +123,14 @@ class FlowFollower:
     def __init__(self, bootstrap: str, topic: str) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
-        self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}"}
-        )
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}"})
         self._consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
         self.records: list[TradeFlowRecord] = []
 
     def decayed(self, symbols: set[str]) -> bool:
         for msg in self._consumer.consume(10_000, 0.2):
             assert not msg.error(), msg.error()
-            self.records.append(TradeFlowRecord.model_validate_json(msg.value()))
+            self.records.append(TradeFlowRecord.model_validate_json(msg.value() or b""))
         last = {r.symbol: r for r in self.records}
         return set(last) == symbols and all(
             r.tick and r.buy_volume_30s == r.sell_volume_30s == 0.0 for r in last.values()

@@ -6,6 +6,7 @@ Written from the definitions in quantcore.stream.signals' docstring, not from it
 from __future__ import annotations
 
 import math
+
 from quantcore.events import BookRecord, TradeFlowRecord
 
 

@@ -98,5 +98,6 @@ def test_trade_flow_windows():
     assert flow["volume_30s"] == 6.0
     assert flow["tfi_30s"] == pytest.approx(4.0 / 6.0)
     empty = ref.trade_flow(_flow(10_000, (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
-    assert math.isnan(empty["tfi_1s"]) and empty["volume_1s"] == 0.0
+    assert math.isnan(empty["tfi_1s"])
+    assert empty["volume_1s"] == 0.0
     assert empty["tfi_30s"] == -1.0

@@ -365,7 +365,7 @@ def test_trade_flow_is_published_and_live_only_once_its_windows_are_covered() ->
     norm = Normalizer(
         binance, lambda k, s, v: out.append((k, s, v)), clock=lambda: 99, monotonic=lambda: mono[0]
     )
-    start = DIFF["E"]  # the first event of the symbol: coverage starts here
+    start = int(DIFF["E"])  # type: ignore[call-overload]  # the first event: coverage starts
     snap = b'{"lastUpdateId":10,"bids":[["100.0","1.0"]],"asks":[["101.0","1.0"]]}'
     norm.add_symbol("BTCUSDT")
     norm.on_snapshot_body(snap, "BTCUSDT", 1)
@@ -378,11 +378,13 @@ def test_trade_flow_is_published_and_live_only_once_its_windows_are_covered() ->
     assert norm.live_symbols() == []
     norm.on_frame(trade(2, start + 30_000, "1.5", maker=True), 4)
     flows = [TradeFlowRecord.model_validate_json(v) for k, _, v in out if k == FLOW]
-    assert len(flows) == 1 and not flows[0].tick
+    assert len(flows) == 1
+    assert not flows[0].tick
     assert flows[0].as_of_ms == start + 30_000
     assert (flows[0].buy_volume_30s, flows[0].sell_volume_30s) == (0.5, 1.5)
     assert (flows[0].buy_volume_1s, flows[0].sell_volume_1s) == (0.0, 1.5)
-    assert flows[0].sequence == 2 * 1024 and flows[0].recv_time_ns == 4
+    assert flows[0].sequence == 2 * 1024
+    assert flows[0].recv_time_ns == 4
     assert norm.live_symbols() == ["BTCUSDT"]
     # 2 s on (the clock runs from the newest event, trade 2's E): on the 100 ms grid, the first
     # trade leaves the 30 s window, then the second the 1 s window.
@@ -391,7 +393,8 @@ def test_trade_flow_is_published_and_live_only_once_its_windows_are_covered() ->
     ticks = [TradeFlowRecord.model_validate_json(v) for k, _, v in out if k == FLOW][1:]
     grid = [-(-t // 100) * 100 for t in (start + 30_100, start + 31_000)]
     assert [t.as_of_ms for t in ticks] == grid == [t.event_time_ms for t in ticks]
-    assert all(t.tick for t in ticks) and [t.sequence for t in ticks] == [2049, 2050]
+    assert all(t.tick for t in ticks)
+    assert [t.sequence for t in ticks] == [2049, 2050]
     assert (ticks[0].buy_volume_30s, ticks[0].sell_volume_1s) == (0.0, 1.5)
     assert (ticks[1].sell_volume_1s, ticks[1].sell_volume_5s) == (0.0, 1.5)
     # Next: the second trade leaves the 5 s window.

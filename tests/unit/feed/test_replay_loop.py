@@ -8,8 +8,8 @@ import re
 import orjson
 import pytest
 
-from quantcore.feed.replay import LOOP_ID_OFFSET, Replay, loop_period_ms
 from quantcore.feed.recording import merged
+from quantcore.feed.replay import LOOP_ID_OFFSET, Replay, loop_period_ms
 from quantcore.localmode.source import default_recordings_dir
 
 RECORDINGS = sorted(default_recordings_dir().glob("*.gz"))

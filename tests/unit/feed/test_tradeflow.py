@@ -51,7 +51,7 @@ class BruteForce:
         return self._record(False)
 
     def clock(self, now_ms: int) -> list[tuple]:
-        out = []
+        out: list[tuple] = []
         if self.as_of is None:
             return out
         g = (self.as_of // TICK_MS + 1) * TICK_MS
@@ -153,9 +153,11 @@ def test_records_are_held_back_until_every_window_is_covered():
     assert flows.on_trade("S", 1, 12_000, 1.0, False) is None  # windows not yet exact
     assert flows.due(39_900) == []  # ticks before coverage are held back too
     late = flows.on_trade("S", 2, 40_000, 2.0, True)
-    assert late is not None and late.as_of_ms == 40_000
+    assert late is not None
+    assert late.as_of_ms == 40_000
     # The first trade (12 s) is inside the 30 s window as of 40 s: counted, exactly.
-    assert late.buy == (0.0, 0.0, 1.0) and late.sell == (2.0, 2.0, 2.0)
+    assert late.buy == (0.0, 0.0, 1.0)
+    assert late.sell == (2.0, 2.0, 2.0)
     assert late.sequence == 2 * 1024
     # A duplicate changes nothing; ticks come on the grid and end in zeros.
     assert flows.on_trade("S", 2, 40_000, 2.0, True) is None

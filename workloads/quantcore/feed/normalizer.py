@@ -17,7 +17,6 @@ import orjson
 from quantcore.feed import codec
 from quantcore.feed.book import BookSync, Outcome, Step, SyncCounters, SyncState
 from quantcore.feed.exchange import Exchange
-from quantcore.feed.tradeflow import ExchangeClock, Flow, TradeFlows
 from quantcore.feed.messages import (
     BookTicker,
     DepthDiff,
@@ -27,6 +26,7 @@ from quantcore.feed.messages import (
     Rejected,
     Trade,
 )
+from quantcore.feed.tradeflow import ExchangeClock, Flow, TradeFlows
 
 # Record kinds; the shard maps them to topic names.
 RAW = "raw"
@@ -303,7 +303,9 @@ class Normalizer:
         return max(0.0, (due - now) / 1000)
 
     def _emit_flow(self, flow: Flow, event_time_ms: int, recv_ns: int) -> None:
-        self._emit(FLOW, flow.symbol, codec.flow_record(flow, event_time_ms, recv_ns, self._clock()))
+        self._emit(
+            FLOW, flow.symbol, codec.flow_record(flow, event_time_ms, recv_ns, self._clock())
+        )
 
     # --- internals ---
     def _step(self, sync: BookSync, step: Step) -> None:

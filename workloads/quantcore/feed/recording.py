@@ -160,9 +160,9 @@ __all__ = [
     "TRADES",
     "Line",
     "Published",
+    "flow_from_recording",
     "merged",
     "publish_recording",
     "read_recording",
-    "flow_from_recording",
     "records_from_recording",
 ]

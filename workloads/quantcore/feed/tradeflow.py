@@ -103,7 +103,9 @@ class SymbolFlow:
     def warm(self, as_of: int) -> bool:
         return self.covered_since is not None and as_of >= self.covered_since + LONGEST_MS
 
-    def on_trade(self, trade_id: int, time_ms: int, qty: float, buyer_is_maker: bool) -> Flow | None:
+    def on_trade(
+        self, trade_id: int, time_ms: int, qty: float, buyer_is_maker: bool
+    ) -> Flow | None:
         """The record after this trade, or None for a duplicate."""
         if trade_id <= self.last_trade_id:
             return None

@@ -236,9 +236,7 @@ def malformed(parsed: DataFrame, valid: Column) -> DataFrame:
 
 def flow_valid() -> Column:
     r = F.col("r")
-    volumes = [
-        r[f"{side}_volume_{w}s"] >= 0 for w in FLOW_WINDOWS_S for side in ("buy", "sell")
-    ]
+    volumes = [r[f"{side}_volume_{w}s"] >= 0 for w in FLOW_WINDOWS_S for side in ("buy", "sell")]
     return F.coalesce(
         reduce(lambda a, b: a & b, volumes, _all_present(TradeFlowRecord) & (r.sequence >= 0)),
         F.lit(False),

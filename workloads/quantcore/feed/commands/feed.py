@@ -146,7 +146,11 @@ def shard_config(args: argparse.Namespace) -> ShardConfig:
         topics = Topics.with_prefix(args.topic_prefix)
     else:
         topics = Topics(
-            args.topic_raw, args.topic_book, args.topic_trades, args.topic_quarantine, args.topic_flow
+            args.topic_raw,
+            args.topic_book,
+            args.topic_trades,
+            args.topic_quarantine,
+            args.topic_flow,
         )
     return ShardConfig(
         routing_path=args.routing,
