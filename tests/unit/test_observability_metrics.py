@@ -90,9 +90,11 @@ def test_a_reconcile_counts_moves_and_universe_changes() -> None:
     before = RoutingTable(4, 2, (Route("A", 0, 0), Route("B", 0, 1), Route("C", 1, 2)), 3)
     after = RoutingTable(4, 2, (Route("A", 0, 0), Route("B", 1, 1), Route("D", 1, 3)), 4)
     assert operator_metrics.routing_change(before, after) == operator_metrics.RoutingChange(
-        moved=1, added=1, removed=1
+        moved=("B",), added=("D",), removed=("C",)
     )
-    assert operator_metrics.routing_change(None, after) == operator_metrics.RoutingChange(0, 3, 0)
+    assert operator_metrics.routing_change(None, after) == operator_metrics.RoutingChange(
+        added=("A", "B", "D")
+    )
     assert operator_metrics.routing_change(after, after) == operator_metrics.NO_CHANGE
 
 
@@ -100,7 +102,7 @@ def test_a_deleted_marketfeed_takes_its_series_along() -> None:
     from quantcore.routing import Route
 
     feed_table = RoutingTable(2, 1, (Route("A", 0, 0),), 1)
-    change = operator_metrics.RoutingChange(0, 1, 0)
+    change = operator_metrics.RoutingChange(added=("A",))
     operator_metrics.record_feed("ns", "gone", feed_table, change, {"Deployment": 2}, 0)
     assert 'marketfeed="gone"' in generate_latest().decode()
     operator_metrics.forget_feed("ns", "gone")
@@ -145,3 +147,30 @@ def test_a_child_with_a_restart_delay_is_started_again_and_others_fail(tmp_path:
     children.start("stream", quick, tmp_path / "stream.log").wait_gone(10)
     with pytest.raises(ProcessError, match="stream exited"):
         children.check()
+
+
+def test_routing_changes_become_events_on_the_marketfeed() -> None:
+    from quantcore.operator.events import Event, routing_events
+    from quantcore.routing import Route
+
+    table = RoutingTable(4, 2, (Route("A", 0, 0), Route("B", 1, 1)), 7)
+    change = operator_metrics.RoutingChange(moved=("B",), added=("A",), removed=("C", "D"))
+    assert routing_events(change, table, universe=True) == [
+        Event(
+            "Normal",
+            "UniverseChanged",
+            "added 1 (A); removed 2 (C, D); routing v7: 2 symbols on 2 shard(s)",
+        ),
+        Event(
+            "Normal",
+            "Resharded",
+            "moved 1 symbol(s) between shards (B); routing v7: 2 symbols on 2 shard(s)",
+        ),
+    ]
+    listed = routing_events(operator_metrics.RoutingChange(added=("A",)), table, universe=False)
+    assert [e.reason for e in listed] == ["SymbolsChanged"]
+    assert routing_events(operator_metrics.NO_CHANGE, table, universe=True) == []
+    many = operator_metrics.RoutingChange(added=tuple(f"S{i:03}" for i in range(30)))
+    (event,) = routing_events(many, table, universe=True)
+    assert "S019 and 10 more" in event.message
+    assert "S020" not in event.message

@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from quantcore.operator import api, metrics, status, topics
+from quantcore.operator import api, events, metrics, status, topics
 from quantcore.operator.applier import Kube, KubeError
 from quantcore.operator.handover import DEFAULT_TIMEOUT
 from quantcore.operator.reconcile import RetryLater, reconcile
@@ -107,6 +107,10 @@ def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> No
         outcome.children,
         len(outcome.forced),
     )
+    for event in events.routing_events(
+        outcome.change, outcome.table, universe=body.spec.get("universe") is not None
+    ):
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if outcome.status_patch is not None:
         patch.status.update(outcome.status_patch)
     if outcome.forced:

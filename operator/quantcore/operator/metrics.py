@@ -69,20 +69,22 @@ for _outcome in OUTCOMES:
 
 @dataclass(frozen=True)
 class RoutingChange:
-    moved: int  # symbols in both tables, on another shard after
-    added: int
-    removed: int
+    moved: tuple[str, ...] = ()  # symbols in both tables, on another shard after
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
-NO_CHANGE = RoutingChange(0, 0, 0)
+NO_CHANGE = RoutingChange()
 
 
 def routing_change(before: RoutingTable | None, after: RoutingTable) -> RoutingChange:
     """What going from `before` to `after` changed (a first table adds every symbol)."""
     old = {} if before is None else {r.symbol: r.shard for r in before.routes}
     new = {r.symbol: r.shard for r in after.routes}
-    moved = sum(1 for symbol, shard in new.items() if symbol in old and old[symbol] != shard)
-    return RoutingChange(moved, len(new.keys() - old.keys()), len(old.keys() - new.keys()))
+    moved = tuple(sorted(s for s, shard in new.items() if s in old and old[s] != shard))
+    return RoutingChange(
+        moved, tuple(sorted(new.keys() - old.keys())), tuple(sorted(old.keys() - new.keys()))
+    )
 
 
 def children_by_kind(objects: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -104,9 +106,9 @@ def record_feed(
     ROUTING_VERSION.labels(*labels).set(table.version)
     for kind, count in children.items():
         CHILDREN.labels(*labels, kind).set(count)
-    RESHARD_MOVES.labels(*labels).inc(change.moved)
-    UNIVERSE_CHANGES.labels(*labels, "added").inc(change.added)
-    UNIVERSE_CHANGES.labels(*labels, "removed").inc(change.removed)
+    RESHARD_MOVES.labels(*labels).inc(len(change.moved))
+    UNIVERSE_CHANGES.labels(*labels, "added").inc(len(change.added))
+    UNIVERSE_CHANGES.labels(*labels, "removed").inc(len(change.removed))
     HANDOVER_TIMEOUTS.labels(*labels).inc(forced)
 
 
