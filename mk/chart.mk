@@ -21,14 +21,16 @@ chart-rbac: setup
 	$(BIN)/python charts/rbac_rules.py > $(CHART)/files/rbac.yaml
 
 chart-lint: helm
-	$(HELM_BIN) lint --strict $(CHART) --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true
+	$(HELM_BIN) lint --strict $(CHART) --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true \
+	  --set prometheusRule.enabled=true --set dashboards.enabled=true
 
 # Everything the chart can create, rendered to $(CHART_RENDER)/all.yaml for scanners.
 chart-render: helm
 	$(OWNERSHIP) claim $(CHART_RENDER) CHART_RENDER=
 	$(HELM_BIN) template quantcore $(CHART) --namespace quantcore --include-crds \
 	  --kube-version $(KUBE_VERSION) \
-	  --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true > $(CHART_RENDER)/all.yaml
+	  --set sampleMarketFeed.enabled=true --set serviceMonitor.enabled=true \
+	  --set prometheusRule.enabled=true --set dashboards.enabled=true > $(CHART_RENDER)/all.yaml
 
 checkov: $(CHECKOV)
 $(CHECKOV): | cache

@@ -13,6 +13,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import REGISTRY
 
 from quantcore import signalstore
 from quantcore.stream.relay import Relay, RelayConfig
@@ -97,3 +98,59 @@ def test_relay_applies_rows_monotonically_and_resumes_after_its_commits(kafka_bo
     update = signals_pb2.SignalUpdate.FromString(stored.payload)
     assert update.book.mid == 104.0
     assert update.hops.sink_write_ns >= update.hops.stream_compute_ns > 0
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _lag(topic: str) -> float | None:
+    """The relay's reported lag on partition 0 of `topic`, None until it reports one."""
+    return REGISTRY.get_sample_value(
+        "quantcore_relay_consumer_lag", {"topic": topic, "partition": "0"}
+    )
+
+
+def test_relay_metrics_count_rows_by_outcome_and_report_its_lag(kafka_bootstrap, redis_url):
+    topic = f"signals-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        fut.result(30)
+    symbol = f"M{uuid.uuid4().hex[:6].upper()}"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
+    for seq in (1, 2, 3, 3, 2):  # 3 applied, then a duplicate and an older row: 2 stale
+        producer.produce(topic, _row(symbol, seq, 100.0 + seq), symbol)
+    producer.produce(topic, b"{not a row", symbol)  # malformed: not a row of the job
+    refused = json.dumps({"kind": "book", "valid": False, "topic": topic, "partition": 0})
+    producer.produce(topic, refused.replace("}", ', "offset": 9}').encode())  # malformed marker
+    producer.flush(30)
+    before = {
+        outcome: _sample("quantcore_relay_rows_total", outcome=outcome)
+        for outcome in ("applied", "stale", "malformed")
+    }
+    received = _sample("quantcore_relay_rows_received_total")
+
+    relay = Relay(RelayConfig(kafka_bootstrap, redis_url, topic)).start()
+    try:
+        _wait(lambda: _sample("quantcore_relay_rows_received_total") - received >= 7, 60, "7 rows")
+        _wait(
+            lambda: (
+                _sample("quantcore_relay_rows_total", outcome="malformed") - before["malformed"]
+                >= 2
+            ),
+            10,
+            "the rows' outcomes",
+        )
+        # librdkafka's statistics (every 5 s) report the partition caught up.
+        _wait(
+            lambda: _lag(topic) == 0.0,
+            30,
+            "the consumer lag",
+        )
+    finally:
+        relay.stop()
+    assert relay.failure is None
+    delta = {o: _sample("quantcore_relay_rows_total", outcome=o) - n for o, n in before.items()}
+    assert delta == {"applied": 3.0, "stale": 2.0, "malformed": 2.0}
+    assert _sample("quantcore_relay_rows_received_total") - received == 7.0
+    assert _sample("quantcore_relay_last_record_timestamp_seconds") > time.time() - 300

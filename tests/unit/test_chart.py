@@ -176,10 +176,13 @@ def test_values_schema_rejects(values: dict[str, Any], complaint: str) -> None:
 
 def test_service_monitor_is_optional_and_scrapes_every_feed() -> None:
     assert not of_kind(render(), "ServiceMonitor")
-    (monitor,) = of_kind(render({"serviceMonitor.enabled": True}), "ServiceMonitor")
+    monitors = of_kind(render({"serviceMonitor.enabled": True}), "ServiceMonitor")
+    (monitor,) = [m for m in monitors if m["metadata"]["name"].endswith("-workloads")]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     selector = monitor["spec"]["selector"]["matchExpressions"][0]
     assert selector == {"key": planner.FEED_LABEL, "operator": "Exists"}
+    # The job label is the component, which the alert rules and dashboards select by.
+    assert monitor["spec"]["jobLabel"] == planner.COMPONENT_LABEL
 
 
 # ---- NetworkPolicies against what the planner creates ------------------------------------

@@ -44,6 +44,7 @@ class ReplayProcess(ChildProcess):
         symbols: int | None = None,
         log: Path | None = None,
         die_with_parent: bool = False,
+        metrics_port: int | None = None,
     ) -> None:
         self.url_file = workdir / f"replay-{os.getpid()}-{time.monotonic_ns()}.json"
         args = ["replay", "--port", "0", "--speed", str(speed), "--url-file", str(self.url_file)]
@@ -53,6 +54,8 @@ class ReplayProcess(ChildProcess):
         if symbols is not None:
             # That many symbols, copies of the recordings under other names.
             args += ["--symbols", str(symbols)]
+        if metrics_port is not None:
+            args += ["--metrics-port", str(metrics_port)]
         super().__init__(
             "replay",
             quantcore_argv(*args, *map(str, files)),

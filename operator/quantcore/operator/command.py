@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a shard keeps a symbol moving away while the new shard has not "
         "reported it live (then it lets go anyway and posts a HandoverTimeout Event)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this port, on every interface (default: none)",
+    )
     parser.add_argument("--verbose", action="store_true")
 
 
@@ -55,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     )
     from datetime import timedelta
 
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        # The handlers imported above registered the metrics (quantcore.operator.metrics).
+        start_http_server(args.metrics_port)
     memo = kopf.Memo(handover_timeout=timedelta(seconds=args.handover_timeout))
     asyncio.run(
         kopf.operator(

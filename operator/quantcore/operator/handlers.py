@@ -8,14 +8,17 @@ stalled watch is re-established.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
 
-from quantcore.operator import api, status, topics
+from quantcore.operator import api, events, metrics, status, topics
 from quantcore.operator.applier import Kube, KubeError
 from quantcore.operator.handover import DEFAULT_TIMEOUT
 from quantcore.operator.reconcile import RetryLater, reconcile
@@ -57,25 +60,57 @@ def _warn_if_new(body: kopf.Body, status_patch: dict[str, Any]) -> None:
         kopf.event(body, type="Warning", reason=degraded["reason"], message=degraded["message"])
 
 
+@contextlib.contextmanager
+def _measured() -> Iterator[dict[str, str]]:
+    """Times the block and counts its outcome: "ok" unless the block sets another; an
+    exception the block did not classify counts as "error"."""
+    outcome = {"outcome": "ok"}
+    started = time.perf_counter()
+    try:
+        yield outcome
+    except (kopf.TemporaryError, kopf.PermanentError):
+        raise
+    except Exception:
+        outcome["outcome"] = "error"
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        metrics.RECONCILES.labels(outcome["outcome"]).inc()
+
+
 def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> None:
     obj = dict(body)
     key = f"{body.metadata.namespace}/{body.metadata.name}"
-    with _locks[key]:
+    with _locks[key], _measured() as outcome_of:
         try:
             outcome = reconcile(
                 memo.kube, obj, handover_timeout=memo.get("handover_timeout", DEFAULT_TIMEOUT)
             )
         except RetryLater as exc:
+            outcome_of["outcome"] = "retry"
             patch.status.update(exc.status_patch)
             _warn_if_new(body, exc.status_patch)
             raise kopf.TemporaryError(str(exc), delay=15) from exc
         except KubeError as exc:
+            outcome_of["outcome"] = "error"
             # Not classified by the reconcile (its API failures arrive as RetryLater).
             reason = "Forbidden" if exc.status == 403 else "ApiError"
             kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1000])
             if exc.status in (400, 422):  # the plan itself is invalid: retrying cannot help
                 raise kopf.PermanentError(str(exc)) from exc
             raise kopf.TemporaryError(str(exc), delay=10) from exc
+    metrics.record_feed(
+        body.metadata.namespace or "",
+        body.metadata.name or "",
+        outcome.table,
+        outcome.change,
+        outcome.children,
+        len(outcome.forced),
+    )
+    for event in events.routing_events(
+        outcome.change, outcome.table, universe=body.spec.get("universe") is not None
+    ):
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if outcome.status_patch is not None:
         patch.status.update(outcome.status_patch)
     if outcome.forced:
@@ -123,6 +158,7 @@ def follow_handover(
 @kopf.on.delete(*RESOURCE)
 def on_delete(body: kopf.Body, logger: Any, **_: Any) -> None:
     """Children are garbage-collected through owner references; topics follow the policy."""
+    metrics.forget_feed(body.metadata.namespace or "", body.metadata.name or "")
     spec = api.MarketFeedSpec.model_validate(dict(body.spec))
     if spec.kafka.deletion_policy == "Delete":
         from confluent_kafka import KafkaException

@@ -67,6 +67,11 @@ def spark_application_name(feed: str) -> str:
     return f"{feed}-stream"
 
 
+def stream_metrics_service_name(feed: str) -> str:
+    """The headless Service in front of the Spark driver's metrics (relay, queries)."""
+    return f"{feed}-stream-metrics"
+
+
 def redis_name(feed: str) -> str:
     return f"{feed}-redis"
 
@@ -324,7 +329,24 @@ def spark_pod_template(feed: MarketFeed, role: str) -> Obj:
         pod["nodeSelector"] = dict(spark.node_selector)
     if spark.tolerations:
         pod["tolerations"] = [t.to_kubernetes() for t in spark.tolerations]
+    if role == "driver":
+        # The driver runs the relay and serves its metrics (`quantcore stream --metrics-port`).
+        container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
     return {"metadata": {"labels": _selector(feed, "stream")}, "spec": pod}
+
+
+def stream_metrics_service(feed: MarketFeed) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(feed, stream_metrics_service_name(feed.name), "stream"),
+        "spec": {
+            "clusterIP": "None",
+            # Spark labels its driver pod spark-role=driver; executors serve no metrics.
+            "selector": {**_selector(feed, "stream"), "spark-role": "driver"},
+            "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}],
+        },
+    }
 
 
 def spark_conf(feed: MarketFeed, partitions: int) -> dict[str, str]:
@@ -376,6 +398,8 @@ def spark_application(feed: MarketFeed, partitions: int) -> Obj:
                 spec.kafka.topics.flow,
                 "--max-levels",
                 str(spec.streams.depth.levels),
+                "--metrics-port",
+                str(METRICS_PORT),
             ],
             "sparkVersion": spark.spark_version,
             "restartPolicy": {
@@ -653,6 +677,7 @@ def plan(
     objects.append(feed_metrics_service(feed))
     objects.extend(redis_objects(feed, len(table.routes)))
     objects.append(spark_application(feed, table.partitions))
+    objects.append(stream_metrics_service(feed))
     objects.extend(serving_objects(feed))
     if spec.monitoring.service_monitor:
         objects.append(service_monitor(feed))

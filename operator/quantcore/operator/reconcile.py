@@ -16,11 +16,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from quantcore.operator import handover, planner, rbac, shardlive, status, topics, universe
+from quantcore.operator import (
+    handover,
+    metrics,
+    planner,
+    rbac,
+    shardlive,
+    status,
+    topics,
+    universe,
+)
 from quantcore.operator.api import MarketFeed, MarketFeedStatus
 from quantcore.operator.applier import Applier, Kube, KubeError
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable
@@ -51,6 +60,8 @@ class Outcome:
     pruned: tuple[str, ...]
     pending: tuple[handover.Move, ...] = ()  # still held by their old shard
     forced: tuple[handover.Move, ...] = ()  # released without the new shard live (timeout)
+    change: metrics.RoutingChange = metrics.NO_CHANGE  # vs the table read
+    children: dict[str, int] = field(default_factory=dict)  # planned objects by kind
 
 
 def current_table(applier: Applier, feed: MarketFeed) -> RoutingTable | None:
@@ -245,6 +256,8 @@ def reconcile(
         tuple(pruned),
         pending=step.pending,
         forced=step.forced,
+        change=metrics.routing_change(current, plan.table),
+        children=metrics.children_by_kind(plan.objects),
     )
 
 

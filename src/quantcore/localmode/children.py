@@ -2,7 +2,9 @@
 
 Each is a `ChildProcess` in its own session with SIGTERM from the kernel should `up` itself be
 killed outright; `leftovers()` proves that nothing (not even a grandchild such as Spark's JVM
-under the stream job) survived a stop.
+under the stream job) survived a stop. A child started with `restart_after` is started again
+that many seconds after it exits (as a Deployment's pod would be); any other child's exit
+fails `check()`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ class Children:
     """Every process `up` started, stopped in reverse start order."""
 
     started: list[ChildProcess] = field(default_factory=list)
+    # name -> seconds a child waits after exiting before it is started again.
+    restart_after: dict[str, float] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)  # name -> when it starts again
 
-    def start(self, name: str, argv: Sequence[str], log: Path) -> ChildProcess:
+    def start(
+        self, name: str, argv: Sequence[str], log: Path, *, restart_after: float | None = None
+    ) -> ChildProcess:
+        if restart_after is not None:
+            self.restart_after[name] = restart_after
         return self.add(ChildProcess(name, argv, log, die_with_parent=True))
 
     def add(self, child: C) -> C:
@@ -34,10 +43,27 @@ class Children:
         self.started.append(child)
         return child
 
-    def check(self) -> None:
-        """Raise `ProcessError` (with its log) if a child has exited."""
+    def check(self) -> list[str]:
+        """Raise `ProcessError` (with its log) if a child without a restart delay has exited;
+        restart the others when their delay has passed. Returns what it did, to be said."""
+        events: list[str] = []
+        now = time.monotonic()
         for child in self.started:
-            child.check()
+            code = child.exit_code()
+            delay = self.restart_after.get(child.name)
+            if code is None or delay is None:
+                child.check()
+                continue
+            due = self._due.get(child.name)
+            if due is None:
+                self._due[child.name] = now + delay
+                events.append(f"{child.name} exited with code {code}; restarting in {delay:.0f}s")
+            elif now >= due:
+                del self._due[child.name]
+                child.kill()  # whatever it left in its process group goes first
+                child.start()
+                events.append(f"{child.name} restarted")
+        return events
 
     def stop_all(self, grace: float = 10.0) -> None:
         # Signal every group first and then wait, so the grace periods overlap: stopping

@@ -15,7 +15,7 @@ from pathlib import Path
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.stream.job import TRIGGERS
 
-STEPS = 8
+STEPS = 9
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
     parser.add_argument(
         "--ready-timeout", type=float, default=600.0, help="seconds to wait for the first signal"
+    )
+    parser.add_argument(
+        "--prometheus",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="a Prometheus scraping every process, with the alert rules: when installed"
+        " (auto, default), always (on: fail without it) or never",
+    )
+    parser.add_argument(
+        "--prometheus-port", type=int, default=0, help="Prometheus's port (0: any free port)"
+    )
+    parser.add_argument(
+        "--prometheus-interval",
+        default="5s",
+        help="Prometheus's scrape and rule evaluation interval (default 5s)",
     )
     parser.add_argument(
         "--no-view", action="store_true", help="no live table; run until Ctrl-C or SIGTERM"

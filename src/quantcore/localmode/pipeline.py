@@ -12,9 +12,10 @@ from types import FrameType
 from typing import Protocol
 
 from quantcore import ownership
-from quantcore.devservices.ports import free_port
+from quantcore.devservices.ports import LOOPBACK, free_port
 from quantcore.devservices.process import ProcessError, log_tail
 from quantcore.devservices.programs import ReplayProcess, ServeProcess, quantcore_argv
+from quantcore.devservices.prometheus import INSTALL_HINT, ScrapeTarget
 from quantcore.devservices.spark import spark_jars
 from quantcore.feedshard import shard_args
 from quantcore.localmode.children import Children
@@ -27,6 +28,10 @@ from quantcore.localmode.source import (
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable
 
 Say = Callable[[int | None, str], None]
+
+# A feed shard that exits is started again after this long (a Deployment would restart its
+# pod), so one shard's death shows as "shard not live" instead of ending the pipeline.
+SHARD_RESTART_S = 10.0
 
 
 class Service(Protocol):
@@ -54,6 +59,9 @@ class Pipeline:
         self.target = ""
         self.redis_url = ""
         self.bootstrap = ""
+        self.prometheus_url = ""
+        # What Prometheus scrapes: every process's /metrics, by component (job).
+        self.scrape_targets: list[ScrapeTarget] = []
 
     @property
     def process_count(self) -> int:
@@ -72,6 +80,7 @@ class Pipeline:
         self._start_feed(table)
         self._start_stream(table.partitions)
         self._start_server()
+        self._start_prometheus()
         self._wait_for_signals()
 
     def _require(self, *commands: str) -> None:
@@ -160,6 +169,7 @@ class Pipeline:
                     loop=True,  # until Ctrl-C
                     log=self.dir / "logs" / "replay.log",
                     die_with_parent=True,
+                    metrics_port=self._metrics_port("replay"),
                 )
             )
             try:
@@ -172,10 +182,18 @@ class Pipeline:
         routing = str(self.dir / CONFIGMAP_KEY)
         for shard in range(table.shards):
             args = shard_args(
-                routing=routing, shard=shard, kafka=self.bootstrap, ws_url=ws_url, rest_url=rest_url
+                routing=routing,
+                shard=shard,
+                kafka=self.bootstrap,
+                ws_url=ws_url,
+                rest_url=rest_url,
+                metrics_port=self._metrics_port("feed", shard=str(shard)),
             )
             self.children.start(
-                f"feed-{shard}", quantcore_argv(*args), self.dir / "logs" / f"feed-{shard}.log"
+                f"feed-{shard}",
+                quantcore_argv(*args),
+                self.dir / "logs" / f"feed-{shard}.log",
+                restart_after=SHARD_RESTART_S,
             )
         self.say(5, f"{table.shards} feed shard(s) started (logs in {self.dir / 'logs'})")
 
@@ -203,6 +221,10 @@ class Pipeline:
                 str(max(8, task_slots(partitions))),
                 "--jars",
                 ",".join(str(jar) for jar in spark_jars()),
+                "--metrics-port",
+                str(self._metrics_port("stream")),
+                "--metrics-host",
+                LOOPBACK,
             ),
             self.dir / "logs" / "stream.log",
         )
@@ -215,7 +237,7 @@ class Pipeline:
                 port,
                 self.dir / "logs" / "serve.log",
                 "--metrics-port",
-                str(free_port()),
+                str(self._metrics_port("serve")),
                 # Serve the symbols of the table the feed shards read, as in a cluster.
                 "--routing",
                 str(self.dir / CONFIGMAP_KEY),
@@ -229,6 +251,51 @@ class Pipeline:
         self.target = serve.target
         self.say(7, f"gRPC MarketData on {self.target}")
 
+    def _metrics_port(self, job: str, **labels: str) -> int:
+        """A free port for one process's /metrics, recorded as a scrape target."""
+        port = free_port()
+        self.scrape_targets.append(ScrapeTarget(job, f"{LOOPBACK}:{port}", labels))
+        return port
+
+    def _start_prometheus(self) -> None:
+        """Prometheus scraping every process, with the platform's alert rules (--prometheus)."""
+        from quantcore.devservices.prometheus import PrometheusServer
+        from quantcore.localmode.source import prometheus_available, rules_file
+
+        mode = self.args.prometheus
+        if mode == "off":
+            return
+        if not prometheus_available():
+            if mode == "on":
+                raise PipelineError(
+                    f"--prometheus on, but prometheus is not installed: {INSTALL_HINT}"
+                )
+            self.say(8, f"no Prometheus: it is not installed ({INSTALL_HINT})")
+            return
+        rules = rules_file()
+        interval = self.args.prometheus_interval
+        server = PrometheusServer(
+            self.dir / "prometheus",
+            self.scrape_targets,
+            rule_files=[rules] if rules.exists() else [],
+            scrape_interval=interval,
+            evaluation_interval=interval,
+            port=self.args.prometheus_port or None,
+            die_with_parent=True,
+        )
+        self._services.append(server)
+        try:
+            self.prometheus_url = server.start()
+        except ProcessError as exc:
+            raise PipelineError(str(exc)) from exc
+        jobs = sorted({t.job for t in self.scrape_targets})
+        self.say(
+            8,
+            f"Prometheus at {self.prometheus_url} (scrapes {', '.join(jobs)} every {interval}"
+            + (f"; alert rules {rules}" if rules.exists() else "; no alert rules found")
+            + ")",
+        )
+
     def _wait_for_signals(self) -> None:
         import redis
 
@@ -237,7 +304,7 @@ class Pipeline:
         client = redis.Redis.from_url(self.redis_url)
         started = time.monotonic()
         last_note = started
-        self.say(8, "waiting for the first signals (Spark compiles the job first)")
+        self.say(9, "waiting for the first signals (Spark compiles the job first)")
         try:
             while not client.exists(signalstore.state_key(self.symbols[0])):
                 self.children.check()
@@ -247,7 +314,7 @@ class Pipeline:
                         f"stream log:\n{log_tail(self.dir / 'logs' / 'stream.log')}"
                     )
                 if time.monotonic() - last_note > 15:
-                    self.say(8, f"still waiting ({time.monotonic() - started:.0f}s)")
+                    self.say(9, f"still waiting ({time.monotonic() - started:.0f}s)")
                     last_note = time.monotonic()
                 time.sleep(0.5)
         except ProcessError as exc:
@@ -256,10 +323,10 @@ class Pipeline:
             client.close()
         assert self.source is not None
         self.say(
-            8,
+            9,
             f"READY in {time.monotonic() - started:.0f}s: source {self.source.kind}, "
             f"symbols {' '.join(self.symbols)}, grpc {self.target}, kafka {self.bootstrap}, "
-            f"redis {self.redis_url}",
+            f"redis {self.redis_url}, prometheus {self.prometheus_url or 'none'}",
         )
 
     # --- run ---------------------------------------------------------------------
@@ -269,7 +336,8 @@ class Pipeline:
 
         async def watch_children() -> None:
             while True:
-                self.children.check()
+                for event in self.children.check():
+                    self.say(None, event)
                 await asyncio.sleep(1.0)
 
         async def main() -> None:

@@ -7,6 +7,7 @@ there is no route to the exchange.
 from __future__ import annotations
 
 import os
+import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -55,3 +56,13 @@ def recordings_in(directory: Path, symbols: list[str] | None) -> tuple[Path, ...
 
 def symbols_of(recordings: tuple[Path, ...]) -> list[str]:
     return sorted({f.name.split("_")[0].upper() for f in recordings})
+
+
+def rules_file() -> Path:
+    """The platform's alert rules, the one file the chart renders (charts/quantcore/files)."""
+    repo_root = Path(__file__).resolve().parents[3]
+    return repo_root / "charts" / "quantcore" / "files" / "alerts" / "quantcore-rules.yaml"
+
+
+def prometheus_available() -> bool:
+    return shutil.which("prometheus") is not None

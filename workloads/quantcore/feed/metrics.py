@@ -75,6 +75,12 @@ class ShardCollector(Collector):
         for reason, n in report["quarantined"].items():
             quarantined.add_metric([reason], n)
         yield quarantined
+        # The total as well: there from the start (zero), where reasons appear only once seen.
+        yield CounterMetricFamily(
+            "quantcore_feed_frames_refused",
+            "frames refused for any reason (quarantined)",
+            value=sum(report["quarantined"].values()),
+        )
         kafka = CounterMetricFamily(
             "quantcore_feed_kafka_records", "records by delivery outcome", labels=["outcome"]
         )

@@ -119,6 +119,7 @@ class Replay:
         self.position = 0
         self.sent = 0
         self.rate_violations = 0
+        self.depth_requests = 0
         self.used_weight: deque[tuple[float, int]] = deque()
         # Interned: millions of lines (with --symbols) share a few hundred stream names.
         self._streams = [sys.intern(_stream_of(line.frame)) for line in self.lines]
@@ -375,6 +376,7 @@ class Replay:
         return sum(w for _, w in self.used_weight)
 
     async def depth_handler(self, request: web.Request) -> web.Response:
+        self.depth_requests += 1
         symbol = request.query.get("symbol", "").upper()
         limit = int(request.query.get("limit", "100"))
         used = self._weight(binance.depth_weight(limit))

@@ -54,6 +54,9 @@ def parse_update(channel: bytes | str, data: bytes, receive_ns: int) -> Update:
     name = channel.decode() if isinstance(channel, bytes) else channel
     if name != _CHANNEL_PREFIX + msg.symbol:
         raise ValueError(f"update for {msg.symbol} published on {name}")
+    # The hops as they reached us (the server's own stamps are added on the way out).
+    msg.hops.server_receive_ns = receive_ns
+    metrics.observe_latency(msg.hops, kind)
     return Update(msg.symbol, kind, msg.sequence, data, receive_ns)
 
 

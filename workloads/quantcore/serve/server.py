@@ -156,6 +156,7 @@ class MarketDataService:
                     if self._served.allows(update.symbol):
                         queue.offer(update)
             except RedisError as exc:
+                metrics.STREAMS_DROPPED.labels("store_unavailable").inc()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
                 return
             conflated = 0
@@ -163,6 +164,7 @@ class MarketDataService:
                 try:
                     updates = await queue.get_many(self._config.max_batch)
                 except QueueClosed as exc:
+                    metrics.STREAMS_DROPPED.labels("queue_closed").inc()
                     await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
                     return
                 send_ns = time.time_ns()

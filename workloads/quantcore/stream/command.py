@@ -64,6 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="local[N] task slots: at least 2 x partitions + 1 in real-time or continuous mode"
         " (quantcore.stream.job.task_slots)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the driver's Prometheus /metrics (relay, queries) on this port",
+    )
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)"
+    )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -90,6 +99,7 @@ def _config(args: argparse.Namespace) -> StreamConfig:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from quantcore.stream import metrics
     from quantcore.stream.job import build_session, session_conf, start
     from quantcore.stream.relay import Relay, RelayConfig, ensure_topic
 
@@ -103,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
     jars = [j for j in args.jars.split(",") if j]
     # SIGTERM (how `quantcore up` and the operator stop us) ends as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        # Before Spark starts: a taken port fails the start, not a running job.
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     relay_config = RelayConfig(config.kafka, config.redis_url, config.output_topic)
     ensure_topic(relay_config, like=config.book_topic)
     relay = Relay(relay_config).start()
@@ -112,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         queries = start(spark, config)
         # Until a query ends (or fails: this raises) or the relay does.
         while relay.is_alive() and not spark.streams.awaitAnyTermination(1):
-            pass
+            metrics.record_queries(queries)
     except KeyboardInterrupt:
         log.info("stopping")
     finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from quantcore.signalstore import SignalWriter, Update
+from quantcore.stream import metrics
 from quantcore.stream.update import Malformed, from_record
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ def consumer_conf(config: RelayConfig) -> dict[str, str | int | bool]:
         "fetch.wait.max.ms": 10,
         "fetch.min.bytes": 1,
         "log_level": 4,
+        # librdkafka's statistics carry the consumer lag per partition (metrics.record_stats).
+        "statistics.interval.ms": metrics.STATS_INTERVAL_MS,
     }
 
 
@@ -150,7 +153,7 @@ class Relay:
 
         try:
             store = SignalWriter(redis.Redis.from_url(self.config.redis_url, socket_keepalive=True))
-            consumer = Consumer(consumer_conf(self.config))
+            consumer = Consumer({**consumer_conf(self.config), "stats_cb": metrics.record_stats})
             consumer.subscribe([self.config.topic])
             log.info("relaying %s to Redis (group %s)", self.config.topic, self.config.group)
             try:
@@ -162,6 +165,10 @@ class Relay:
                         continue
                     batch = [first, *consumer.consume(num_messages=BATCH - 1, timeout=0)]
                     records = [m for m in batch if not self._is_error(m)]
+                    if records:
+                        metrics.ROWS_RECEIVED.inc(len(records))
+                        _, newest_ms = records[-1].timestamp()
+                        metrics.LAST_RECORD.set(max(newest_ms, 0) / 1000)
                     if records and self._apply(store, records):
                         for msg in records:
                             consumer.store_offsets(message=msg)
@@ -189,16 +196,23 @@ class Relay:
         while True:
             # Stamped now, so a write retried after an outage shows when it really went out.
             updates, malformed = decode(records, time.time_ns())
+            started = time.perf_counter()
             try:
                 for bad in malformed:
                     store.record_malformed(bad.topic, bad.partition, bad.offset)
-                store.write_many(updates)
+                accepted = store.write_many(updates)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                metrics.REDIS_RETRIES.inc()
                 wait = RETRY_S[min(attempt, len(RETRY_S) - 1)]
                 attempt += 1
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, wait)
                 if self._stop.wait(wait):
                     return False
                 continue
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            applied = sum(accepted)
+            metrics.ROWS.labels("applied").inc(applied)
+            metrics.ROWS.labels("stale").inc(len(accepted) - applied)
+            metrics.ROWS.labels("malformed").inc(len(malformed))
             self.applied += len(updates)
             return True

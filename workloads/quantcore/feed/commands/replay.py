@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(BTCUSDT, ETHUSDT, BTC1USDT, ETH1USDT, ...)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this port, on --host (default: none)",
+    )
+    parser.add_argument(
         "files",
         nargs="*",
         type=Path,
@@ -101,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         replay = Replay(files, speed=args.speed, loop=args.loop, symbols=args.symbols)
+        if args.metrics_port is not None:
+            from quantcore.feed.replaymetrics import serve_metrics
+
+            serve_metrics(replay, args.metrics_port, args.host)
         runner, port = await serve(replay, args.host, args.port)
         urls = {
             "ws_url": f"ws://{args.host}:{port}/stream",
