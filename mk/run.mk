@@ -7,7 +7,7 @@ UP_ARGS ?=
 
 .PHONY: grpcurl
 
-run: setup services-deps services-jars
+run: setup services-deps services-jars prometheus-tools
 	$(BIN)/quantcore up $(UP_ARGS)
 
 grpcurl: $(GRPCURL)
