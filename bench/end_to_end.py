@@ -329,6 +329,8 @@ def run_up(args: argparse.Namespace) -> None:
             str(Path(tmp) / "up"),
             "--trigger",
             args.trigger,
+            "--prometheus",
+            args.prometheus,
         ]
         proc = subprocess.Popen(
             argv,
@@ -395,6 +397,12 @@ def main() -> None:
     # pause between two batches is among the samples.
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--symbols", type=int, default=30)
+    parser.add_argument(
+        "--prometheus",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="up only: quantcore up's Prometheus (auto: as `up` does, on when installed)",
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="synthetic only: Hz per symbol")
     parser.add_argument(
         "--warmup",
