@@ -386,7 +386,7 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
     (
         "same topic twice",
         lambda s: s["kafka"].update(topics={"raw": "x", "book": "x"}),
-        "four different names",
+        "five different names",
     ),
     (
         "bad deletion policy",
