@@ -146,22 +146,39 @@ def _ofi(r: Column) -> Column:
     return F.when(has_prev, e).otherwise(zero)
 
 
-def book_signals(parsed: DataFrame, max_levels: int) -> DataFrame:
-    """One output row per book record (malformed ones too, flagged `valid = false`)."""
-    if not 1 <= max_levels <= MAX_LEVELS:
-        raise ValueError(f"max_levels must be within 1..{MAX_LEVELS}, got {max_levels}")
-    # Validity first, as a column of its own: every expression below names `r`, and would
-    # otherwise repeat the whole check.
-    valid = book_valid()
-    checked = parsed.select(
+def _checked(parsed: DataFrame, valid: Column) -> DataFrame:
+    """The Kafka coordinates, `valid` as a column of its own (every expression after it names
+    `r`, and would otherwise repeat the whole check) and `r` for valid rows only: invalid rows
+    keep only their coordinates, since computing on them could fail (ANSI mode)."""
+    return parsed.select(
         "topic",
         "partition",
         "offset",
         "kafka_append_ns",
         valid.alias("valid"),
-        # Invalid rows keep only their coordinates: computing on them could fail (ANSI mode).
         F.when(valid, F.col("r")).alias("r"),
     )
+
+
+def _update_columns(r: Column, sequence: Column) -> dict[str, Column]:
+    """What every output row starts with: validity, symbol, sequence and the hop stamps."""
+    return {
+        "valid": F.col("valid"),
+        "symbol": r.symbol,
+        "sequence": sequence,
+        "event_time_ms": r.event_time_ms,
+        "exchange_event_ns": r.event_time_ms * F.lit(1_000_000),
+        "feed_receive_ns": r.recv_time_ns,
+        "feed_publish_ns": r.publish_time_ns,
+        "kafka_append_ns": F.col("kafka_append_ns"),
+    }
+
+
+def book_signals(parsed: DataFrame, max_levels: int) -> DataFrame:
+    """One output row per book record (malformed ones too, flagged `valid = false`)."""
+    if not 1 <= max_levels <= MAX_LEVELS:
+        raise ValueError(f"max_levels must be within 1..{MAX_LEVELS}, got {max_levels}")
+    checked = _checked(parsed, book_valid())
     # Three projections, each naming what the next one reuses: the top of book and mid, then
     # the per-side sums, then the signals. Written as one, every ratio would repeat its sums
     # (numerator and denominator) and every weighted term the mid, and Spark's optimizer
@@ -193,14 +210,7 @@ def book_signals(parsed: DataFrame, max_levels: int) -> DataFrame:
     bb, ba, bbq, baq = F.col("bb"), F.col("ba"), F.col("bbq"), F.col("baq")
     spread = ba - bb
     columns: dict[str, Column] = {
-        "valid": F.col("valid"),
-        "symbol": r.symbol,
-        "sequence": r.seq,
-        "event_time_ms": r.event_time_ms,
-        "exchange_event_ns": r.event_time_ms * F.lit(1_000_000),
-        "feed_receive_ns": r.recv_time_ns,
-        "feed_publish_ns": r.publish_time_ns,
-        "kafka_append_ns": F.col("kafka_append_ns"),
+        **_update_columns(r, r.seq),
         "best_bid": bb,
         "best_ask": ba,
         "best_bid_qty": bbq,
@@ -246,26 +256,9 @@ def flow_valid() -> Column:
 def trade_flow(parsed: DataFrame) -> DataFrame:
     """One output row per trade-flow record (malformed ones too, flagged `valid = false`):
     the windows' ratios and totals, a projection (the shard keeps the windows)."""
-    valid = flow_valid()
-    checked = parsed.select(
-        "topic",
-        "partition",
-        "offset",
-        "kafka_append_ns",
-        valid.alias("valid"),
-        F.when(valid, F.col("r")).alias("r"),
-    )
+    checked = _checked(parsed, flow_valid())
     r = F.col("r")
-    columns: dict[str, Column] = {
-        "valid": F.col("valid"),
-        "symbol": r.symbol,
-        "sequence": r.sequence,
-        "event_time_ms": r.event_time_ms,
-        "exchange_event_ns": r.event_time_ms * F.lit(1_000_000),
-        "feed_receive_ns": r.recv_time_ns,
-        "feed_publish_ns": r.publish_time_ns,
-        "kafka_append_ns": F.col("kafka_append_ns"),
-    }
+    columns = _update_columns(r, r.sequence)
     for w in FLOW_WINDOWS_S:
         buy, sell = r[f"buy_volume_{w}s"], r[f"sell_volume_{w}s"]
         columns[f"tfi_{w}s"] = _ratio(buy - sell, buy + sell)
