@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 import yaml
 
 from quantcore.devservices.prometheus import alerts, query, targets
-from tests.e2e.test_up import Output, alive, descendants
+from tests.e2e.test_up import Output, alive, descendants, start_up
 
 pytestmark = pytest.mark.e2e
 
@@ -82,17 +81,9 @@ class Up:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     directory = tmp_path_factory.mktemp("observability") / "up"
-    argv = [sys.executable, "-m", "quantcore.cli", "up", "--source", "replay", "--no-view"]
-    argv += ["--port", "0", "--dir", str(directory), "--prometheus", "on"]
-    argv += ["--prometheus-interval", INTERVAL]
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc, out = start_up(
+        "--dir", str(directory), "--prometheus", "on", "--prometheus-interval", INTERVAL
     )
-    out = Output(proc)
     try:
         ready = out.wait_for(READY, proc, timeout=900)
         yield Up(proc, out, ready.group(4))

@@ -111,6 +111,19 @@ async def collect(
     return got
 
 
+def start_up(*args: str) -> tuple[subprocess.Popen[str], Output]:
+    """`quantcore up --source replay --no-view --port 0 <args>` and a reader of its output."""
+    argv = [sys.executable, "-m", "quantcore.cli", "up", "--source", "replay", "--no-view"]
+    proc = subprocess.Popen(
+        [*argv, "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return proc, Output(proc)
+
+
 def previous_run(directory: Path) -> Path:
     """`directory` as an earlier `quantcore up` left it (that one found nothing to replay),
     with a stale log; returns the stale log."""
@@ -129,16 +142,7 @@ def previous_run(directory: Path) -> Path:
 def test_up_replay_serves_reference_values_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     # A second `up` on its own previous directory starts cleanly, from an emptied directory.
     stale = previous_run(tmp_path / "up")
-    argv = [sys.executable, "-m", "quantcore.cli", "up", "--source", "replay", "--no-view"]
-    argv += ["--port", "0", "--dir", str(tmp_path / "up"), "--symbols", *SYMBOLS]
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    out = Output(proc)
+    proc, out = start_up("--dir", str(tmp_path / "up"), "--symbols", *SYMBOLS)
     try:
         ready = out.wait_for(READY, proc, timeout=900)
         target, bootstrap = ready.group(1).rstrip(","), ready.group(2).rstrip(",")
