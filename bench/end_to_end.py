@@ -34,6 +34,7 @@ import grpc
 
 from bench.procstat import cpu_seconds, machine_cpu, process_tree_cpu
 from bench.symbol_copies import write_copies
+from quantcore.client.security import ClientCredentials
 from quantcore.client.stream import flatten
 from quantcore.devservices.programs import ServeProcess
 from quantcore.stream.job import TRIGGERS
@@ -51,6 +52,7 @@ HOPS = (
     ("server_send_ns", "client_ns", "gRPC -> client"),
 )
 READY = re.compile(r"READY .* grpc (\S+), kafka (\S+), redis (\S+)")
+ATTACH = re.compile(r"--ca (\S+) --token-file (\S+)\)")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -113,12 +115,18 @@ class PollingServer:
 
 
 async def measure(
-    target: str, symbols: list[str], seconds: float, kind: str = "book"
+    target: str,
+    symbols: list[str],
+    seconds: float,
+    kind: str = "book",
+    creds: ClientCredentials | None = None,
 ) -> list[tuple[signals_pb2.SignalUpdate, int]]:
     out: list[tuple[signals_pb2.SignalUpdate, int]] = []
-    async with grpc.aio.insecure_channel(target) as channel:
+    creds = creds or ClientCredentials()
+    async with creds.channel(target) as channel:
         call = marketdata_pb2_grpc.MarketDataStub(channel).Subscribe(
-            marketdata_pb2.SubscribeRequest(symbols=symbols, kinds=[kind])
+            marketdata_pb2.SubscribeRequest(symbols=symbols, kinds=[kind]),
+            metadata=creds.metadata(),
         )
         snapshot_pending = set(symbols)
         with contextlib.suppress(TimeoutError):
@@ -188,17 +196,18 @@ async def compare(
     symbols: list[str],
     seconds: float,
     written: dict[str, list[tuple[int, int]]] | None = None,
+    creds: ClientCredentials | None = None,
 ) -> None:
     baseline = PollingServer(redis_url)
     baseline_target = await baseline.start()
     try:
         ours, polled, flow = await asyncio.gather(
-            measure(target, symbols, seconds),
+            measure(target, symbols, seconds, creds=creds),
             measure(baseline_target, symbols, seconds),
             # Trade flow beside the books, same run: the shards' windows, projected by the
             # job's real-time trade-flow query (feed receive: the trade frame's, or when a
             # decay tick was emitted).
-            measure(target, symbols, seconds, kind="trades"),
+            measure(target, symbols, seconds, kind="trades", creds=creds),
         )
     finally:
         await baseline.stop()
@@ -268,12 +277,15 @@ async def synthetic_writer(
 def run_synthetic(args: argparse.Namespace) -> None:
     from quantcore.devservices.ports import free_port
     from quantcore.devservices.redis import RedisServer
+    from quantcore.redisacl import SERVE
 
     symbols = [f"S{i:03d}USDT" for i in range(args.symbols)]
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         redis = RedisServer(Path(tmp) / "redis")
-        redis_url = redis.start()
-        server = ServeProcess(redis_url, free_port(), Path(tmp) / "serve.log")
+        redis_url = redis.start()  # admin: the synthetic writer and the baseline's reads
+        server = ServeProcess(
+            redis.address, free_port(), Path(tmp) / "serve.log", redis_auth=redis.auth(SERVE)
+        )
         try:
             server.start()
             server.wait_started()
@@ -302,7 +314,10 @@ def run_synthetic(args: argparse.Namespace) -> None:
 
 
 def run_up(args: argparse.Namespace) -> None:
+    from quantcore.devservices.redis import credential_url, stored_auth
     from quantcore.localmode.source import default_recordings_dir, recordings_in
+    from quantcore.redisacl import SERVE
+    from quantcore.redisauth import is_tls
 
     with tempfile.TemporaryDirectory(prefix="bench-e2e-up-") as tmp:
         sources = list(recordings_in(default_recordings_dir(), None))
@@ -331,6 +346,7 @@ def run_up(args: argparse.Namespace) -> None:
             args.trigger,
             "--prometheus",
             args.prometheus,
+            *(["--no-lake"] if args.lake == "off" else []),
         ]
         proc = subprocess.Popen(
             argv,
@@ -348,9 +364,22 @@ def run_up(args: argparse.Namespace) -> None:
                     break
             if match is None:
                 raise SystemExit("quantcore up ended before it was ready")
-            target, redis_url = match.group(1).rstrip(","), match.group(3)
+            target, redis_url = match.group(1).rstrip(","), match.group(3).rstrip(",")
+            if is_tls(redis_url):
+                # The baseline reads as the serving tier, with the password `up` generated.
+                auth = stored_auth(Path(tmp) / "up" / "redis", SERVE)
+                redis_url = credential_url(redis_url, auth)
             symbols = re.search(r"symbols ([A-Z0-9 ]+), grpc", line)
             names = symbols.group(1).split() if symbols else ["BTCUSDT", "ETHUSDT"]
+            # `up` serves TLS with a token by default; its READY line names both files.
+            attach = ATTACH.search(line)
+            creds = (
+                ClientCredentials(
+                    ca=Path(attach.group(1)), token=Path(attach.group(2)).read_text().strip()
+                )
+                if attach
+                else ClientCredentials()
+            )
             print(f"ready; letting the pipeline run {args.warmup:g} s before measuring")
             time.sleep(args.warmup)
             print(
@@ -359,7 +388,7 @@ def run_up(args: argparse.Namespace) -> None:
             )
             before, busy_before = pipeline_cpu(proc.pid), machine_cpu()
             start = time.monotonic()
-            asyncio.run(compare(target, redis_url, names, args.seconds))
+            asyncio.run(compare(target, redis_url, names, args.seconds, creds=creds))
             cpu_report(before, busy_before, proc.pid, time.monotonic() - start)
         finally:
             proc.send_signal(signal.SIGINT)
@@ -413,6 +442,12 @@ def main() -> None:
         help="up only: seconds between ready and measuring",
     )
     parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
+    parser.add_argument(
+        "--lake",
+        choices=["on", "off"],
+        default="on",
+        help="up only: the history lake's sink beside the live queries (on, as `up` does)",
+    )
     args = parser.parse_args()
     if args.source == "synthetic":
         run_synthetic(args)

@@ -7,7 +7,10 @@ publisher writes updates with the sink's compare-and-set layout; subscriber stre
 in separate client processes. Prints updates delivered per second (and how many were
 conflated away instead), the serving tier's added latency (Redis pub/sub receive ->
 client receive, p50/p99) and server RSS. Then a slow-consumer run: the same latency with
-and without one subscriber that stops reading, in the same server.
+and without one subscriber that stops reading, in the same server. Then the cost of TLS:
+two servers on the same Redis, one plaintext (`--insecure`) and one with TLS and bearer
+tokens (as `quantcore up` runs it), measured in alternating rounds with the same publisher
+and subscriber count (`--tls-subscribers`; `--only tls` runs this part alone).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.procstat import cpu_seconds, rss_mib
 from quantcore.devservices.programs import ServeProcess
@@ -40,12 +44,13 @@ def pct(values: list[int], q: float) -> float:
 
 
 async def clients(args: argparse.Namespace) -> dict[str, object]:
-    import grpc
 
+    from quantcore.client.security import ClientCredentials
     from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc
 
     symbols = [f"S{i:03d}USDT" for i in range(args.symbols)]
-    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.channels)]
+    creds = ClientCredentials(ca=Path(args.ca) if args.ca else None, token=args.token)
+    channels = [creds.channel(args.target) for _ in range(args.channels)]
     ready = 0
     all_ready = asyncio.Event()
     received = 0
@@ -56,7 +61,9 @@ async def clients(args: argparse.Namespace) -> dict[str, object]:
     async def stream(i: int) -> None:
         nonlocal ready, received
         stub = marketdata_pb2_grpc.MarketDataStub(channels[i % len(channels)])
-        call = stub.Subscribe(marketdata_pb2.SubscribeRequest(symbols=symbols))
+        call = stub.Subscribe(
+            marketdata_pb2.SubscribeRequest(symbols=symbols), metadata=creds.metadata()
+        )
         first = True
         if args.stall_one and i == 0:
             await call.read()  # connected; now read nothing, ever
@@ -151,7 +158,12 @@ class Publisher:
 
 
 async def client_processes(
-    target: str, args: argparse.Namespace, streams: int, stall_one: bool, procs: int
+    target: str,
+    args: argparse.Namespace,
+    streams: int,
+    stall_one: bool,
+    procs: int,
+    credentials: tuple[str, ...] = (),
 ) -> list[asyncio.subprocess.Process]:
     children = []
     per = [streams // procs + (1 if i < streams % procs else 0) for i in range(procs)]
@@ -166,6 +178,7 @@ async def client_processes(
             str(args.seconds),
         ]
         argv += ["--channels", str(max(1, n // 100)), "--sample-every", str(args.sample_every)]
+        argv += credentials
         if stall_one and i == 0:
             argv.append("--stall-one")
         children.append(
@@ -190,10 +203,13 @@ async def measure(
     streams: int,
     stall_one: bool,
     server_pid: int,
-) -> dict[str, float]:
+    credentials: tuple[str, ...] = (),
+) -> dict[str, Any]:
     publisher = Publisher(redis_url, args.symbols, args.rate)
     await publisher.prime()  # every symbol has a value, so each stream starts with a snapshot
-    children = await client_processes(target, args, streams, stall_one, args.client_procs)
+    children = await client_processes(
+        target, args, streams, stall_one, args.client_procs, credentials
+    )
     stop = asyncio.Event()
     pub = asyncio.create_task(publisher.run(stop))
     await asyncio.sleep(2.0)  # warm up
@@ -216,6 +232,7 @@ async def measure(
     samples = [s for r in results for s in r["samples"]]
     reading = streams - (1 if stall_one else 0)
     return {
+        "samples_ns": samples,
         "published_per_s": published / seconds,
         "delivered_per_s": received / seconds,
         "offered_per_s": published / seconds * reading,
@@ -272,9 +289,48 @@ async def run_all(
     )
 
 
+async def tls_cost(
+    args: argparse.Namespace, redis_url: str, plain: ServeProcess, tls: ServeProcess,
+    credentials: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Plaintext vs TLS + token, same Redis, publisher and subscriber count, rounds alternated
+    so both see the same background load."""
+    n = args.tls_subscribers
+    print(
+        f"TLS cost: {n} subscribers x {args.symbols} symbols at {args.rate:g} Hz, "
+        f"{args.tls_rounds} alternating rounds of {args.seconds:g} s per mode"
+    )
+    samples: dict[str, list[int]] = {"plaintext": [], "TLS + token": []}
+    delivered: dict[str, list[float]] = {k: [] for k in samples}
+    cores: dict[str, list[float]] = {k: [] for k in samples}
+    for _ in range(args.tls_rounds):
+        for name, server, creds in (
+            ("plaintext", plain, ()),
+            ("TLS + token", tls, credentials),
+        ):
+            r = await measure(server.target, redis_url, args, n, False, server.pid, creds)
+            samples[name] += r["samples_ns"]
+            delivered[name].append(r["delivered_per_s"])
+            cores[name].append(r["server_cores"])
+    for name, values in samples.items():
+        print(
+            f"  {name:12} Redis -> client p50 {pct(values, 0.50):.2f} ms"
+            f"  p99 {pct(values, 0.99):.2f} ms  ({len(values)} samples)"
+            f"  delivered/s {sum(delivered[name]) / len(delivered[name]):.0f}"
+            f"  server cores {sum(cores[name]) / len(cores[name]):.2f}"
+        )
+    base, secured = samples["plaintext"], samples["TLS + token"]
+    print(
+        f"  TLS adds p50 {pct(secured, 0.50) - pct(base, 0.50):+.2f} ms,"
+        f" p99 {pct(secured, 0.99) - pct(base, 0.99):+.2f} ms"
+    )
+
+
 def parent(args: argparse.Namespace) -> None:
+    from quantcore.devservices.certs import local_credentials
     from quantcore.devservices.ports import free_port
     from quantcore.devservices.redis import RedisServer
+    from quantcore.redisacl import SERVE
 
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
         redis = RedisServer(Path(tmp) / "redis")
@@ -282,9 +338,36 @@ def parent(args: argparse.Namespace) -> None:
         try:
             log = Path(tmp) / "serve.log"
             # SIGTERM, then SIGKILL if it has not drained and exited within 30 s.
-            server = ServeProcess(redis_url, free_port(), log, "--max-streams", "100000")
+            server = ServeProcess(
+                redis.address,
+                free_port(),
+                log,
+                "--max-streams",
+                "100000",
+                redis_auth=redis.auth(SERVE),
+            )
             with server:
-                asyncio.run(run_all(args, server.target, redis_url, server))
+                if args.only in ("all", "fanout"):
+                    asyncio.run(run_all(args, server.target, redis_url, server))
+                if args.only in ("all", "tls"):
+                    made, _ = local_credentials(Path(tmp) / "tls")
+                    secured = ServeProcess(
+                        redis_url, free_port(), Path(tmp) / "serve-tls.log",
+                        "--max-streams", "100000", "--tls-dir", str(made.directory),
+                        "--tokens", str(made.tokens), "--streams-per-identity", "0",
+                    )  # fmt: skip
+                    token = made.client_token.read_text().strip()
+                    with secured:
+                        asyncio.run(
+                            tls_cost(
+                                args,
+                                redis_url,
+                                server,
+                                secured,
+                                ("--ca", str(made.ca), "--token", token),
+                            )
+                        )
+                        secured.stop(timeout=30)
                 server.stop(timeout=30)
         finally:
             redis.stop()
@@ -300,11 +383,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--sample-every", type=int, default=20)
+    parser.add_argument("--only", choices=["all", "fanout", "tls"], default="all")
+    parser.add_argument("--tls-subscribers", type=int, default=100)
+    parser.add_argument("--tls-rounds", type=int, default=2)
     # client role
     parser.add_argument("--target")
     parser.add_argument("--streams", type=int)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--stall-one", action="store_true")
+    parser.add_argument("--ca", default=None)
+    parser.add_argument("--token", default=None)
     args = parser.parse_args()
     if args.role == "client":
         print(json.dumps(asyncio.run(clients(args))), flush=True)

@@ -29,7 +29,9 @@ from pathlib import Path
 
 from bench.procstat import cpu_seconds, machine_cpu, rss_mib, thread_cpu_seconds
 from bench.symbol_copies import write_copies
+from quantcore.devservices.kafka import KafkaBroker
 from quantcore.devservices.programs import ReplayProcess, ShardProcess, create_topics
+from quantcore.events import Topics
 from quantcore.feed import binance, codec
 from quantcore.feed.book import BookSync, Step
 from quantcore.feed.messages import DepthDiff, DepthSnapshot
@@ -178,16 +180,17 @@ def _feed(norm: Normalizer, lines: list[Line]) -> None:
             norm.on_frame(ln.frame, ln.recv_ns)
 
 
-def _producer(bootstrap: str, prefix: str) -> object:
+def _producer(broker: KafkaBroker, prefix: str) -> object:
     """A FeedProducer whose idempotent producer id is already acquired (not on our clock)."""
     from quantcore.events import Topics
     from quantcore.feed.producer import FeedProducer
 
     producer = FeedProducer(
-        bootstrap,
+        broker.bootstrap,
         Topics.with_prefix(prefix),
         {"BTCUSDT": 1, "ETHUSDT": 2}.get,
         config={"linger.ms": LINGER_MS},
+        kafka_auth=broker.auth("feed"),  # SASL_SSL, as a shard produces everywhere
     )
     producer.emit("raw", "BTCUSDT", b"warm-up")
     if producer.flush(60):
@@ -196,7 +199,7 @@ def _producer(bootstrap: str, prefix: str) -> object:
 
 
 def produce_only(
-    bootstrap: str, prefix: str, lines: list[Line], diffs: int, passes: int = 4
+    broker: KafkaBroker, prefix: str, lines: list[Line], diffs: int, passes: int = 4
 ) -> float:
     """Microseconds of this process's CPU per diff to produce the records the pure path emits."""
     from quantcore.feed.producer import FeedProducer
@@ -206,7 +209,7 @@ def produce_only(
     for s in SYMBOLS:
         norm.add_symbol(s)
     _feed(norm, lines)
-    producer = _producer(bootstrap, prefix)
+    producer = _producer(broker, prefix)
     assert isinstance(producer, FeedProducer)
     emit = producer.emit
     start = time.process_time()
@@ -219,13 +222,13 @@ def produce_only(
 
 
 def in_process(
-    bootstrap: str, prefix: str, lines: list[Line], diffs: int, passes: int = 4
+    broker: KafkaBroker, prefix: str, lines: list[Line], diffs: int, passes: int = 4
 ) -> tuple[float, float]:
     """Microseconds of CPU per diff: decode + book + encode + produce, no sockets; and how
     much of it librdkafka's own threads (batching, compression, network) spent."""
     from quantcore.feed.producer import FeedProducer
 
-    producer = _producer(bootstrap, prefix)
+    producer = _producer(broker, prefix)
     assert isinstance(producer, FeedProducer)
     threads0 = thread_cpu_seconds()
     start = time.process_time()
@@ -246,7 +249,7 @@ def in_process(
 
 
 def shard_run(
-    bootstrap: str, broker_pid: int, prefix: str, seconds: float, workdir: Path, copies: int
+    broker: KafkaBroker, broker_pid: int, prefix: str, seconds: float, workdir: Path, copies: int
 ) -> dict[str, float]:
     # Every loop of the replay ends with a pause: the next starts once each symbol's
     # snapshot was asked for (replay.py), and the shard has drained its socket by then. Copies
@@ -262,8 +265,9 @@ def shard_run(
     with (
         ReplayProcess(files, workdir, speed=0, loop=True) as replay,
         ShardProcess(
-            routing=routing, shard=0, kafka=bootstrap, ws_url=replay.ws_url,
+            routing=routing, shard=0, kafka=broker.bootstrap, ws_url=replay.ws_url,
             rest_url=replay.rest_url, workdir=workdir, topic_prefix=prefix,
+            kafka_auth=broker.auth("feed"),
             # Every loop of the replay (well under a second at full speed) resyncs each symbol.
             # At the default limit (1000 levels, weight 50) the shard's share of Binance's
             # weight budget allows about one snapshot a second and it would mostly wait for
@@ -338,24 +342,22 @@ def main() -> None:
         f"baseline: pure decode+validate+book+encode: {st['pure']:.1f} us/diff = "
         f"{pure:,.0f} diffs/s per core"
     )
-    from quantcore.devservices.kafka import KafkaBroker
-
     with tempfile.TemporaryDirectory(prefix="feedbench-") as tmp:
-        broker = KafkaBroker(Path(tmp) / "kafka")
-        with broker as bootstrap:
-            prefix = "bench"
-            create_topics(bootstrap, prefix, 4)
-            produce = produce_only(bootstrap, prefix, lines, diffs)
+        prefix = "bench"
+        broker = KafkaBroker(Path(tmp) / "kafka", feeds=[Topics.with_prefix(prefix)])
+        with broker:
+            create_topics(broker.bootstrap, prefix, 4, broker.auth("operator"))
+            produce = produce_only(broker, prefix, lines, diffs)
             print(
                 f"produce only (2 records per diff, librdkafka threads included): {produce:.1f} us/diff"
             )
-            both, kafka_threads = in_process(bootstrap, prefix, lines, diffs)
+            both, kafka_threads = in_process(broker, prefix, lines, diffs)
             print(
                 f"in-process into Kafka (no websocket): {both:.1f} us/diff = "
                 f"{1e6 / both:,.0f} diffs/s per core, of which librdkafka's threads "
                 f"{kafka_threads:.1f} (pure + produce only: {st['pure'] + produce:.1f})"
             )
-            r = shard_run(bootstrap, broker.pid, prefix, args.seconds, Path(tmp), args.copies)
+            r = shard_run(broker, broker.pid, prefix, args.seconds, Path(tmp), args.copies)
     per_core = r["diffs"] / r["cpu_shard"] if r["cpu_shard"] else 0.0
     wall = r["wall_s"]
     use = {name: r[f"cpu_{name}"] / wall for name in ("shard", "feeder", "broker")}

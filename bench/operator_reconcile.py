@@ -25,6 +25,8 @@ import yaml
 
 from quantcore.devcluster import binaries, controlplane, crds
 from quantcore.devservices.kafka import KafkaBroker
+from quantcore.events import Topics
+from quantcore.kafkaacl import OPERATOR
 from quantcore.operator import planner, rbac
 from quantcore.operator.applier import Kube
 from quantcore.operator.reconcile import reconcile
@@ -61,8 +63,15 @@ def feed_doc(name: str, namespace: str, bootstrap: str, symbols: list[str]) -> d
                 "bootstrap": bootstrap,
                 "partitions": 8,
                 "topics": {
-                    k: f"{namespace}.{name}.{k}" for k in ("raw", "book", "trades", "quarantine")
+                    k: f"{namespace}.{name}.{k}"
+                    for k in ("raw", "book", "trades", "quarantine", "flow")
                 },
+                # Secure by default (the pods never start here; the operator has its own user).
+                "credentials": {
+                    "feedSecretName": f"{name}-kafka-feed",
+                    "streamSecretName": f"{name}-kafka-stream",
+                },
+                "caSecretName": f"{name}-kafka-ca",
             },
             "spark": {"image": "ghcr.io/quantcore/quantcore-spark:0.1.0"},
             "serving": {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}},
@@ -223,8 +232,14 @@ def main() -> None:
             kubectl(
                 kubeconfig, "wait", "--for=condition=Established", "crd/marketfeeds.quantcore.io"
             )
-            broker = KafkaBroker(work / "kafka")
+            broker = KafkaBroker(
+                work / "kafka",
+                # The operator user's ACLs on each namespace's topics (`<ns>.<feed>.<kind>`).
+                feeds=[Topics.with_prefix("bench-direct"), Topics.with_prefix("bench-operator")],
+            )
             bootstrap = broker.start()
+            # Reconcile (in this process and in the operator's) as the operator's Kafka user.
+            os.environ.update(broker.auth(OPERATOR).env())
             try:
                 d_create, d_reshard = in_process(kubeconfig, kube, bootstrap, args.rounds)
                 o_create, o_reshard = via_operator(kubeconfig, kube, bootstrap, args.rounds)

@@ -33,10 +33,13 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.procstat import process_tree_cpu
+from quantcore import kafkaacl
 from quantcore.devservices.kafka import KafkaBroker
+from quantcore.devservices.programs import child_env
 from quantcore.devservices.redis import RedisServer
 from quantcore.devservices.spark import spark_jars
-from quantcore.events import signals_topic
+from quantcore.events import Topics, signals_topic
+from quantcore.redisacl import RELAY
 from quantcore.stream.job import StreamConfig
 from tests.integration.updatelistener import UpdateListener
 
@@ -125,23 +128,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_mode(trigger: str, kafka: str, redis_url: str, jars: str, work: Path, args) -> dict:
+def run_mode(
+    trigger: str, broker: KafkaBroker, redis: RedisServer, jars: str, work: Path, args
+) -> dict:
+    redis_url = redis.url  # admin: this process's subscriber; the job runs as the relay
+    kafka = broker.bootstrap
     tag = f"{trigger}-{int(time.time())}"
-    book, trades = f"book-{tag}", f"trades-{tag}"
-    admin = AdminClient({"bootstrap.servers": kafka})
-    topics = (book, trades, signals_topic(book))
+    feed = Topics.with_prefix(tag)
+    book, trades = feed.book, feed.trades
+    broker.grant(feed)  # SASL_SSL as everywhere: the job as `stream`, this producer as `feed`
+    admin = AdminClient(broker.client_config(kafkaacl.ADMIN))
+    topics = (book, trades, feed.flow, signals_topic(book))
     for fut in admin.create_topics([NewTopic(t, 2, 1) for t in topics]).values():
         fut.result(30)
     log = work / f"stream-{trigger}.log"
     job = subprocess.Popen(
-        [sys.executable, "-m", "quantcore.cli", "stream", "--kafka", kafka, "--redis", redis_url,
+        [sys.executable, "-m", "quantcore.cli", "stream", "--kafka", kafka, "--redis", redis.address,
          "--checkpoint", str(work / f"ck-{tag}"), "--trigger", trigger, "--book-topic", book,
-         "--trades-topic", trades, "--jars", jars, "--realtime-batch", args.realtime_batch,
-         "--starting-offsets", "latest"],
+         "--trades-topic", trades, "--flow-topic", feed.flow, "--jars", jars,
+         "--realtime-batch", args.realtime_batch, "--starting-offsets", "latest"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env=child_env(redis.auth(RELAY), kafka=broker.auth(kafkaacl.STREAM)),
     )  # fmt: skip
     lat = Latencies(redis_url)
-    producer = Producer({"bootstrap.servers": kafka, "linger.ms": 0, "acks": "1"})
+    producer = Producer({**broker.client_config(kafkaacl.FEED), "linger.ms": 0, "acks": "1"})
     seq = [0]
 
     def send(rate: float, seconds: float) -> tuple[int, int]:
@@ -264,9 +274,11 @@ def main() -> None:
     jars = ",".join(str(j) for j in spark_jars())
     with tempfile.TemporaryDirectory(prefix="qc-bench-stream-") as tmp:
         work = Path(tmp)
-        with KafkaBroker(work / "kafka") as kafka, RedisServer(work / "redis") as redis_url:
+        redis = RedisServer(work / "redis")
+        broker = KafkaBroker(work / "kafka")
+        with broker, redis:
             results = {
-                m: run_mode(m, kafka, redis_url, jars, work, args) for m in args.modes.split(",")
+                m: run_mode(m, broker, redis, jars, work, args) for m in args.modes.split(",")
             }
             for r in results.values():
                 if "error" in r:

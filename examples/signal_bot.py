@@ -5,7 +5,11 @@ the 5 s trade-flow imbalance both exceed a threshold, short when both are below 
 negative, flat otherwise; fills at the touch. It prints every position change and the
 paper P&L. Run beside `quantcore up`:
 
-    python examples/signal_bot.py --target 127.0.0.1:50051 BTCUSDT ETHUSDT
+    python examples/signal_bot.py --target 127.0.0.1:50051 \
+        --ca .dev/up/tls/ca.crt --token-file .dev/up/tls/client.token BTCUSDT ETHUSDT
+
+(`--ca`, `--cert`, `--key`, `--token`, `--token-file`: as `quantcore watch`, with the same
+QUANTCORE_* environment variables as fallback; no `--ca` for a server run with `--insecure`.)
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from quantcore.client import security
 from quantcore.client.stream import MarketDataClient, Subscription
 from quantcore.v1 import signals_pb2
 
@@ -77,9 +82,18 @@ class ImbalanceBot:
         return Decision(symbol, target, price, reason)
 
 
-async def main(target: str, symbols: tuple[str, ...], threshold: float) -> None:
+async def main(
+    target: str,
+    symbols: tuple[str, ...],
+    threshold: float,
+    credentials: security.ClientCredentials | None = None,
+) -> None:
     bot = ImbalanceBot(threshold=threshold)
-    client = MarketDataClient(target, Subscription(symbols=symbols))
+    client = MarketDataClient(
+        target,
+        Subscription(symbols=symbols),
+        credentials=credentials or security.ClientCredentials(),
+    )
     async for update in client.updates():
         decision = bot.on_update(update)
         if decision is not None:
@@ -92,6 +106,13 @@ if __name__ == "__main__":
     parser.add_argument("symbols", nargs="*")
     parser.add_argument("--target", default="127.0.0.1:50051")
     parser.add_argument("--threshold", type=float, default=0.3)
+    security.add_arguments(parser)
     args = parser.parse_args()
+    try:
+        creds = security.from_arguments(args)
+    except security.CredentialsError as exc:
+        parser.error(str(exc))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(args.target, tuple(s.upper() for s in args.symbols), args.threshold))
+        asyncio.run(
+            main(args.target, tuple(s.upper() for s in args.symbols), args.threshold, creds)
+        )

@@ -58,6 +58,28 @@ resource "aws_s3_bucket_lifecycle_configuration" "checkpoints" {
       days_after_initiation = 1
     }
   }
+  # The lake (the MarketFeed's spec.lake, under lake/): history older than its retention is
+  # deleted here, by object age; the job's file-sink logs forget those files two days later
+  # (quantcore.lake.LOG_MARGIN_DAYS), so a reader never finds a logged file gone.
+  dynamic "rule" {
+    for_each = var.lake_retention_days > 0 ? [var.lake_retention_days] : []
+    content {
+      id     = "expire-lake-history"
+      status = "Enabled"
+      filter {
+        prefix = local.lake_prefix
+      }
+      expiration {
+        days = rule.value
+      }
+      noncurrent_version_expiration {
+        noncurrent_days = 1
+      }
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 1
+      }
+    }
+  }
   depends_on = [aws_s3_bucket_versioning.checkpoints]
 }
 
@@ -88,6 +110,9 @@ resource "aws_s3_bucket_policy" "checkpoints" {
 locals {
   spark_namespace       = var.namespace
   spark_service_account = "spark" # the MarketFeed's spec.spark.serviceAccount default
+  # The two prefixes the Spark job writes: its checkpoints and the lake's tables.
+  checkpoint_prefix = "checkpoints/"
+  lake_prefix       = "lake/"
 }
 
 resource "aws_iam_role" "spark" {
@@ -102,9 +127,12 @@ data "aws_iam_policy_document" "spark_checkpoints" {
     resources = [aws_s3_bucket.checkpoints.arn]
   }
   statement {
-    sid       = "ReadWriteCheckpoints"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
-    resources = ["${aws_s3_bucket.checkpoints.arn}/*"]
+    sid     = "ReadWriteCheckpointsAndLake"
+    actions = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = [
+      "${aws_s3_bucket.checkpoints.arn}/${local.checkpoint_prefix}*",
+      "${aws_s3_bucket.checkpoints.arn}/${local.lake_prefix}*",
+    ]
   }
   statement {
     sid       = "UseTheBucketKey"

@@ -35,6 +35,40 @@ output "redis_url" {
   value       = module.chart_values.redis_url
 }
 
+output "redis_credentials_manifest" {
+  description = "ElastiCache only: the Secret with the relay and serve users' passwords that the MarketFeed references: `terraform output -raw redis_credentials_manifest | kubectl apply -f -`."
+  sensitive   = true
+  value = var.redis_mode == "elasticache" ? yamlencode({
+    apiVersion = "v1"
+    kind       = "Secret"
+    type       = "Opaque"
+    metadata   = { name = module.chart_values.redis_credentials_secret, namespace = var.namespace }
+    stringData = {
+      "relay-password" = var.redis_passwords.relay
+      "serve-password" = var.redis_passwords.serve
+    }
+  }) : null
+}
+
+output "kafka_credentials_manifest" {
+  description = "MSK only: the basic-auth Secrets with the feed, stream and operator users' SCRAM passwords that the MarketFeed and the operator reference: `terraform output -raw kafka_credentials_manifest | kubectl apply -f -`."
+  sensitive   = true
+  value = var.kafka_mode == "msk" ? join("---\n", [
+    for role, secret in module.chart_values.kafka_credentials_secrets : yamlencode({
+      apiVersion = "v1"
+      kind       = "Secret"
+      type       = "kubernetes.io/basic-auth"
+      metadata   = { name = secret, namespace = var.namespace }
+      stringData = { username = role, password = var.kafka_passwords[role] }
+    })
+  ]) : null
+}
+
+output "kafka_ca_secret" {
+  description = "In-cluster Kafka only: the Secret to hold Strimzi's cluster CA (ca.crt) in the operator's namespace, or null on MSK."
+  value       = module.chart_values.kafka_ca_secret
+}
+
 output "marketfeed_manifest" {
   description = "A MarketFeed wired to this Kafka, Redis and checkpoint bucket: `terraform output -raw marketfeed_manifest | kubectl apply -f -`."
   value       = yamlencode(module.chart_values.marketfeed)

@@ -1,10 +1,20 @@
-# Provider configuration. Helm talks to the new cluster with a short-lived token from the AWS
+# Provider configuration. Helm and the kubernetes provider talk to the new cluster with a short-lived token from the AWS
 # CLI (`aws eks get-token`), so no credentials are written into the state.
 
 provider "aws" {
   region = var.region
   default_tags {
     tags = merge(var.tags, { "quantcore.io/cluster" = var.name, "managed-by" = "terraform" })
+  }
+}
+
+provider "kubernetes" {
+  host                   = aws_eks_cluster.this.endpoint
+  cluster_ca_certificate = base64decode(aws_eks_cluster.this.certificate_authority[0].data)
+  exec {
+    api_version = "client.authentication.k8s.io/v1beta1"
+    command     = "aws"
+    args        = ["eks", "get-token", "--cluster-name", aws_eks_cluster.this.name, "--region", var.region]
   }
 }
 

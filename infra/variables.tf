@@ -167,6 +167,22 @@ variable "msk" {
   }
 }
 
+variable "kafka_passwords" {
+  description = "MSK SCRAM passwords (16-128 characters each) when kafka_mode is \"msk\": feed, stream and operator (the pods read them from Secrets: `terraform output -raw kafka_credentials_manifest | kubectl apply -f -`), and admin, MSK's super user, which grants their ACLs and never reaches the cluster."
+  type = object({
+    feed     = string
+    stream   = string
+    operator = string
+    admin    = string
+  })
+  default   = null
+  sensitive = true
+  validation {
+    condition     = var.kafka_passwords == null ? true : alltrue([for p in values(var.kafka_passwords) : length(p) >= 16 && length(p) <= 128])
+    error_message = "kafka_passwords: each 16 to 128 characters."
+  }
+}
+
 variable "redis_mode" {
   description = "Where Redis runs: \"in-cluster\" (the operator's StatefulSet) or \"elasticache\" (an ElastiCache replication group, TLS, Multi-AZ)."
   type        = string
@@ -174,6 +190,21 @@ variable "redis_mode" {
   validation {
     condition     = contains(["in-cluster", "elasticache"], var.redis_mode)
     error_message = "redis_mode: \"in-cluster\" or \"elasticache\"."
+  }
+}
+
+variable "redis_passwords" {
+  description = "ElastiCache RBAC passwords (16-128 characters each) when redis_mode is \"elasticache\": relay and serve (the MarketFeed reads them from its credentials Secret: `terraform output -raw redis_credentials_manifest | kubectl apply -f -`), and one for the switched-off default user, which nobody uses."
+  type = object({
+    relay            = string
+    serve            = string
+    disabled_default = string
+  })
+  default   = null
+  sensitive = true
+  validation {
+    condition     = var.redis_passwords == null ? true : alltrue([for p in values(var.redis_passwords) : length(p) >= 16 && length(p) <= 128])
+    error_message = "redis_passwords: each 16 to 128 characters (ElastiCache's limits)."
   }
 }
 
@@ -254,6 +285,16 @@ variable "log_retention_days" {
   validation {
     condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
     error_message = "log_retention_days: one of CloudWatch's retention values (1, 3, 5, 7, 14, 30, 60, 90, ..., 365, ...)."
+  }
+}
+
+variable "lake_retention_days" {
+  description = "Days of history the MarketFeed's lake keeps under lake/ in the checkpoint bucket (0: keep all). The bucket's lifecycle rule deletes older objects; the MarketFeed's spec.lake.retentionDays gets the same value."
+  type        = number
+  default     = 7
+  validation {
+    condition     = var.lake_retention_days >= 0 && var.lake_retention_days <= 3650 && floor(var.lake_retention_days) == var.lake_retention_days
+    error_message = "lake_retention_days: whole days from 0 (keep all) to 3650."
   }
 }
 

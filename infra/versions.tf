@@ -12,5 +12,9 @@ terraform {
       source  = "hashicorp/helm"
       version = "3.1.2"
     }
+    kubernetes = {
+      source  = "hashicorp/kubernetes"
+      version = "2.38.0"
+    }
   }
 }

@@ -17,6 +17,7 @@ cluster-deps:
 	[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins); \
 	command -v iptables >/dev/null || missing+=(iptables); \
 	command -v conntrack >/dev/null || missing+=(conntrack); \
+	command -v ipset >/dev/null || missing+=(ipset); \
 	command -v nft >/dev/null || missing+=(nftables); \
 	command -v nsenter >/dev/null || missing+=(util-linux); \
 	command -v ip >/dev/null || missing+=(iproute2); \

@@ -54,7 +54,10 @@ def template_text(
     release: str = "qc",
     namespace: str = "quantcore",
     include_crds: bool = False,
+    kubeconfig: Path | None = None,
 ) -> str:
+    """`helm template`'s output; with `kubeconfig`, rendered against that cluster (its lookups
+    answered, as at install time)."""
     # A helm built by `go install` carries no default Kubernetes version stamp: render for the
     # release the test ground runs, which the chart's kubeVersion accepts.
     args = [
@@ -69,6 +72,8 @@ def template_text(
     ]
     if include_crds:
         args.append("--include-crds")
+    if kubeconfig is not None:
+        args += ["--dry-run=server", "--kubeconfig", str(kubeconfig)]
     return run_helm(*args).stdout
 
 

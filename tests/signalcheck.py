@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -48,9 +50,11 @@ def book_records(
     wanted: set[tuple[str, int]],
     topic: str = events.BOOK_TOPIC,
     timeout: float = 120.0,
+    kafka: Mapping[str, Any] | None = None,
 ) -> dict[tuple[str, int], events.BookRecord]:
-    """The records of `topic` whose (symbol, sequence) is in `wanted`, read from the start."""
-    found = _records(bootstrap, wanted, topic, events.BookRecord, timeout)
+    """The records of `topic` whose (symbol, sequence) is in `wanted`, read from the start
+    (`kafka`: the client's credentials)."""
+    found = _records(bootstrap, wanted, topic, events.BookRecord, timeout, kafka)
     return {k: v for k, v in found.items() if isinstance(v, events.BookRecord)}
 
 
@@ -59,8 +63,9 @@ def flow_records(
     wanted: set[tuple[str, int]],
     topic: str = events.FLOW_TOPIC,
     timeout: float = 120.0,
+    kafka: Mapping[str, Any] | None = None,
 ) -> dict[tuple[str, int], events.TradeFlowRecord]:
-    found = _records(bootstrap, wanted, topic, events.TradeFlowRecord, timeout)
+    found = _records(bootstrap, wanted, topic, events.TradeFlowRecord, timeout, kafka)
     return {k: v for k, v in found.items() if isinstance(v, events.TradeFlowRecord)}
 
 
@@ -70,11 +75,13 @@ def _records(
     topic: str,
     model: type[events.BookRecord] | type[events.TradeFlowRecord],
     timeout: float,
+    kafka: Mapping[str, Any] | None = None,
 ) -> dict[tuple[str, int], events.BookRecord | events.TradeFlowRecord]:
     from confluent_kafka import Consumer
 
     consumer = Consumer(
         {
+            **(kafka or {}),  # credentials: the broker is SASL_SSL unless insecure
             "bootstrap.servers": bootstrap,
             "group.id": f"e2e-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
@@ -101,9 +108,11 @@ def _records(
     return found
 
 
-def assert_served_values_match(books: list[signals_pb2.SignalUpdate], bootstrap: str) -> None:
+def assert_served_values_match(
+    books: list[signals_pb2.SignalUpdate], bootstrap: str, kafka: Mapping[str, Any] | None = None
+) -> None:
     """Every served book update equals the reference computed from its own Kafka record."""
-    records = book_records(bootstrap, {(u.symbol, u.sequence) for u in books})
+    records = book_records(bootstrap, {(u.symbol, u.sequence) for u in books}, kafka=kafka)
     missing = {(u.symbol, u.sequence) for u in books} - set(records)
     assert not missing, f"updates with no book record of that sequence: {sorted(missing)[:5]}"
     for u in books:
@@ -115,9 +124,11 @@ def assert_served_values_match(books: list[signals_pb2.SignalUpdate], bootstrap:
             )
 
 
-def assert_served_flow_matches(flows: list[signals_pb2.SignalUpdate], bootstrap: str) -> None:
+def assert_served_flow_matches(
+    flows: list[signals_pb2.SignalUpdate], bootstrap: str, kafka: Mapping[str, Any] | None = None
+) -> None:
     """Every served trade-flow update equals the reference computed from its own flow record."""
-    records = flow_records(bootstrap, {(u.symbol, u.sequence) for u in flows})
+    records = flow_records(bootstrap, {(u.symbol, u.sequence) for u in flows}, kafka=kafka)
     missing = {(u.symbol, u.sequence) for u in flows} - set(records)
     assert not missing, f"updates with no flow record of that sequence: {sorted(missing)[:5]}"
     for u in flows:

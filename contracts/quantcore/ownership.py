@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 MARKER = ".quantcore-owned"
@@ -70,8 +71,9 @@ def claim(directory: Path, option: str) -> Path:
     return directory
 
 
-def clear(directory: Path) -> None:
-    """Delete everything in a directory of ours except the marker.
+def clear(directory: Path, keep: Collection[str] = ()) -> None:
+    """Delete everything in a directory of ours except the marker and the entries named in
+    `keep` (state a command reuses across runs, such as certificates).
 
     Links are removed, never followed: what they point at outside stays untouched.
     """
@@ -79,7 +81,7 @@ def clear(directory: Path) -> None:
         raise NotOurs(directory, f"it holds no {MARKER} file", "Nothing of quantcore's is in it.")
     with os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name == MARKER:
+            if entry.name == MARKER or entry.name in keep:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)  # removes links inside without following them
@@ -94,10 +96,11 @@ def remove(directory: Path) -> None:
     directory.rmdir()
 
 
-def fresh(directory: Path, option: str) -> Path:
-    """`directory` claimed and emptied: what a command that starts from scratch needs."""
+def fresh(directory: Path, option: str, keep: Collection[str] = ()) -> Path:
+    """`directory` claimed and emptied (but for `keep`): what a command that starts from
+    scratch needs."""
     claim(directory, option)
-    clear(directory)
+    clear(directory, keep)
     return directory
 
 

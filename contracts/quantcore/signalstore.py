@@ -27,6 +27,15 @@ UPDATES_PATTERN = "qc:updates:*"
 MALFORMED_KEY = "qc:stream:malformed"
 
 
+# Set by the relay of each signals topic when it starts rebuilding this Redis's state (see
+# quantcore.stream.rebuild): a Redis without it has lost (or never had) the state.
+RELAY_MARKERS = "qc:stream:relay:*"
+
+
+def relay_marker(topic: str) -> str:
+    return RELAY_MARKERS.replace("*", topic)
+
+
 def state_key(symbol: str) -> str:
     return f"qc:signal:{symbol}"
 
@@ -110,6 +119,14 @@ class SignalWriter:
         for update in updates:
             pipe.evalsha(self._cas.sha, 2, *_keys(update), *_args(update))
         return list(pipe.execute(raise_on_error=False))
+
+    def holds_state_of(self, topic: str) -> bool:
+        """Whether this Redis still holds what the relay of `topic` wrote: its marker is
+        there (a restarted Redis without persistence has lost both)."""
+        return bool(self._client.exists(relay_marker(topic)))
+
+    def mark_state_of(self, topic: str, note: str) -> None:
+        self._client.set(relay_marker(topic), note)
 
     def record_malformed(self, topic: str, partition: int, offset: int) -> None:
         self._client.sadd(MALFORMED_KEY, f"{topic}/{partition}/{offset}")

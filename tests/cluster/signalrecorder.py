@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from quantcore.client.security import ClientCredentials
 from quantcore.client.stream import MarketDataClient, Subscription
 from quantcore.v1 import signals_pb2
 
@@ -33,10 +34,18 @@ class Arrival:
 class SignalRecorder:
     """Subscribes to `target` until close(); `arrivals` grows as updates come in."""
 
-    def __init__(self, target: str, subscription: Subscription | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        subscription: Subscription | None = None,
+        credentials: ClientCredentials | None = None,
+    ) -> None:
         self.target = target
+        self.credentials = credentials or ClientCredentials()
         self.arrivals: list[Arrival] = []
-        self._client = MarketDataClient(target, subscription or Subscription())
+        self._client = MarketDataClient(
+            target, subscription or Subscription(), credentials=self.credentials
+        )
         self._loop = asyncio.new_event_loop()
         self._task: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)

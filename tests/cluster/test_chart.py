@@ -23,6 +23,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from quantcore.devservices.kafka import KafkaBroker
+from quantcore.kafkaauth import KafkaAuth
 from quantcore.operator import api, planner
 from tests.chart import CHART, ROOT, of_kind, pod_specs, render, run_helm, set_args
 from tests.fixtures.cluster import api_client
@@ -127,10 +129,14 @@ def service_account_kubeconfig(
 
 
 @contextmanager
-def operator_process(sa_kubeconfig: Path, namespace: str, log: Path) -> Iterator[Callable[[], str]]:
-    """`quantcore operator` as a local process with the given credentials; yields a function
-    that returns its log so far."""
+def operator_process(
+    sa_kubeconfig: Path, namespace: str, log: Path, kafka_auth: KafkaAuth
+) -> Iterator[Callable[[], str]]:
+    """`quantcore operator` as a local process with the given credentials (Kubernetes: the
+    kubeconfig; Kafka: its own user, as the chart's operator.kafka gives it); yields a
+    function that returns its log so far."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update(kafka_auth.env())
     with log.open("w") as out:
         proc = subprocess.Popen(
             [
@@ -251,6 +257,15 @@ def test_rendered_chart_passes_server_side_dry_run(kubeconfig: Path, namespace: 
                 feeds, body=broken, namespace=namespace, field_manager="t", dry_run="All"
             )
         assert refused.value.status == 422
+        # Secure by default: a MarketFeed that names no TLS Secret and does not say
+        # `serving.insecure: true` is refused, with what to do.
+        unsecured = {**feed, "spec": {k: v for k, v in feed["spec"].items() if k != "serving"}}
+        with pytest.raises(ApiException) as refused:
+            dyn.server_side_apply(
+                feeds, body=unsecured, namespace=namespace, field_manager="t", dry_run="All"
+            )
+        assert refused.value.status == 422
+        assert "serving is secure by default" in str(refused.value.body)
         # Nothing was created by the dry runs.
         assert not client.AppsV1Api(admin).list_namespaced_deployment(namespace).items
 
@@ -265,7 +280,16 @@ def install_and_reconcile_values(namespace: str, kafka: str) -> dict[str, Any]:
             "sampleMarketFeed.enabled": True,
             "sampleMarketFeed.spec": {
                 "symbols": ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
-                "kafka": {"bootstrap": kafka, "partitions": 3},
+                "kafka": {
+                    "bootstrap": kafka,
+                    "partitions": 3,
+                    # The pods never start here; the operator uses its own user.
+                    "credentials": {
+                        "feedSecretName": "sample-kafka-feed",
+                        "streamSecretName": "sample-kafka-stream",
+                    },
+                    "caSecretName": "sample-kafka-ca",
+                },
                 "sharding": {"symbolsPerShard": 2},
                 "streams": {"trades": True},
                 "spark": {"executor": {"cores": 2}},
@@ -307,7 +331,11 @@ def missing_children(dyn: DynamicClient, namespace: str, feed: str) -> list[str]
 
 
 def test_operator_reconciles_with_the_charts_service_account(
-    kubeconfig: Path, namespace: str, kafka_bootstrap: str, tmp_path: Path
+    kubeconfig: Path,
+    namespace: str,
+    kafka_bootstrap: str,
+    kafka_service: KafkaBroker,
+    tmp_path: Path,
 ) -> None:
     values = install_and_reconcile_values(namespace, kafka_bootstrap)
     with installed(kubeconfig, namespace, values) as release, api_client(kubeconfig) as admin:
@@ -318,12 +346,18 @@ def test_operator_reconciles_with_the_charts_service_account(
         # Least privilege, as the API server's authorizer sees it.
         assert can(authz, user, "patch", "apps", "deployments", namespace)
         assert not can(authz, user, "get", "", "secrets", namespace)
+        # The managed Redis's passwords: created once, never read.
+        assert can(authz, user, "create", "", "secrets", namespace)
+        assert not can(authz, user, "patch", "", "secrets", namespace)
+        assert not can(authz, user, "list", "", "secrets", namespace)
         assert not can(authz, user, "create", "", "pods", namespace)
         assert not can(authz, user, "patch", "apps", "deployments", "kube-system")
 
         sa_config = service_account_kubeconfig(kubeconfig, namespace, account, tmp_path)
         feed_name = "sample"
-        with operator_process(sa_config, namespace, tmp_path / "operator.log") as log:
+        with operator_process(
+            sa_config, namespace, tmp_path / "operator.log", kafka_service.auth("operator")
+        ) as log:
 
             def converged() -> bool:
                 # Every child exists (each server-side applied with the chart's token) and the
@@ -354,10 +388,21 @@ def test_operator_reconciles_with_the_charts_service_account(
             assert feed["status"]["shards"] == 2
             assert feed["status"]["symbols"] == 3
             assert "forbidden" not in log().lower(), log()[-4000:]
+            # The operator made the Redis passwords Secret, owned by the MarketFeed.
+            secret: Any = client.CoreV1Api(admin).read_namespaced_secret(
+                f"{feed_name}-redis-credentials", namespace
+            )
+            assert set(secret.data) == {"relay-password", "serve-password"}
+            (owner,) = secret.metadata.owner_references
+            assert (owner.kind, owner.name) == ("MarketFeed", feed_name)
 
 
 def test_a_missing_verb_fails_loudly(
-    kubeconfig: Path, namespace: str, kafka_bootstrap: str, tmp_path: Path
+    kubeconfig: Path,
+    namespace: str,
+    kafka_bootstrap: str,
+    kafka_service: KafkaBroker,
+    tmp_path: Path,
 ) -> None:
     values = install_and_reconcile_values(namespace, kafka_bootstrap)
     with installed(kubeconfig, namespace, values) as release, api_client(kubeconfig) as admin:
@@ -373,7 +418,9 @@ def test_a_missing_verb_fails_loudly(
 
         account = f"{release}{SERVICE_ACCOUNT_SUFFIX}"
         sa_config = service_account_kubeconfig(kubeconfig, namespace, account, tmp_path)
-        with operator_process(sa_config, namespace, tmp_path / "operator.log") as log:
+        with operator_process(
+            sa_config, namespace, tmp_path / "operator.log", kafka_service.auth("operator")
+        ) as log:
             core = client.CoreV1Api(admin)
 
             def forbidden_event() -> list[Any]:

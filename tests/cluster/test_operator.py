@@ -7,193 +7,63 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
-from quantcore.devservices.process import ChildProcess
-from quantcore.devservices.programs import quantcore_argv
-from quantcore.operator import planner, rbac, topics
+from quantcore.devservices.kafka import KafkaBroker
+from quantcore.operator import planner, topics
 from quantcore.operator.api import MarketFeedSpec
 from quantcore.operator.applier import Kube
-from quantcore.routing import CONFIGMAP_KEY, RoutingTable
+from tests.cluster.marketfeeds import (
+    CRD,
+    FEED,
+    SYMBOLS,
+    OperatorProcess,
+    apply,
+    children,
+    converged,
+    expected_names,
+    feed_object,
+    feed_topics,
+    kubectl,
+    manifest,
+    routing,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).parents[2]
-CRD = ROOT / "crds" / "marketfeed.yaml"
-SYMBOLS = [f"A{i:03d}USDT" for i in range(120)]
-FEED = "mf"
-T = TypeVar("T")
-
-
-def kubectl(
-    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=check,
-        timeout=60,
-    )
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def crd_installed(kubeconfig: Path) -> Path:
-    kubectl(
-        kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=quantcore-tests",
-        "-f",
-        str(CRD),
-    )
-    kubectl(
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/marketfeeds.quantcore.io",
-    )
-    return kubeconfig
-
 
 @pytest.fixture
-def kube(crd_installed: Path) -> Iterator[Kube]:
-    k = Kube(str(crd_installed))
-    yield k
-    k.close()
-
-
-class OperatorProcess(ChildProcess):
-    """`quantcore operator` as a subprocess watching one namespace."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
-        # No shard pod runs here to report /live: a moving symbol is let go after 5 s.
-        args = ["operator", "--kubeconfig", str(kubeconfig), "--namespace", namespace]
-        args += ["--handover-timeout", "5"]
-        super().__init__("operator", quantcore_argv(*args), log, cwd=ROOT)
-
-
-@pytest.fixture
-def operator(crd_installed: Path, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(crd_installed, namespace, tmp_path / "operator.log")
+def operator(
+    crd_installed: Path, namespace: str, kafka_service: KafkaBroker, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    # The feed's users' ACLs, as a Kafka administrator grants them for a new MarketFeed.
+    kafka_service.grant(feed_topics(namespace))
+    op = OperatorProcess(
+        crd_installed,
+        namespace,
+        tmp_path / "operator.log",
+        kafka_auth=kafka_service.auth("operator"),
+    )
     op.start()
     yield op
     op.stop(timeout=10)
     sys.stderr.write(f"--- operator log tail ---\n{op.tail()}\n")
 
 
-def manifest(namespace: str, bootstrap: str, symbols: list[str], **spec: Any) -> dict[str, Any]:
-    prefix = f"{namespace}"
-    body: dict[str, Any] = {
-        "image": "ghcr.io/quantcore/quantcore:0.1.0",
-        "symbols": symbols,
-        "sharding": {"symbolsPerShard": 10},
-        "kafka": {
-            "bootstrap": bootstrap,
-            "partitions": 8,
-            "topics": {
-                "raw": f"{prefix}.raw",
-                "book": f"{prefix}.book",
-                "trades": f"{prefix}.trades",
-                "quarantine": f"{prefix}.quarantine",
-            },
-        },
-        "spark": {"image": "ghcr.io/quantcore/quantcore-spark:0.1.0"},
-        "serving": {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}},
-        "monitoring": {"serviceMonitor": True},
-    }
-    for key, value in spec.items():
-        body[key] = value if not isinstance(value, dict) else {**body.get(key, {}), **value}
-    return {
-        "apiVersion": "quantcore.io/v1alpha1",
-        "kind": "MarketFeed",
-        "metadata": {"name": FEED, "namespace": namespace},
-        "spec": body,
-    }
-
-
-def apply(kubeconfig: Path, doc: dict[str, Any]) -> None:
-    kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(doc))
-
-
-def feed_object(kube: Kube, namespace: str) -> dict[str, Any] | None:
-    return kube.request(
-        "GET", f"/apis/quantcore.io/v1alpha1/namespaces/{namespace}/marketfeeds/{FEED}"
-    )
-
-
-def converged(kube: Kube, namespace: str, symbols: int) -> Callable[[], dict[str, Any] | None]:
-    """Probe: the MarketFeed's status reflects its current generation and symbol count."""
-
-    def probe() -> dict[str, Any] | None:
-        obj = feed_object(kube, namespace)
-        st = (obj or {}).get("status") or {}
-        gen = (obj or {}).get("metadata", {}).get("generation")
-        if st.get("observedGeneration") == gen and st.get("symbols") == symbols:
-            return obj
-        return None
-
-    return probe
-
-
-def children(kube: Kube, namespace: str) -> dict[str, dict[str, Any]]:
-    out = {}
-    for resource in rbac.CHILDREN:
-        listing = kube.request(
-            "GET",
-            resource.path(namespace),
-            query=[("labelSelector", f"{planner.FEED_LABEL}={FEED}")],
-        )
-        for item in (listing or {}).get("items", []):
-            out[f"{resource.kind}/{item['metadata']['name']}"] = item
-    return out
-
-
-def expected_names(doc: dict[str, Any], namespace: str, table: RoutingTable) -> set[str]:
-    from quantcore.operator.api import MarketFeed
-
-    feed = MarketFeed(
-        name=FEED,
-        namespace=namespace,
-        uid="x",
-        generation=1,
-        spec=MarketFeedSpec.model_validate(doc["spec"]),
-    )
-    return set(planner.plan(feed, table, list(table.symbols)).names())
-
-
-def routing(kube: Kube, namespace: str) -> RoutingTable:
-    cm = kube.request(
-        "GET", f"/api/v1/namespaces/{namespace}/configmaps/{planner.routing_configmap_name(FEED)}"
-    )
-    assert cm is not None
-    return RoutingTable.from_json(cm["data"][CONFIGMAP_KEY])
-
-
 def test_apply_creates_every_child_and_the_topics(
-    kube: Kube, operator: OperatorProcess, namespace: str, kafka_bootstrap: str, crd_installed: Path
+    kube: Kube,
+    operator: OperatorProcess,
+    namespace: str,
+    kafka_bootstrap: str,
+    kafka_service: KafkaBroker,
+    crd_installed: Path,
 ) -> None:
     doc = manifest(namespace, kafka_bootstrap, SYMBOLS[:30])
     apply(crd_installed, doc)
@@ -208,6 +78,25 @@ def test_apply_creates_every_child_and_the_topics(
         "ServiceMonitor/mf",
         "HorizontalPodAutoscaler/mf-serve",
     } <= want
+    # The serving pods mount their Secrets read-only (their own TLS and tokens, and the
+    # managed Redis's CA) and are told to use them; the kubelet probes readiness on the
+    # plaintext health-only port.
+    serve = found[f"Deployment/{planner.serve_name(FEED)}"]["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in serve["volumes"] if "secret" in v}
+    assert secrets == {
+        "tls": "mf-serving-tls",
+        "tokens": "mf-serving-tokens",
+        "redis-ca": f"{FEED}-redis-tls",
+    }
+    container = serve["containers"][0]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert all(mounts[name]["readOnly"] for name in secrets)
+    args = container["args"]
+    assert args[args.index("--tls-dir") + 1] == mounts["tls"]["mountPath"]
+    assert args[args.index("--tls-client-auth") + 1] == "require"
+    assert args[args.index("--tokens") + 1].startswith(mounts["tokens"]["mountPath"])
+    # (The API server fills in the probe's defaults: service "", periods, thresholds.)
+    assert container["readinessProbe"]["grpc"] == {"port": 50052, "service": ""}
     uid = obj["metadata"]["uid"]
     for name, child in found.items():
         refs = child["metadata"]["ownerReferences"]
@@ -242,7 +131,8 @@ def test_apply_creates_every_child_and_the_topics(
     assert row[:5] == [FEED, "False", "30", "3", "8"]
     # The topics exist in real Kafka with the table's partition count.
     spec = MarketFeedSpec.model_validate(doc["spec"])
-    assert topics.existing_partitions(spec) == dict.fromkeys(topics.topic_names(spec), 8)
+    admin = kafka_service.auth("admin")
+    assert topics.existing_partitions(spec, admin) == dict.fromkeys(topics.topic_names(spec), 8)
 
 
 def test_reshard_30_100_20_touches_only_changed_shards(
@@ -332,9 +222,11 @@ def test_delete_collects_children_and_honours_topic_policy(
     operator: OperatorProcess,
     namespace: str,
     kafka_bootstrap: str,
+    kafka_service: KafkaBroker,
     crd_installed: Path,
     policy: str,
 ) -> None:
+    admin = kafka_service.auth("admin")
     doc = manifest(namespace, kafka_bootstrap, SYMBOLS[:15], kafka={"deletionPolicy": policy})
     apply(crd_installed, doc)
     wait_for("15 symbols", converged(kube, namespace, 15))
@@ -351,10 +243,12 @@ def test_delete_collects_children_and_honours_topic_policy(
     spec = MarketFeedSpec.model_validate(doc["spec"])
     names = topics.topic_names(spec)
     if policy == "Retain":
-        assert topics.existing_partitions(spec) == dict.fromkeys(names, 8)
+        assert topics.existing_partitions(spec, admin) == dict.fromkeys(names, 8)
     else:
         wait_for(
-            "topics deleted", lambda: topics.existing_partitions(spec) == {} or None, timeout=30
+            "topics deleted",
+            lambda: topics.existing_partitions(spec, admin) == {} or None,
+            timeout=30,
         )
 
 
@@ -458,16 +352,73 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "redis.url is required",
     ),
     (
+        "external redis without credentials",
+        lambda s: s.update(redis={"mode": "external", "url": "rediss://r:6379/0"}),
+        "needs redis.credentialsSecretName",
+    ),
+    (
+        "external redis over plaintext",
+        lambda s: s.update(
+            redis={"mode": "external", "url": "redis://r:6379/0", "credentialsSecretName": "u"}
+        ),
+        "must be rediss://",
+    ),
+    (
+        "insecure redis with secrets",
+        lambda s: s.update(redis={"insecure": True, "tlsSecretName": "t"}),
+        "turns TLS and passwords off",
+    ),
+    (
+        "env named QUANTCORE_REDIS_",
+        lambda s: s["spark"].update(env=[{"name": "QUANTCORE_REDIS_PASSWORD", "value": "x"}]),
+        "Redis credentials",
+    ),
+    (
+        "env named QUANTCORE_KAFKA_",
+        lambda s: s["spark"].update(env=[{"name": "QUANTCORE_KAFKA_PASSWORD", "value": "x"}]),
+        "Kafka credentials",
+    ),
+    (
+        "kafka without credentials or insecure",
+        lambda s: (s["kafka"].pop("credentials"), s["kafka"].pop("caSecretName")),
+        "kafka is secure by default",
+    ),
+    (
+        "kafka insecure with credentials",
+        lambda s: s["kafka"].update(insecure=True),
+        "kafka.insecure turns TLS and SASL off",
+    ),
+    (
         "replicas and autoscaling",
-        lambda s: s.update(serving={"replicas": 2, "autoscaling": {}}),
+        lambda s: s["serving"].update(replicas=2, autoscaling={}),
         "not both",
     ),
     (
         "autoscaling min above max",
-        lambda s: s.update(serving={"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+        lambda s: s["serving"].update(autoscaling={"minReplicas": 5, "maxReplicas": 2}),
         "must not exceed maxReplicas",
     ),
-    ("privileged port", lambda s: s.update(serving={"port": 80}), "spec.serving.port"),
+    ("privileged port", lambda s: s["serving"].update(port=80), "spec.serving.port"),
+    (
+        "serving neither TLS nor explicitly insecure",
+        lambda s: s.pop("serving"),
+        "serving is secure by default",
+    ),
+    (
+        "insecure beside TLS",
+        lambda s: s["serving"].update(insecure=True),
+        "serving.insecure: true contradicts serving.tls",
+    ),
+    (
+        "tokens over plaintext",
+        lambda s: s.update(serving={"insecure": True, "auth": {"tokensSecret": "t"}}),
+        "tokens need TLS",
+    ),
+    (
+        "client auth not a choice",
+        lambda s: s["serving"]["tls"].update(clientAuth="optional"),
+        "spec.serving.tls.clientAuth",
+    ),
     ("unknown field", lambda s: s.update(shards=3), 'unknown field "spec.shards"'),
     ("bad image", lambda s: s.update(image="Not An Image"), "spec.image"),
     (

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from quantcore import lake
+from quantcore.client.security import ClientCredentials
 from quantcore.devcluster import cluster, platformdeps
+from quantcore.devservices import certs
 from quantcore.devservices import s3 as devs3
 from quantcore.feed import copies as symbol_copies
 from quantcore.operator import api as mf_api
@@ -34,7 +38,7 @@ from quantcore.operator import planner
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable
 from tests.chart import CHART, ROOT, run_helm, set_args
 from tests.cluster.signalrecorder import SignalRecorder, longest_gap
-from tests.fixtures.cluster import api_client, eventually
+from tests.fixtures.cluster import api_client, eventually, redis_tls_secret
 from tests.signalcheck import assert_served_values_match
 
 pytestmark = pytest.mark.cluster
@@ -143,6 +147,10 @@ def checkpoint_prefix(namespace: str) -> str:
     return f"checkpoints/{namespace}"
 
 
+def lake_prefix(namespace: str) -> str:
+    return f"lake/{namespace}"
+
+
 def marketfeed_manifest(
     namespace: str, pinned: dict[str, str], deps: platformdeps.PlatformDeps, symbols: list[str]
 ) -> Obj:
@@ -156,12 +164,49 @@ def marketfeed_manifest(
     spec["symbols"] = symbols
     # The example's checkpoint path, made this run's own (a reused cluster keeps the bucket).
     spec["spark"]["checkpoint"] = f"s3a://{deps.s3_bucket}/{checkpoint_prefix(namespace)}"
+    # History on the same S3 API (the operator adds the lake's writers to the stream job).
+    spec["lake"] = {"location": f"s3a://{deps.s3_bucket}/{lake_prefix(namespace)}"}
     return body
+
+
+def create_serving_secrets(
+    core: client.CoreV1Api, namespace: str, body: Obj, directory: Path
+) -> ClientCredentials:
+    """The two Secrets the example's `serving` names, in cert-manager's layout (a CA, a
+    server certificate for the Service's names and 127.0.0.1, where the test's port forward
+    ends) and the token file; returns what a client on the host needs."""
+    feed = body["metadata"]["name"]
+    serve = planner.serve_name(feed)
+    serving = body["spec"]["serving"]
+    names = (serve, f"{serve}.{namespace}.svc", "localhost", "127.0.0.1")
+    made, _ = certs.local_credentials(directory, names=names)
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=serving["tls"]["secretName"]),
+            type="kubernetes.io/tls",
+            string_data={
+                "tls.crt": made.server_cert.read_text(),
+                "tls.key": made.server_key.read_text(),
+                "ca.crt": made.ca.read_text(),
+            },
+        ),
+    )
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=serving["auth"]["tokensSecret"]),
+            string_data={"tokens": made.tokens.read_text()},
+        ),
+    )
+    return ClientCredentials(ca=made.ca, token=made.client_token.read_text().strip())
 
 
 @pytest.fixture(scope="module")
 def platform(
-    spark_operator: cluster.Cluster, platform_deps: platformdeps.PlatformDeps
+    spark_operator: cluster.Cluster,
+    platform_deps: platformdeps.PlatformDeps,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Platform]:
     running = spark_operator
     pinned = running.pinned_images()
@@ -178,6 +223,14 @@ def platform(
                 )
             )
         )
+        # The operator's own Kafka user and the broker's CA, as the chart takes them
+        # (operator.kafka), in the release's namespace, made before the install.
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=system)))
+        for secret in (
+            platformdeps.kafka_operator_secret(platform_deps, system, "quantcore-kafka-operator"),
+            platformdeps.kafka_ca_secret(platform_deps, system, "kafka-ca"),
+        ):
+            core.create_namespaced_secret(system, secret)  # type: ignore[arg-type]
         figures: dict[str, Any] = {}
         started = time.monotonic()
         run_helm(
@@ -189,10 +242,18 @@ def platform(
             "--namespace",
             system,
             "--create-namespace",
+            # The README's values for the test ground: its exchange and Kafka are pods, which
+            # the NetworkPolicies (enforced by the node's engine) must name.
+            "--values",
+            str(ROOT / "examples" / "values-local.yaml"),
             *set_args(
                 {
                     "image.digest": pinned[RUNTIME_REF].split("@")[1],
                     "operator.watchNamespaces": [markets],
+                    "operator.kafka": {
+                        "credentialsSecretName": "quantcore-kafka-operator",
+                        "caSecretName": "kafka-ca",
+                    },
                 }
             ),
             "--wait",
@@ -203,6 +264,19 @@ def platform(
 
         body = marketfeed_manifest(markets, pinned, platform_deps, copies(30))
         feed = body["metadata"]["name"]
+        # Redis's certificate, as cert-manager would issue it (the README's step); the
+        # operator makes the passwords Secret itself.
+        core.create_namespaced_secret(markets, redis_tls_secret(feed, markets))  # type: ignore[arg-type]
+        # Kafka's users for the feed's pods and the CA (the README's `kafka-secrets` step),
+        # and the ACLs of the feed's topics (the example keeps the default names).
+        platformdeps.grant_kafka(
+            platform_deps, mf_api.MarketFeedSpec.model_validate(body["spec"]).kafka.topics.names()
+        )
+        for secret in platformdeps.kafka_client_secrets(platform_deps, markets, feed):
+            core.create_namespaced_secret(markets, secret)  # type: ignore[arg-type]
+        credentials = create_serving_secrets(
+            core, markets, body, tmp_path_factory.mktemp("serving-tls")
+        )
         applied = time.monotonic()
         client.CustomObjectsApi(kube).create_namespaced_custom_object(
             mf_api.GROUP, mf_api.VERSION, markets, mf_api.PLURAL, body
@@ -213,7 +287,7 @@ def platform(
         )
         port = next(p.port for p in service.spec.ports if p.name == "grpc")
         local = cluster.forward(running.directory, f"{service.spec.cluster_ip}:{port}", serve)
-        recorder = SignalRecorder(f"127.0.0.1:{local}")
+        recorder = SignalRecorder(f"127.0.0.1:{local}", credentials=credentials)
         platform = Platform(running, platform_deps, kube, markets, feed, recorder, figures)
         try:
             recorder.wait_until(
@@ -310,7 +384,11 @@ def test_served_book_updates_equal_the_reference_at_the_same_sequence(
         key = (arrival.update.symbol, arrival.kind)
         assert arrival.update.sequence > last.get(key, -1), f"{key} went backwards"
         last[key] = arrival.update.sequence
-    assert_served_values_match(books[-300:], platform.deps.kafka_host_bootstrap)
+    assert_served_values_match(
+        books[-300:],
+        platform.deps.kafka_host_bootstrap,
+        platform.deps.kafka_auth("admin").client_config(),
+    )
 
 
 def _reshard(platform: Platform, symbols: list[str], step: str) -> None:
@@ -372,6 +450,74 @@ def _reshard(platform: Platform, symbols: list[str], step: str) -> None:
     for symbol, gap in gaps.items():
         # The replay sends each symbol's depth every 100 ms; a handover may not stop it.
         assert gap < 5.0, f"{symbol} went {gap:.1f}s without an update while it moved ({step})"
+
+
+def _lake_signal_files(platform: Platform) -> dict[str, str]:
+    """The signals table's committed Parquet files on the S3 API (read through the sink's log,
+    as every lake reader does): key -> symbol."""
+    s3 = devs3.client(platform.deps.s3_host_endpoint)
+    bucket = platform.deps.s3_bucket
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{lake_prefix(platform.namespace)}/"
+    )
+    log_keys = [
+        o["Key"]
+        for page in pages
+        for o in page.get("Contents", [])
+        if "/signals/_spark_metadata/" in o["Key"]
+    ]
+    log = {
+        key.rsplit("/", 1)[1]: s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        for key in log_keys
+    }
+    files = {}
+    for uri in lake.committed_files(log):
+        key = uri.split(f"{bucket}/", 1)[1]
+        partition = lake.partition_of(key)
+        if partition is not None:
+            files[key] = partition.symbol
+    return files
+
+
+def test_the_lake_on_the_s3_api_holds_the_book_signals_clients_received(
+    platform: Platform, tmp_path: Path
+) -> None:
+    import duckdb
+
+    symbols = set(platform.marketfeed()["spec"].get("symbols") or [])
+
+    def every_symbol() -> dict[str, str] | None:
+        files = _lake_signal_files(platform)
+        return files if symbols <= set(files.values()) else None
+
+    files = eventually(
+        every_symbol, "the lake's signals of every symbol on the S3 API", timeout=300
+    )
+    assert files is not None
+    # Every row a client received is a row of the lake with the same values; a sample of three
+    # symbols' files is read back from the S3 API.
+    sample = sorted(symbols)[:3]
+    s3 = devs3.client(platform.deps.s3_host_endpoint)
+    rows: list[tuple[str, int, float]] = []
+    for n, (key, symbol) in enumerate(sorted(files.items())):
+        if symbol not in sample:
+            continue
+        local = tmp_path / f"{n}.parquet"
+        s3.download_file(platform.deps.s3_bucket, key, str(local))
+        got = duckdb.sql(f"SELECT sequence, mid FROM read_parquet('{local}')").fetchall()
+        rows += [(symbol, int(seq), float(mid)) for seq, mid in got]
+    keys = [(symbol, seq) for symbol, seq, _ in rows]
+    assert len(keys) == len(set(keys)), "a row is in the lake twice"
+    lake_mid = {(symbol, seq): mid for symbol, seq, mid in rows}
+    received = {
+        (a.update.symbol, a.update.sequence): a.update.book.mid
+        for a in platform.recorder.since(0)
+        if a.update.symbol in sample
+    }
+    both = lake_mid.keys() & received.keys()
+    assert len(both) >= 10, f"only {len(both)} received rows are in the lake yet"
+    assert {k: lake_mid[k] for k in both} == {k: received[k] for k in both}
+    platform.record("lake_rows_compared", len(both))
 
 
 def test_reshard_30_100_20_hands_symbols_over_without_a_gap(platform: Platform) -> None:
@@ -482,9 +628,11 @@ def _list_symbols(platform: Platform) -> list[str]:
 
     from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc
 
-    with grpc.insecure_channel(platform.recorder.target) as channel:
+    creds = platform.recorder.credentials
+    channel_credentials = creds.channel_credentials()
+    with grpc.secure_channel(platform.recorder.target, channel_credentials) as channel:
         reply = marketdata_pb2_grpc.MarketDataStub(channel).ListSymbols(
-            marketdata_pb2.ListSymbolsRequest(), timeout=10
+            marketdata_pb2.ListSymbolsRequest(), timeout=10, metadata=creds.metadata()
         )
     return list(reply.symbols)
 

@@ -1,14 +1,14 @@
 """Observability end to end: `quantcore up --prometheus on` runs the pipeline with a real
 Prometheus (Debian's binary, started by quantcore.devservices.prometheus) scraping every
 process and loading the chart's alert rules. Every panel of every dashboard the chart ships
-must return series from it, and killing a feed shard must make its QuantCoreFeedShardNotLive
-alert pending within the rule's window (read through Prometheus's HTTP API), then clear once
-local mode has restarted the shard.
+must return series from it, but the operator's: `up` runs no operator, so the cluster test
+named in tests.dashboards.PROVEN_ON_A_CLUSTER checks those. Killing a feed shard must make its
+QuantCoreFeedShardNotLive alert pending within the rule's window (read through Prometheus's
+HTTP API), then clear once local mode has restarted the shard.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,24 +19,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 
 from quantcore.devservices.prometheus import alerts, query, targets
+from tests.dashboards import DASHBOARDS, PROVEN_ON_A_CLUSTER, panel_queries, rule, seconds
 from tests.e2e.test_up import Output, alive, descendants, start_up
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARDS = ROOT / "charts" / "quantcore" / "files" / "dashboards"
-RULES = ROOT / "charts" / "quantcore" / "files" / "alerts" / "quantcore-rules.yaml"
 READY = re.compile(r"READY .* grpc (\S+), kafka (\S+), redis (\S+), prometheus (\S+)")
 # Short, so the test's waits are short: Prometheus scrapes and evaluates the rules every second.
 INTERVAL = "1s"
-# Panels use Grafana's $__rate_interval; at a 1 s scrape, 30 s is well over four scrapes.
-RATE_WINDOW = "30s"
-# Dashboards of processes that `quantcore up` does not run (the operator needs a cluster):
-# their queries must parse, their series come from a cluster.
-NOT_IN_LOCAL_MODE = {"operator.json"}
 
 T = TypeVar("T")
 
@@ -51,26 +43,6 @@ def eventually(probe: Callable[[], T | None], what: str, timeout: float) -> T:
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout:.0f}s")
         time.sleep(0.5)
-
-
-def panel_queries(path: Path) -> list[tuple[str, str]]:
-    """(panel title, PromQL) of every query of every panel of one dashboard file."""
-    doc = json.loads(path.read_text())
-    return [
-        (panel["title"], target["expr"].replace("$__rate_interval", RATE_WINDOW))
-        for panel in doc["panels"]
-        for target in panel.get("targets", [])
-    ]
-
-
-def rule(name: str) -> dict[str, Any]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return next(r for g in groups for r in g["rules"] if r.get("alert") == name)
-
-
-def seconds(duration: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600}
-    return float(duration[:-1]) * units[duration[-1]]
 
 
 class Up:
@@ -103,7 +75,7 @@ def test_every_dashboard_panel_returns_series(pipeline: Up) -> None:
     wanted = [
         (f.name, title, expr)
         for f in files
-        if f.name not in NOT_IN_LOCAL_MODE
+        if f.name not in PROVEN_ON_A_CLUSTER
         for title, expr in panel_queries(f)
     ]
     missing = list(wanted)
@@ -124,8 +96,10 @@ def test_every_dashboard_panel_returns_series(pipeline: Up) -> None:
     print(
         f"{len(wanted)} panel queries all returned series {time.monotonic() - started:.0f}s after READY"
     )
-    # The rest must at least be queries Prometheus accepts (query raises otherwise).
-    for name in NOT_IN_LOCAL_MODE:
+    # `up` runs no operator: its dashboard's series are checked by the cluster test named in
+    # PROVEN_ON_A_CLUSTER; here its queries must at least be ones Prometheus accepts (query
+    # raises otherwise).
+    for name in PROVEN_ON_A_CLUSTER:
         for _, expr in panel_queries(DASHBOARDS / name):
             query(pipeline.prometheus, expr)
 

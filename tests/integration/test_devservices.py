@@ -50,13 +50,33 @@ def test_broken_redis_config_fails_with_the_log_tail(tmp_path: Path) -> None:
     assert "no-such-policy" in message
 
 
-def test_redis_round_trip_and_stop_frees_the_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("insecure", [False, True], ids=["tls-and-acl", "insecure"])
+def test_redis_round_trip_and_stop_frees_the_port(tmp_path: Path, insecure: bool) -> None:
     import redis
 
-    with RedisServer(tmp_path, port=free_port()) as url:
+    port = free_port()
+    server = RedisServer(tmp_path, port=port, insecure=insecure)
+    with server as url:
+        assert server.address == f"{'redis' if insecure else 'rediss'}://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(url, decode_responses=True)
         client.set("k", "v")
         assert client.get("k") == "v"
         client.close()
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
     assert not is_listening(port)
+
+
+def test_a_secured_redis_keeps_its_users_across_a_restart(tmp_path: Path) -> None:
+    import redis
+
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        before = server.auth("serve")
+        server.stop()
+        server.start()
+        assert server.auth("serve") == before  # same password, same CA
+        client = redis.Redis.from_url(server.url_for("serve"))
+        assert client.ping()
+        client.close()
+    finally:
+        server.stop()

@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 import pytest
 
+from quantcore.devservices.kafka import KafkaBroker
 from quantcore.devservices.programs import ReplayProcess, ShardProcess, create_topics
+from quantcore.events import Topics
 from quantcore.operator import handover, shardlive
 from quantcore.operator.planner import sample_feed, shard_table
 from quantcore.routing import Route, RoutingTable
@@ -79,10 +81,14 @@ def missing_updates(records: list[tuple[int, dict[str, Any]]], start_ms: int, en
 
 
 def test_a_symbol_handed_over_between_shards_never_stops_arriving(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_service: KafkaBroker, tmp_path: Path
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    names = create_topics(kafka_bootstrap, prefix, PARTITIONS)
+    kafka_service.grant(Topics.with_prefix(prefix))
+    names = create_topics(
+        kafka_service.bootstrap, prefix, PARTITIONS, kafka_service.auth("operator")
+    )
+    feed = kafka_service.auth("feed")
     files = [tmp_path / "routing-0.json", tmp_path / "routing-1.json"]
     start = table(btc_shard=0)
     for i, path in enumerate(files):
@@ -91,12 +97,12 @@ def test_a_symbol_handed_over_between_shards_never_stops_arriving(
     with (
         ReplayProcess([BTC, ETH], tmp_path, speed=1, loop=True) as replay,
         ShardProcess(
-            routing=files[0], shard=0, kafka=kafka_bootstrap, ws_url=replay.ws_url,
-            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix,
+            routing=files[0], shard=0, kafka=kafka_service.bootstrap, ws_url=replay.ws_url,
+            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix, kafka_auth=feed,
         ) as a,
         ShardProcess(
-            routing=files[1], shard=1, kafka=kafka_bootstrap, ws_url=replay.ws_url,
-            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix,
+            routing=files[1], shard=1, kafka=kafka_service.bootstrap, ws_url=replay.ws_url,
+            rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix, kafka_auth=feed,
         ) as b,
     ):  # fmt: skip
         shards = [a, b]
@@ -147,7 +153,7 @@ def test_a_symbol_handed_over_between_shards_never_stops_arriving(
     assert all(h["delivery_failed"] == 0 for h in health)
     records = [
         (m.timestamp()[1], orjson.loads(m.value()))
-        for m in consume(kafka_bootstrap, names["book"], idle=3)
+        for m in consume(kafka_service, names["book"], idle=3)
         if m.key() == MOVING.encode()
     ]
     ms = {k: int(v * 1000) for k, v in marks.items()}

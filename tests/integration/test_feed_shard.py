@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
+from quantcore.devservices.kafka import KafkaBroker
 from quantcore.devservices.programs import ReplayProcess, ShardProcess, create_topics
-from quantcore.events import BookRecord, QuarantineRecord, TradeFlowRecord, TradeRecord
+from quantcore.events import BookRecord, QuarantineRecord, Topics, TradeFlowRecord, TradeRecord
 from quantcore.feed.tradeflow import LONGEST_MS, WINDOWS_MS
 from quantcore.routing import Route, RoutingTable
 from tests.unit.feed.reference import BTC, ETH, reference_books
@@ -47,7 +48,7 @@ def write_routing(path: Path, symbols: dict[str, int], version: int) -> None:
 @contextlib.contextmanager
 def shard_on_replay(
     tmp_path: Path,
-    kafka: str,
+    kafka: KafkaBroker,
     prefix: str,
     recordings: list[Path],
     symbols: dict[str, int],
@@ -62,8 +63,9 @@ def shard_on_replay(
     with (
         ReplayProcess(recordings, tmp_path, speed=speed) as replay,
         ShardProcess(
-            routing=routing, shard=0, kafka=kafka, ws_url=replay.ws_url,
+            routing=routing, shard=0, kafka=kafka.bootstrap, ws_url=replay.ws_url,
             rest_url=replay.rest_url, workdir=tmp_path, topic_prefix=prefix, extra=extra,
+            kafka_auth=kafka.auth("feed"),  # the feed user alone, as in every deployment
         ) as shard,
     ):  # fmt: skip
         yield replay, shard, routing
@@ -91,13 +93,15 @@ def acknowledged(shard: ShardProcess) -> bool:
     return bool(health["delivered"] == health["produced"])
 
 
-def consume(bootstrap: str, topic: str, expect: int | None = None, idle: float = 5.0) -> list[Any]:
+def consume(
+    kafka: KafkaBroker, topic: str, expect: int | None = None, idle: float = 5.0
+) -> list[Any]:
     """Every message of `topic` from the beginning (until `expect` seen, or `idle` s of silence)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka.client_config("admin"),
             "group.id": f"t-{uuid.uuid4()}",
             "enable.auto.commit": False,
         }
@@ -120,10 +124,10 @@ def consume(bootstrap: str, topic: str, expect: int | None = None, idle: float =
 class FlowFollower:
     """Reads a flow topic as it grows (for waiting on a condition over its records)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, kafka: KafkaBroker, topic: str) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}"})
+        self._consumer = Consumer({**kafka.client_config("admin"), "group.id": f"t-{uuid.uuid4()}"})
         self._consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
         self.records: list[TradeFlowRecord] = []
 
@@ -187,16 +191,20 @@ def references() -> dict[str, dict[int, tuple[list, list]]]:
 
 
 @pytest.fixture
-def topics(kafka_bootstrap: str) -> tuple[str, dict[str, str]]:
+def topics(kafka_service: KafkaBroker) -> tuple[str, dict[str, str]]:
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    return prefix, create_topics(kafka_bootstrap, prefix, PARTITIONS)
+    kafka_service.grant(Topics.with_prefix(prefix))  # the feed's users' ACLs, then its topics
+    names = create_topics(
+        kafka_service.bootstrap, prefix, PARTITIONS, kafka_service.auth("operator")
+    )
+    return prefix, names
 
 
 def test_recordings_through_the_shard_into_kafka(
-    kafka_bootstrap: str, topics: tuple[str, dict[str, str]], tmp_path: Path, references: dict
+    kafka_service: KafkaBroker, topics: tuple[str, dict[str, str]], tmp_path: Path, references: dict
 ) -> None:
     prefix, names = topics
-    with shard_on_replay(tmp_path, kafka_bootstrap, prefix, [BTC, ETH], ROUTES, speed=20) as (
+    with shard_on_replay(tmp_path, kafka_service, prefix, [BTC, ETH], ROUTES, speed=20) as (
         replay,
         shard,
         _routing,
@@ -210,7 +218,7 @@ def test_recordings_through_the_shard_into_kafka(
         wait_for("both books to apply every diff", synced)
         # No trade after the recording's end: the windows still roll off, by decay ticks on the
         # exchange clock, down to a last record of zeros for each symbol.
-        flow_topic = FlowFollower(kafka_bootstrap, names["flow"])
+        flow_topic = FlowFollower(kafka_service, names["flow"])
         wait_for("trade flow to decay to zero", lambda: flow_topic.decayed(set(ROUTES)), 120)
         wait_for("every record acknowledged", lambda: acknowledged(shard))
         health = shard.health()
@@ -223,25 +231,25 @@ def test_recordings_through_the_shard_into_kafka(
     assert health["delivery_failed"] == 0
     assert 'quantcore_feed_book_applied_total{symbol="BTCUSDT"} 3449.0' in metrics
 
-    books = books_by_symbol(consume(kafka_bootstrap, names["book"], expect=3449 + 3432))
+    books = books_by_symbol(consume(kafka_service, names["book"], expect=3449 + 3432))
     assert len(books["BTCUSDT"]) == 3449
     assert len(books["ETHUSDT"]) == 3432
     for symbol, records in books.items():
         assert [b["seq"] for b in records] == list(references[symbol])
         assert_books_match_reference(records, references[symbol])
         BookRecord.model_validate(records[-1])
-    trades = consume(kafka_bootstrap, names["trades"], expect=9757 + 6106)
+    trades = consume(kafka_service, names["trades"], expect=9757 + 6106)
     assert len(trades) == 9757 + 6106
     TradeRecord.model_validate_json(trades[0].value())
     # The raw topic is the log of record: every frame and the snapshots, per symbol partition.
-    raw = consume(kafka_bootstrap, names["raw"], expect=41249 + 33618)
+    raw = consume(kafka_service, names["raw"], expect=41249 + 33618)
     assert len(raw) == 41249 + 33618
     with gzip.open(BTC, "rb") as fh:
         recorded = {line.split(b" ", 1)[1].rstrip(b"\n") for line in fh}
     shipped = {m.value().split(b" ", 1)[1] for m in raw if m.key() == b"BTCUSDT"}
     assert shipped == recorded
     flows = [TradeFlowRecord.model_validate_json(m.value()) for m in consume(
-        kafka_bootstrap, names["flow"], expect=len(flow_topic.records)
+        kafka_service, names["flow"], expect=len(flow_topic.records)
     )]  # fmt: skip
     assert_flow_is_exact(flows, [TradeRecord.model_validate_json(m.value()) for m in trades])
     assert health["produced"] == len(raw) + len(trades) + 3449 + 3432 + len(flows)
@@ -251,12 +259,12 @@ FAULTS = ["gap", "duplicate", "reorder", "malformed", "disconnect", "stall", "sh
 
 
 def test_fault_switches_resync_without_invalid_books_or_loss(
-    kafka_bootstrap: str, topics: tuple[str, dict[str, str]], tmp_path: Path, references: dict
+    kafka_service: KafkaBroker, topics: tuple[str, dict[str, str]], tmp_path: Path, references: dict
 ) -> None:
     prefix, names = topics
     timings: dict[str, float] = {}
     with shard_on_replay(
-        tmp_path, kafka_bootstrap, prefix, [BTC, ETH], ROUTES, speed=1, extra=WATCHDOG
+        tmp_path, kafka_service, prefix, [BTC, ETH], ROUTES, speed=1, extra=WATCHDOG
     ) as (replay, shard, _routing):
 
         def btc() -> dict[str, Any]:
@@ -315,7 +323,7 @@ def test_fault_switches_resync_without_invalid_books_or_loss(
     assert health["connections"][0]["connects"] >= 3  # disconnect and stall reconnected
 
     # No invalid book was emitted: every book is the true book at its sequence number.
-    book_msgs = consume(kafka_bootstrap, names["book"])
+    book_msgs = consume(kafka_service, names["book"])
     books = books_by_symbol(book_msgs)
     assert_books_match_reference(books["BTCUSDT"], references["BTCUSDT"])
     assert_books_match_reference(books["ETHUSDT"], references["ETHUSDT"])
@@ -327,24 +335,26 @@ def test_fault_switches_resync_without_invalid_books_or_loss(
     assert sum(b["prev_bid_px"] is None for b in books["BTCUSDT"]) == 1 + resyncs
     # Nothing acknowledged was lost: the topics hold exactly what the shard produced.
     total = sum(
-        len(consume(kafka_bootstrap, names[k], idle=3)) for k in ("raw", "trades", "quarantine")
+        len(consume(kafka_service, names[k], idle=3)) for k in ("raw", "trades", "quarantine")
     )
     assert total + len(book_msgs) == health["produced"] == health["delivered"]
     resets = [
         json.loads(m.value().split(b" ", 1)[1])
-        for m in consume(kafka_bootstrap, names["raw"], idle=3)
+        for m in consume(kafka_service, names["raw"], idle=3)
         if b'"quantcore":"reset"' in m.value()
     ]
     assert {r["reason"] for r in resets} >= {"gap", "reconnect"}
 
 
 def test_reassignment_in_place_without_restart_or_gap(
-    kafka_bootstrap: str, topics: tuple[str, dict[str, str]], tmp_path: Path
+    kafka_service: KafkaBroker, topics: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     prefix, names = topics
-    with shard_on_replay(
-        tmp_path, kafka_bootstrap, prefix, [BTC, ETH], {"BTCUSDT": 1}, speed=2
-    ) as (replay, shard, routing):
+    with shard_on_replay(tmp_path, kafka_service, prefix, [BTC, ETH], {"BTCUSDT": 1}, speed=2) as (
+        replay,
+        shard,
+        routing,
+    ):
         pid = shard.pid
 
         def symbols() -> dict[str, Any]:
@@ -372,7 +382,7 @@ def test_reassignment_in_place_without_restart_or_gap(
     assert conn["control_sent"] >= 2  # SUBSCRIBE + UNSUBSCRIBE
     assert health["symbols"]["ETHUSDT"]["gaps"] == 0
     assert health["symbols"]["ETHUSDT"]["resyncs"] == 0
-    books = books_by_symbol(consume(kafka_bootstrap, names["book"]))
+    books = books_by_symbol(consume(kafka_service, names["book"]))
     # The symbols that stayed never skipped an update id across the routing changes.
     for symbol in ("BTCUSDT", "ETHUSDT"):
         records = books[symbol]
@@ -434,14 +444,16 @@ def bad_recording(path: Path) -> list[str]:
 
 
 def test_bad_input_is_quarantined_and_the_shard_keeps_serving(
-    kafka_bootstrap: str, topics: tuple[str, dict[str, str]], tmp_path: Path
+    kafka_service: KafkaBroker, topics: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     prefix, names = topics
     recording = tmp_path / "bad.gz"
     reasons = bad_recording(recording)
-    with shard_on_replay(
-        tmp_path, kafka_bootstrap, prefix, [recording], {"BTCUSDT": 1}, speed=1
-    ) as (replay, shard, _routing):
+    with shard_on_replay(tmp_path, kafka_service, prefix, [recording], {"BTCUSDT": 1}, speed=1) as (
+        replay,
+        shard,
+        _routing,
+    ):
         wait_for("the replay to finish", lambda: replay.status()["finished"])
         wait_for(
             "every good diff applied", lambda: shard.health()["symbols"]["BTCUSDT"]["applied"] >= 60
@@ -457,7 +469,7 @@ def test_bad_input_is_quarantined_and_the_shard_keeps_serving(
     quarantined = sorted(
         (
             QuarantineRecord.model_validate_json(m.value())
-            for m in consume(kafka_bootstrap, names["quarantine"], expect=len(reasons))
+            for m in consume(kafka_service, names["quarantine"], expect=len(reasons))
         ),
         key=lambda r: r.recv_time_ns,
     )
@@ -465,5 +477,96 @@ def test_bad_input_is_quarantined_and_the_shard_keeps_serving(
     for record, reason in zip(quarantined, reasons, strict=True):
         assert record.reason.startswith(reason)
         assert record.frame
-    books = [orjson.loads(m.value()) for m in consume(kafka_bootstrap, names["book"], expect=60)]
+    books = [orjson.loads(m.value()) for m in consume(kafka_service, names["book"], expect=60)]
     assert [b["bid_qty"][0] for b in books] == [float(1 + i) for i in range(60)]
+
+
+def json_log(path: Path) -> list[dict[str, Any]]:
+    """Every line of a process's log as JSON (fails on a line that is not one object)."""
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            pytest.fail(f"{path.name}:{number} is not JSON: {line!r}")
+        assert isinstance(entry, dict), line
+        entries.append(entry)
+    return entries
+
+
+def events(path: Path, event: str, **fields: Any) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in json_log(path)
+        if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+    ]
+
+
+def test_the_shard_logs_json_lines_with_its_context(
+    kafka_service: KafkaBroker,
+    topics: tuple[str, dict[str, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the operator's planner sets in a shard's pod (quantcore.logs), inherited by the
+    # processes started here; the replay logs JSON too.
+    monkeypatch.setenv("QUANTCORE_LOG_FORMAT", "json")
+    monkeypatch.setenv("QUANTCORE_MARKETFEED", "prices")
+    monkeypatch.setenv("QUANTCORE_NAMESPACE", "markets")
+    monkeypatch.setenv("QUANTCORE_POD", "prices-feed-0-abcde")
+    prefix, _names = topics
+    with shard_on_replay(
+        tmp_path, kafka_service, prefix, [BTC, ETH], ROUTES, speed=1, extra=WATCHDOG
+    ) as (replay, shard, _routing):
+        log = shard.log
+        for symbol in ROUTES:
+
+            def synced_once(symbol: str = symbol) -> bool:
+                return bool(events(log, "book_synced", symbol=symbol))
+
+            wait_for(f"{symbol} synced", synced_once)
+        synced = len(events(log, "book_synced", symbol="BTCUSDT"))
+        replay.fault("gap", symbol="BTCUSDT")
+        wait_for(
+            "the gap's resync",
+            lambda: (
+                bool(events(log, "book_reset", symbol="BTCUSDT", reason="gap"))
+                and len(events(log, "book_synced", symbol="BTCUSDT")) > synced
+            ),
+        )
+        replay.fault("disconnect", symbol="BTCUSDT", seconds=1)
+        wait_for("the reconnect", lambda: bool(events(log, "reconnect")))
+        wait_for(
+            "both books reset by the reconnect",
+            lambda: (
+                {e["symbol"] for e in events(log, "book_reset", reason="reconnect")} == set(ROUTES)
+            ),
+        )
+    # Stopped: every line it ever wrote, shutdown included, is one JSON object with context.
+    entries = json_log(log)
+    assert entries
+    for entry in entries:
+        assert {"ts", "level", "logger", "msg"} <= set(entry), entry
+        assert entry["component"] == "feed", entry
+        assert entry["shard"] == 0, entry
+        assert entry["marketfeed"] == "prices", entry
+        assert entry["namespace"] == "markets", entry
+        assert entry["pod"] == "prices-feed-0-abcde", entry
+    (routing,) = [e for e in entries if e.get("event") == "routing"]
+    assert (routing["routing_version"], routing["added"]) == (1, sorted(ROUTES))
+    (gap,) = events(log, "book_reset", reason="gap")
+    assert (gap["level"], gap["symbol"], gap["logger"]) == (
+        "WARNING",
+        "BTCUSDT",
+        "quantcore.feed.normalizer",
+    )
+    reconnect = events(log, "reconnect")[0]
+    assert reconnect["connection"] == "shard0-conn0"
+    assert reconnect["streams"] >= len(ROUTES)
+    synced_entry = events(log, "book_synced", symbol="ETHUSDT")[0]
+    assert isinstance(synced_entry["update_id"], int)
+    # The replay server logs the same way; its one stdout line (the URLs) is not a log record.
+    replay_lines = replay.log.read_text().splitlines()
+    replay_entries = [json.loads(line) for line in replay_lines if not line.startswith("replay ")]
+    assert replay_entries
+    assert {e["component"] for e in replay_entries} == {"replay"}

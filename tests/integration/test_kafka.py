@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
@@ -14,13 +15,16 @@ MESSAGES = 10_000
 KEYS = [f"SYM{i:02d}" for i in range(20)]
 
 
-def test_ten_thousand_messages_round_trip_in_order_per_key(kafka_bootstrap: str) -> None:
+def test_ten_thousand_messages_round_trip_in_order_per_key(
+    kafka_bootstrap: str, kafka_admin: dict[str, Any]
+) -> None:
     topic = "round-trip"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient({**kafka_admin, "bootstrap.servers": kafka_bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=4)])[topic].result(timeout=30)
 
     producer = Producer(
         {
+            **kafka_admin,  # the harness's user over SASL_SSL, as every client
             "bootstrap.servers": kafka_bootstrap,
             "enable.idempotence": True,
             "acks": "all",
@@ -47,6 +51,7 @@ def test_ten_thousand_messages_round_trip_in_order_per_key(kafka_bootstrap: str)
 
     consumer = Consumer(
         {
+            **kafka_admin,  # the harness's user over SASL_SSL, as every client
             "bootstrap.servers": kafka_bootstrap,
             "group.id": "round-trip-check",
             "auto.offset.reset": "earliest",

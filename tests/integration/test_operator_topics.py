@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import pytest
 
+from quantcore.devservices.kafka import KafkaBroker
 from quantcore.operator import topics
 from quantcore.operator.api import MarketFeedSpec
 
@@ -45,6 +46,8 @@ def spec(bootstrap: str, prefix: str, **kafka: object) -> MarketFeedSpec:
                     "book": f"{prefix}.book",
                     "trades": f"{prefix}.trades",
                     "quarantine": f"{prefix}.quarantine",
+                    # Every topic named: a default name would be shared with other tests.
+                    "flow": f"{prefix}.flow",
                 },
                 **kafka,
             },
@@ -52,9 +55,15 @@ def spec(bootstrap: str, prefix: str, **kafka: object) -> MarketFeedSpec:
     )
 
 
-def test_create_grow_refuse_shrink_align_and_delete(kafka_bootstrap: str) -> None:
+def test_create_grow_refuse_shrink_align_and_delete(
+    kafka_service: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    s = spec(kafka_bootstrap, prefix, retentionHours=2)
+    s = spec(kafka_service.bootstrap, prefix, retentionHours=2)
+    kafka_service.grant(s.kafka.topics.names())
+    # The operator's own user from its environment, as the chart hands it over.
+    for key, value in kafka_service.auth("operator").env().items():
+        monkeypatch.setenv(key, value)
     first = topics.ensure(s, 3)
     assert first.ok
     assert settled(s, dict.fromkeys(topics.topic_names(s), 3)) == dict.fromkeys(
@@ -82,7 +91,7 @@ def test_create_grow_refuse_shrink_align_and_delete(kafka_bootstrap: str) -> Non
         ConfigResource,
     )
 
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(kafka_service.client_config("admin"))
     book = s.kafka.topics.book
     drift = ConfigResource(
         ConfigResource.Type.TOPIC,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import socket
 import subprocess
 import sys
@@ -19,8 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quantcore.client.stream import MarketDataClient, Subscription, flatten
 from quantcore.devservices.ports import free_port
-from quantcore.devservices.programs import ServeProcess
+from quantcore.devservices.programs import ServeProcess, child_env
 from quantcore.devservices.redis import RedisServer
+from quantcore.redisacl import SERVE
 from quantcore.serve.server import SERVICE_NAME, MarketDataServer, ServerConfig
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
 from tests.integration.signalsink import SignalSink
@@ -39,7 +39,14 @@ async def sink(redis_server: RedisServer) -> AsyncIterator[SignalSink]:
 
 @pytest.fixture
 async def server(redis_server: RedisServer) -> AsyncIterator[MarketDataServer]:
-    srv = MarketDataServer(ServerConfig(redis_url=redis_server.url, host="127.0.0.1", port=0))
+    srv = MarketDataServer(
+        ServerConfig(
+            redis_url=redis_server.address,
+            redis_auth=redis_server.auth(SERVE),
+            host="127.0.0.1",
+            port=0,
+        )
+    )
     await srv.start()
     async with asyncio.timeout(10):
         await srv.wait_linked()
@@ -219,7 +226,13 @@ async def test_stream_limit_refuses_with_resource_exhausted(
     redis_server: RedisServer, sink: SignalSink
 ) -> None:
     await sink.book("BTCUSDT", 1, 1.0)
-    config = ServerConfig(redis_url=redis_server.url, host="127.0.0.1", port=0, max_streams=2)
+    config = ServerConfig(
+        redis_url=redis_server.address,
+        redis_auth=redis_server.auth(SERVE),
+        host="127.0.0.1",
+        port=0,
+        max_streams=2,
+    )
     srv = MarketDataServer(config)
     await srv.start()
     try:
@@ -249,7 +262,12 @@ def rss_bytes(pid: int) -> int:
 async def serve_process(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[ServeProcess]:
     """`quantcore serve` as a child process, so restarts and memory are the real thing."""
     proc = ServeProcess(
-        redis_server.url, free_port(), tmp_path / "serve.log", "--shutdown-grace", "1"
+        redis_server.address,
+        free_port(),
+        tmp_path / "serve.log",
+        "--shutdown-grace",
+        "1",
+        redis_auth=redis_server.auth(SERVE),
     )
     await asyncio.to_thread(proc.__enter__)
     try:
@@ -409,7 +427,7 @@ def test_serve_command_rejects_a_taken_port(redis_server: RedisServer, tmp_path:
                 "quantcore.cli",
                 "serve",
                 "--redis",
-                redis_server.url,
+                redis_server.address,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -418,7 +436,7 @@ def test_serve_command_rejects_a_taken_port(redis_server: RedisServer, tmp_path:
             capture_output=True,
             text=True,
             timeout=30,
-            env={**os.environ},
+            env=child_env(redis_server.auth(SERVE)),
         )
     assert result.returncode != 0
     assert "quantcore serve:" in result.stderr

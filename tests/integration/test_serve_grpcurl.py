@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from quantcore.devservices.cache import cache_root
 from quantcore.devservices.redis import RedisServer
+from quantcore.redisacl import SERVE
 from quantcore.serve.server import MarketDataServer, ServerConfig
 from tests.integration.signalsink import SignalSink
 
@@ -38,7 +39,14 @@ async def server(redis_server: RedisServer) -> AsyncIterator[MarketDataServer]:
     await sink.book("BTCUSDT", 41, 61_000.5)
     await sink.book("ETHUSDT", 7, 2_600.25)
     await client.aclose()
-    srv = MarketDataServer(ServerConfig(redis_url=redis_server.url, host="127.0.0.1", port=0))
+    srv = MarketDataServer(
+        ServerConfig(
+            redis_url=redis_server.address,
+            redis_auth=redis_server.auth(SERVE),
+            host="127.0.0.1",
+            port=0,
+        )
+    )
     await srv.start()
     async with asyncio.timeout(10):
         await srv.wait_linked()
@@ -72,6 +80,7 @@ async def test_grpcurl_lists_describes_and_calls_through_reflection(
     methods = (await grpcurl("-plaintext", addr, "list", "quantcore.v1.MarketData")).split()
     assert methods == [
         "quantcore.v1.MarketData.GetSnapshot",
+        "quantcore.v1.MarketData.History",
         "quantcore.v1.MarketData.ListSymbols",
         "quantcore.v1.MarketData.Subscribe",
     ]

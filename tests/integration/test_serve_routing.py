@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from quantcore.devservices.ports import free_port
 from quantcore.devservices.programs import ServeProcess
 from quantcore.devservices.redis import RedisServer
+from quantcore.redisacl import RELAY, SERVE
 from quantcore.routing import Route, RoutingTable
 from quantcore.serve.server import SERVICE_NAME, MarketDataServer, ServerConfig
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc
@@ -66,7 +67,8 @@ async def sink(redis_server: RedisServer) -> AsyncIterator[SignalSink]:
 def routed_server(redis_server: RedisServer, routing: Path) -> MarketDataServer:
     return MarketDataServer(
         ServerConfig(
-            redis_url=redis_server.url,
+            redis_url=redis_server.address,
+            redis_auth=redis_server.auth(SERVE),
             host="127.0.0.1",
             port=0,
             routing_path=routing,
@@ -190,13 +192,14 @@ def test_serve_command_answers_metrics_on_its_metrics_port(
     write_table(routing, 7, "BTCUSDT", "ETHUSDT")
     metrics_port = free_port()
     with ServeProcess(
-        redis_server.url,
+        redis_server.address,
         free_port(),
         tmp_path / "serve.log",
         "--metrics-port",
         str(metrics_port),
         "--routing",
         str(routing),
+        redis_auth=redis_server.auth(SERVE),
     ):
         url = f"http://127.0.0.1:{metrics_port}/metrics"
 
@@ -211,16 +214,19 @@ def test_serve_command_answers_metrics_on_its_metrics_port(
                 )
             }
 
-        def routed() -> dict[str, float] | None:
+        # The routing table and the Redis subscription come up independently: wait on both,
+        # since the update written below is only counted once the subscription is live.
+        def ready() -> dict[str, float] | None:
             samples = scrape()
-            return samples if samples.get("quantcore_serve_routing_version") == 7 else None
+            routed = samples.get("quantcore_serve_routing_version") == 7
+            subscribed = samples.get("quantcore_serve_redis_connected") == 1
+            return samples if routed and subscribed else None
 
-        samples = eventually(routed, "the routing version on /metrics")
+        samples = eventually(ready, "the routing version and the Redis link on /metrics")
         assert samples is not None
         assert samples["quantcore_serve_routed_symbols"] == 2
-        assert samples["quantcore_serve_redis_connected"] == 1
         received = samples["quantcore_serve_updates_received_total"]
-        writer = signalstore.SignalWriter(redis.Redis.from_url(redis_server.url))
+        writer = signalstore.SignalWriter(redis.Redis.from_url(redis_server.url_for(RELAY)))
         assert writer.write("BTCUSDT", "book", 1, book_update("BTCUSDT", 1, 100.0))
         eventually(
             lambda: scrape()["quantcore_serve_updates_received_total"] == received + 1,

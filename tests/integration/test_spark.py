@@ -11,6 +11,7 @@ import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from quantcore.devservices.kafka import KafkaBroker
 from quantcore.stream.session import build_session
 
 if TYPE_CHECKING:
@@ -19,24 +20,25 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def create_topic(kafka: KafkaBroker, name: str, partitions: int) -> None:
+    admin = AdminClient(kafka.client_config("admin"))
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions)])
     futures[name].result(timeout=30)
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[str, dict[str, object]]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+def produce(kafka: KafkaBroker, topic: str, records: list[tuple[str, dict[str, object]]]) -> None:
+    producer = Producer({**kafka.client_config("admin"), "acks": "all"})
     for key, value in records:
         producer.produce(topic, key=key, value=json.dumps(value))
     assert producer.flush(30) == 0
 
 
-def kafka_from_earliest(spark: SparkSession, bootstrap: str, topic: str) -> DataFrame:
+def kafka_from_earliest(spark: SparkSession, kafka: KafkaBroker, topic: str) -> DataFrame:
     """A streaming read of `topic` from its first offset (key and value as Kafka binaries)."""
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", bootstrap)
+        .option("kafka.bootstrap.servers", kafka.bootstrap)
+        .options(**kafka.auth("admin").spark_options())  # SASL_SSL, the harness's user
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()
@@ -44,16 +46,16 @@ def kafka_from_earliest(spark: SparkSession, bootstrap: str, topic: str) -> Data
 
 
 def test_stream_from_kafka_writes_latest_value_per_key_to_redis(
-    kafka_bootstrap: str, redis_url: str, spark_jars: list[str], tmp_path
+    kafka_service: KafkaBroker, redis_url: str, spark_jars: list[str], tmp_path
 ) -> None:
     topic = "spark-to-redis"
-    create_topic(kafka_bootstrap, topic, partitions=2)
+    create_topic(kafka_service, topic, partitions=2)
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     records = [(s, {"symbol": s, "seq": seq}) for seq in range(1, 51) for s in symbols]
-    produce(kafka_bootstrap, topic, records)
+    produce(kafka_service, topic, records)
 
     spark = build_session("test-spark-to-redis", spark_jars)
-    source = kafka_from_earliest(spark, kafka_bootstrap, topic)
+    source = kafka_from_earliest(spark, kafka_service, topic)
     parsed = source.selectExpr(
         "CAST(key AS STRING) AS symbol",
         "CAST(get_json_object(CAST(value AS STRING), '$.seq') AS BIGINT) AS seq",
@@ -101,7 +103,7 @@ class RedisForeachWriter:
 
 
 def test_real_time_trigger_streams_kafka_rows_to_redis_while_the_batch_runs(
-    kafka_bootstrap: str, redis_url: str, spark_jars: list[str], tmp_path
+    kafka_service: KafkaBroker, redis_url: str, spark_jars: list[str], tmp_path
 ) -> None:
     """Real-time mode (trigger(realTime=...), update mode) with a foreach sink.
 
@@ -109,9 +111,9 @@ def test_real_time_trigger_streams_kafka_rows_to_redis_while_the_batch_runs(
     foreachBatch is refused (checked below), so the sink here is a row-wise foreach writer.
     """
     topic = "real-time"
-    create_topic(kafka_bootstrap, topic, partitions=1)  # one partition: one task slot
+    create_topic(kafka_service, topic, partitions=1)  # one partition: one task slot
     spark = build_session("test-real-time", spark_jars)
-    rows = kafka_from_earliest(spark, kafka_bootstrap, topic).selectExpr(
+    rows = kafka_from_earliest(spark, kafka_service, topic).selectExpr(
         "CAST(key AS STRING) AS symbol", "CAST(value AS STRING) AS price"
     )
     query = (
@@ -123,7 +125,7 @@ def test_real_time_trigger_streams_kafka_rows_to_redis_while_the_batch_runs(
         .start()
     )
     try:
-        produce(kafka_bootstrap, topic, [(f"SYM{i}", {"p": i}) for i in range(20)])
+        produce(kafka_service, topic, [(f"SYM{i}", {"p": i}) for i in range(20)])
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         expected = {f"rt:SYM{i}": json.dumps({"p": i}) for i in range(20)}
         deadline = time.monotonic() + 240
@@ -142,12 +144,13 @@ def test_real_time_trigger_streams_kafka_rows_to_redis_while_the_batch_runs(
 
 
 def test_real_time_trigger_refuses_foreach_batch(
-    kafka_bootstrap: str, spark_jars: list[str], tmp_path
+    kafka_service: KafkaBroker, spark_jars: list[str], tmp_path
 ) -> None:
     spark = build_session("test-real-time", spark_jars)
     rows = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .option("kafka.bootstrap.servers", kafka_service.bootstrap)
+        .options(**kafka_service.auth("admin").spark_options())
         .option("subscribe", "real-time-refused")
         .load()
     )

@@ -6,7 +6,6 @@ nothing, and malformed records are counted and skipped."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,9 +19,14 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from quantcore import signalstore
-from quantcore.events import BookRecord, TradeFlowRecord, TradeRecord
+from quantcore.devservices.kafka import KafkaBroker
+from quantcore.devservices.programs import child_env
+from quantcore.devservices.redis import RedisServer
+from quantcore.events import BookRecord, Topics, TradeFlowRecord, TradeRecord
 from quantcore.feed.recording import Published, publish_recording
+from quantcore.kafkaacl import STREAM
 from quantcore.localmode.source import default_recordings_dir
+from quantcore.redisacl import RELAY
 from quantcore.v1 import signals_pb2
 from tests.integration.updatelistener import UpdateListener
 from tests.unit import stream_reference as ref
@@ -41,8 +45,8 @@ Record = BookRecord | TradeRecord | TradeFlowRecord
 
 
 def _start_job(
-    kafka: str,
-    redis_url: str,
+    kafka: KafkaBroker,
+    redis: RedisServer,
     checkpoint: Path,
     topics: tuple[str, str, str],
     log: Path,
@@ -51,15 +55,16 @@ def _start_job(
 ):
     cmd = [
         sys.executable, "-m", "quantcore.cli", "stream",
-        "--kafka", kafka, "--redis", redis_url, "--checkpoint", str(checkpoint),
+        "--kafka", kafka.bootstrap, "--redis", redis.address, "--checkpoint", str(checkpoint),
         "--trigger", trigger, "--book-topic", topics[0], "--trades-topic", topics[1],
         "--flow-topic", topics[2], "--realtime-batch", "20 seconds", "--threads", "8",
         "--jars", ",".join(jars),
     ]  # fmt: skip
-    # The connector jars resolved by development tooling, as `quantcore up` passes them.
-    return subprocess.Popen(
-        cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=os.environ.copy()
-    )
+    # The connector jars resolved by development tooling, as `quantcore up` passes them; the
+    # relay's own Redis user and the stream job's Kafka user (Spark's source and sink and the
+    # relay: SASL_SSL), as `quantcore up` and the operator hand them over.
+    env = child_env(redis.auth(RELAY), kafka=kafka.auth(STREAM))
+    return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
 
 
 def _wait(cond, timeout: float, what: str, job=None, log: Path | None = None) -> None:
@@ -91,12 +96,14 @@ def records() -> list[Record]:
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("trigger", ["realtime", "continuous", "microbatch"])
 def test_job_matches_reference_through_sigkill_and_replays(
-    kafka_bootstrap, redis_url, spark_jars, records, tmp_path, trigger
+    kafka_service, redis_url, redis_service, spark_jars, records, tmp_path, trigger
 ):
-    tag = uuid.uuid4().hex[:8]
-    topics = (f"book-{tag}", f"trades-{tag}", f"flow-{tag}")
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    for fut in admin.create_topics([NewTopic(t, 2, 1) for t in topics]).values():
+    feed = Topics.with_prefix(f"j{uuid.uuid4().hex[:8]}")
+    kafka_service.grant(feed)
+    topics = (feed.book, feed.trades, feed.flow)
+    # Every topic of the feed, the signals topic too (the stream user may not create one).
+    admin = AdminClient(kafka_service.client_config("operator"))
+    for fut in admin.create_topics([NewTopic(t, 2, 1) for t in feed.all()]).values():
         fut.result(30)
     client = redis.Redis.from_url(redis_url)
     # The session's Redis may hold these symbols at their final sequences from the other
@@ -105,7 +112,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
     malformed_before = signalstore.malformed_count(client)
     books = [r for r in records if isinstance(r, BookRecord)]
     flows = [r for r in records if isinstance(r, TradeFlowRecord)]
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    producer = Producer({**kafka_service.client_config("feed"), "linger.ms": 5})
 
     def produce(rec: Record) -> None:
         kinds = (BookRecord, TradeRecord, TradeFlowRecord)
@@ -130,7 +137,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
                 for bad in MALFORMED_FLOW:
                     producer.produce(topics[2], bad, "ETHUSDT", partition=1)
         producer.flush(30)
-        job = _start_job(kafka_bootstrap, redis_url, checkpoint, topics, log, trigger, spark_jars)
+        job = _start_job(kafka_service, redis_service, checkpoint, topics, log, trigger, spark_jars)
         # Generous: JVM start and planning take minutes on a loaded 2-core machine.
         _wait(lambda: len(sub.updates) >= 200, 900, "the first updates", job, log)
         # Mid-stream: more input arrives, then the job dies without any chance to clean up.
@@ -142,7 +149,7 @@ def test_job_matches_reference_through_sigkill_and_replays(
         job.wait(30)
         seen_before_kill = len(sub.updates)
 
-        job = _start_job(kafka_bootstrap, redis_url, checkpoint, topics, log, trigger, spark_jars)
+        job = _start_job(kafka_service, redis_service, checkpoint, topics, log, trigger, spark_jars)
         for rec in records[half + 2000 :]:
             produce(rec)
         # Replays: an old stretch again, newest first, and the last book twice more.

@@ -1,6 +1,8 @@
 """`quantcore stream` checkpointing to S3 through S3A, on real Kafka, Redis, Spark (with the
 hadoop-aws jars) and moto's S3 server: the checkpoint lands as objects in the bucket, and a
-restarted job resumes from it instead of reading its topics from the start again."""
+restarted job resumes from it instead of reading its topics from the start again. Its lake
+(`--lake s3a://...`, the same code path as a local one) lands there too: every book signal of
+both runs once, read through the sink's log."""
 
 from __future__ import annotations
 
@@ -9,19 +11,25 @@ import os
 import signal
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from quantcore import signalstore
+from quantcore import lake, signalstore
 from quantcore.devservices import s3
 from quantcore.devservices.process import ChildProcess
-from quantcore.events import BookRecord, TradeFlowRecord, TradeRecord
+from quantcore.devservices.programs import child_env
+from quantcore.events import BookRecord, Topics, TradeFlowRecord, TradeRecord
 from quantcore.feed.recording import flow_from_recording, records_from_recording
+from quantcore.kafkaacl import STREAM
 from quantcore.localmode.source import default_recordings_dir
+from quantcore.redisacl import RELAY
 from tests.fixtures.cluster import eventually
 
 pytestmark = pytest.mark.integration
@@ -32,21 +40,28 @@ RECORDS_PER_RUN = 3000
 QUERIES = ("book", "trades-malformed", "trade-flow")
 
 
-def _job(tmp_path: Path, run: int, kafka: str, redis_url: str, checkpoint: str, topics, jars, env):
+def _job(
+    tmp_path: Path, run: int, kafka: str, redis_url: str, checkpoint: str, topics, jars, env,
+    lake_uri: str,
+):  # fmt: skip
+    """`quantcore stream` at `redis_url` (an address), as the user `env` names."""
     command = [
         sys.executable, "-m", "quantcore.cli", "stream",
         "--kafka", kafka, "--redis", redis_url, "--checkpoint", checkpoint,
         "--trigger", "microbatch", "--book-topic", topics[0], "--trades-topic", topics[1],
         "--flow-topic", topics[2], "--threads", "4", "--jars", ",".join(jars),
+        "--lake", lake_uri, "--lake-interval", "5 seconds",
     ]  # fmt: skip
     return ChildProcess(f"stream run {run}", command, tmp_path / f"stream-{run}.log", env=env)
 
 
-def _book_sequences(kafka: str, topic: str, start: dict[int, int]) -> list[tuple[str, int]]:
+def _book_sequences(
+    kafka: dict[str, Any], topic: str, start: dict[int, int]
+) -> list[tuple[str, int]]:
     """(symbol, sequence) of every book row in `topic` from the `start` offsets to its end."""
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka,
+            **kafka,
             "group.id": f"check-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
         }
@@ -71,6 +86,30 @@ def _book_sequences(kafka: str, topic: str, start: dict[int, int]) -> list[tuple
         return rows
     finally:
         consumer.close()
+
+
+def _lake_books(endpoint: str, bucket: str, prefix: str, work: Path) -> Counter[tuple[str, int]]:
+    """(symbol, sequence) of every row of the `signals` table under `prefix`, counted, from
+    the files its sink's log commits (downloaded beside each other, partitions and all)."""
+    table = f"{prefix}signals/"
+    client = s3.client(endpoint)
+    log_prefix = f"{table}{lake.METADATA_DIR}/"
+    log = {
+        key[len(log_prefix) :]: client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        for key in s3.object_keys(endpoint, bucket, log_prefix)
+        if lake.is_log_file(key[len(log_prefix) :])
+    }
+    rows: Counter[tuple[str, int]] = Counter()
+    for uri in lake.committed_files(log):
+        key = uri.split(f"s3a://{bucket}/", 1)[1]
+        local = work / key
+        local.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(local))
+        partition = lake.partition_of(key)
+        assert partition is not None, key
+        for (sequence,) in duckdb.sql(f"SELECT sequence FROM '{local}'").fetchall():
+            rows[(partition.symbol, sequence)] += 1
+    return rows
 
 
 def _stop(job: ChildProcess) -> None:
@@ -98,8 +137,8 @@ def _batches(keys: list[str], directory: str) -> set[str]:
     return {name for name in names if name.isdigit()}
 
 
-def _end_offsets(kafka: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"ends-{uuid.uuid4().hex}"})
+def _end_offsets(kafka: dict[str, Any], topic: str) -> dict[int, int]:
+    consumer = Consumer({**kafka, "group.id": f"ends-{uuid.uuid4().hex}"})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         return {
@@ -112,16 +151,21 @@ def _end_offsets(kafka: str, topic: str) -> dict[int, int]:
 
 @pytest.mark.timeout(1800)
 def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
-    kafka_bootstrap, redis_url, spark_jars, spark_s3a_jars, s3_endpoint, tmp_path
+    kafka_service, redis_url, redis_service, spark_jars, spark_s3a_jars, s3_endpoint, tmp_path
 ):
     tag = uuid.uuid4().hex[:8]
     bucket = f"checkpoints-{tag}"
     s3.create_bucket(s3_endpoint, bucket)
     checkpoint = f"s3a://{bucket}/quantcore/{tag}"
-    topics = (f"book-{tag}", f"trades-{tag}", f"flow-{tag}")
-    signals = f"{topics[0]}.signals"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    for future in admin.create_topics([NewTopic(t, 2, 1) for t in topics]).values():
+    lake_uri = f"s3a://{bucket}/lake/{tag}"
+    feed = Topics.with_prefix(f"s3-{tag}")
+    kafka_service.grant(feed)
+    topics = (feed.book, feed.trades, feed.flow)
+    signals = feed.signals
+    kafka_admin = kafka_service.client_config("admin")
+    admin = AdminClient(kafka_admin)
+    # The signals topic too: the stream user may not create topics.
+    for future in admin.create_topics([NewTopic(t, 2, 1) for t in feed.all()]).values():
         future.result(30)
     client = redis.Redis.from_url(redis_url)
     # Other tests of the session use these symbols: start from no stored state.
@@ -134,7 +178,7 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
         [*records[:RECORDS_PER_RUN], *flows[:200]],
         [*records[RECORDS_PER_RUN : 2 * RECORDS_PER_RUN], *flows[200:400]],
     ]
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
+    producer = Producer({**kafka_service.client_config("feed"), "linger.ms": 5})
 
     def produce(batch: list[BookRecord | TradeRecord | TradeFlowRecord]) -> dict[str, int]:
         for rec in batch:
@@ -150,13 +194,26 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
         snapshot = signalstore.read_snapshot(client, symbol)
         return snapshot["book"].sequence if "book" in snapshot else -1
 
-    env = {**os.environ, **s3.client_env(s3_endpoint)}
+    env = {
+        **child_env(redis_service.auth(RELAY), kafka=kafka_service.auth(STREAM)),
+        **s3.client_env(s3_endpoint),
+    }
     jars = [*spark_jars, *spark_s3a_jars]
     prefix = f"quantcore/{tag}/"
 
     # Run 1: the first stretch of input, processed and checkpointed to the bucket.
     last_first = produce(runs[0])
-    job = _job(tmp_path, 1, kafka_bootstrap, redis_url, checkpoint, topics, jars, env)
+    job = _job(
+        tmp_path,
+        1,
+        kafka_service.bootstrap,
+        redis_service.address,
+        checkpoint,
+        topics,
+        jars,
+        env,
+        lake_uri,
+    )
     with job:
 
         def first_done() -> bool:
@@ -180,9 +237,19 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
     assert batches_first
 
     # Run 2: new input only; the job resumes from the checkpoint in the bucket.
-    resumed_from = _end_offsets(kafka_bootstrap, signals)
+    resumed_from = _end_offsets(kafka_admin, signals)
     last_second = produce(runs[1])
-    job = _job(tmp_path, 2, kafka_bootstrap, redis_url, checkpoint, topics, jars, env)
+    job = _job(
+        tmp_path,
+        2,
+        kafka_service.bootstrap,
+        redis_service.address,
+        checkpoint,
+        topics,
+        jars,
+        env,
+        lake_uri,
+    )
     with job:
 
         def second_done() -> bool:
@@ -195,9 +262,20 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
             "run 2's book batches committed in the bucket",
             timeout=120,
         )
+        books = {(r.symbol, r.seq) for run in runs for r in run if isinstance(r, BookRecord)}
+        lake_prefix = f"lake/{tag}/"
+        eventually(
+            lambda: set(_lake_books(s3_endpoint, bucket, lake_prefix, tmp_path / "lake")) >= books,
+            "both runs' book signals in the lake on S3",
+            timeout=300,
+        )
         _stop(job)
+    # The lake on S3: every book signal of both runs once (the restart wrote none again).
+    in_lake = _lake_books(s3_endpoint, bucket, lake_prefix, tmp_path / "lake")
+    assert set(in_lake) == books
+    assert max(in_lake.values()) == 1
 
-    rows = _book_sequences(kafka_bootstrap, signals, resumed_from)
+    rows = _book_sequences(kafka_admin, signals, resumed_from)
     assert rows, "run 2 wrote no book signals"
     # Resumed, not restarted from earliest: nothing run 1 already turned into signals comes again.
     again = [(s, seq) for s, seq in rows if seq <= last_first[s]]

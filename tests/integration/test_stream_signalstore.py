@@ -1,5 +1,6 @@
 """The Lua compare-and-set against a real redis-server: only newer sequences are stored and
-published, as one atomic step."""
+published, as one atomic step. The writer is the relay's ACL user over TLS, as in the job;
+`client` (admin) inspects and flushes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import redis
 
 from quantcore import signalstore
+from quantcore.redisacl import RELAY
 from quantcore.signalstore import SignalWriter, Update, read_snapshot
 
 pytestmark = pytest.mark.integration
@@ -21,6 +23,14 @@ def client(redis_url):
     c.close()
 
 
+@pytest.fixture
+def relay(redis_service):
+    """A client as the relay's user: what SignalWriter runs as in the stream job."""
+    c = redis.Redis.from_url(redis_service.url_for(RELAY))
+    yield c
+    c.close()
+
+
 def _drain(pubsub) -> list[bytes]:
     out = []
     while (msg := pubsub.get_message(timeout=0.2)) is not None:
@@ -29,9 +39,9 @@ def _drain(pubsub) -> list[bytes]:
     return out
 
 
-def test_only_newer_sequences_are_stored_and_published(client):
+def test_only_newer_sequences_are_stored_and_published(client, relay):
     symbol = f"T{uuid.uuid4().hex[:8].upper()}"
-    writer = SignalWriter(client)
+    writer = SignalWriter(relay)
     pubsub = client.pubsub()
     pubsub.subscribe(signalstore.channel(symbol))
     pubsub.get_message(timeout=1)  # the subscribe confirmation
@@ -51,9 +61,9 @@ def test_only_newer_sequences_are_stored_and_published(client):
     pubsub.close()
 
 
-def test_sequences_beyond_double_precision_compare_exactly(client):
+def test_sequences_beyond_double_precision_compare_exactly(client, relay):
     symbol = f"B{uuid.uuid4().hex[:8].upper()}"
-    writer = SignalWriter(client)
+    writer = SignalWriter(relay)
     big = 2**53 + 1  # a Lua number would round this to 2**53
     assert writer.write(symbol, "book", big - 1, b"a")
     assert writer.write(symbol, "book", big, b"b")
@@ -62,17 +72,17 @@ def test_sequences_beyond_double_precision_compare_exactly(client):
     assert read_snapshot(client, symbol)["book"].sequence == 10 * big
 
 
-def test_script_reloads_after_script_flush(client):
+def test_script_reloads_after_script_flush(client, relay):
     symbol = f"F{uuid.uuid4().hex[:8].upper()}"
-    writer = SignalWriter(client)
+    writer = SignalWriter(relay)
     assert writer.write(symbol, "book", 1, b"x")
     client.script_flush()
     assert writer.write(symbol, "book", 2, b"y")  # EVALSHA misses, the script is loaded again
 
 
-def test_a_pipelined_burst_applies_each_update_on_its_own(client):
+def test_a_pipelined_burst_applies_each_update_on_its_own(client, relay):
     symbol = f"P{uuid.uuid4().hex[:8].upper()}"
-    writer = SignalWriter(client)
+    writer = SignalWriter(relay)
     pubsub = client.pubsub()
     pubsub.subscribe(signalstore.channel(symbol))
     pubsub.get_message(timeout=1)
@@ -89,17 +99,17 @@ def test_a_pipelined_burst_applies_each_update_on_its_own(client):
     pubsub.close()
 
 
-def test_bad_arguments_are_refused_before_redis(client):
-    writer = SignalWriter(client)
+def test_bad_arguments_are_refused_before_redis(client, relay):
+    writer = SignalWriter(relay)
     with pytest.raises(ValueError, match="unknown kind"):
         writer.write("X", "quotes", 1, b"")
     with pytest.raises(ValueError, match="negative"):
         writer.write("X", "book", -1, b"")
 
 
-def test_malformed_records_count_once_per_kafka_coordinate(client):
+def test_malformed_records_count_once_per_kafka_coordinate(client, relay):
     before = signalstore.malformed_count(client)
-    writer = SignalWriter(client)
+    writer = SignalWriter(relay)
     topic = f"t-{uuid.uuid4().hex[:6]}"
     writer.record_malformed(topic, 0, 5)
     writer.record_malformed(topic, 0, 5)  # replayed after a restart

@@ -95,13 +95,17 @@ def test_namespaced_operator_gets_roles_only_where_it_watches() -> None:
     assert "--namespace=beta" in args
 
 
-def test_no_wildcards_and_no_secrets() -> None:
+def test_no_wildcards_and_secrets_are_create_only() -> None:
     objects = render({"operator.watchNamespaces": ["alpha"]})
+    secret_verbs: set[str] = set()
     for role in [*of_kind(objects, "ClusterRole"), *of_kind(objects, "Role")]:
         for group, resource, verb in triples(role["rules"]):
             assert "*" not in (group, resource, verb), role["metadata"]["name"]
-            assert resource != "secrets", "nothing in QuantCore reads secrets"
+            if resource == "secrets":
+                secret_verbs.add(verb)
             assert verb not in {"escalate", "bind", "impersonate"}
+    # The managed Redis's passwords Secret is created once; no Secret is ever read or changed.
+    assert secret_verbs == {"create"}
 
 
 def test_crds_come_from_the_repository_crds_folder() -> None:
@@ -147,6 +151,22 @@ def test_image_digest_wins_over_tag() -> None:
     assert container["image"] == f"ghcr.io/quantcore/quantcore@{digest}"
 
 
+def _operator_env(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    (deployment,) = of_kind(render(values), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_operator_logs_json_with_its_namespace_and_pod_unless_told_text() -> None:
+    env = _operator_env()
+    assert env["QUANTCORE_LOG_FORMAT"] == "json"
+    assert env["QUANTCORE_NAMESPACE"] == {
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}
+    }
+    assert env["QUANTCORE_POD"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
+    assert _operator_env({"operator.logFormat": "text"})["QUANTCORE_LOG_FORMAT"] == "text"
+
+
 @pytest.mark.parametrize(
     ("values", "complaint"),
     [
@@ -155,6 +175,7 @@ def test_image_digest_wins_over_tag() -> None:
         ({"podSecurityContext.runAsNonRoot": False}, "runAsNonRoot"),
         ({"image.tag": "latest"}, "tag"),
         ({"operator.replicas": 2}, "replicas"),
+        ({"operator.logFormat": "xml"}, "logFormat"),
         ({"operator.watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"networkPolicies.exchange.cidrs": ["example.com"]}, "cidrs"),
         ({"unknownKey": 1}, "unknownKey"),
@@ -379,3 +400,74 @@ def test_serving_policy_admits_scrapes_on_the_port_serving_serves_metrics_on() -
     args = container["args"]
     assert int(args[args.index("--metrics-port") + 1]) == named["metrics"]
     assert selects(serving["podSelector"], pod["labels"])
+
+
+def test_operator_gets_its_own_kafka_user_from_a_secret_and_the_ca_alone() -> None:
+    assert "QUANTCORE_KAFKA_USERNAME" not in _operator_env()  # none given: PLAINTEXT
+    values = {"operator.kafka": {"credentialsSecretName": "op-kafka", "caSecretName": "kafka-ca"}}
+    env = _operator_env(values)
+    assert env["QUANTCORE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["QUANTCORE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["QUANTCORE_KAFKA_USERNAME"] == {
+        "secretKeyRef": {"name": "op-kafka", "key": "username"}
+    }
+    assert env["QUANTCORE_KAFKA_PASSWORD"] == {
+        "secretKeyRef": {"name": "op-kafka", "key": "password"}
+    }
+    assert env["QUANTCORE_KAFKA_CA_FILE"] == "/etc/quantcore/kafka-ca/ca.crt"
+    (deployment,) = of_kind(render(values), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["kafka-ca"]["secret"] == {
+        "secretName": "kafka-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["kafka-ca"] == {
+        "name": "kafka-ca", "mountPath": "/etc/quantcore/kafka-ca", "readOnly": True
+    }  # fmt: skip
+
+
+PRIVATE = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"}
+
+
+def test_the_stream_job_reaches_its_object_store_at_public_addresses_only() -> None:
+    stream = policies()["qc-quantcore-stream"]["spec"]
+    (store,) = [r for r in stream["egress"] if r.get("ports") == [{"port": 443, "protocol": "TCP"}]]
+    (peer,) = store["to"]
+    assert peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+    assert set(peer["ipBlock"]["except"]) >= PRIVATE
+
+
+def test_listed_api_server_peers_replace_any_destination() -> None:
+    """Offline (`helm template`) nothing can be looked up, so only listed peers narrow the API
+    server rule; at install the endpoints' addresses do (tests/cluster/test_network_policies)."""
+    api = [{"ipBlock": {"cidr": "192.0.2.10/32"}}]
+    objects = render({"networkPolicies.apiServer.peers": api})
+    nps = {p["metadata"]["name"]: p for p in of_kind(objects, "NetworkPolicy")}
+    for name in ("qc-quantcore-operator", "qc-quantcore-stream"):
+        rules = [r for r in nps[name]["spec"]["egress"] if r.get("to") == api]
+        assert [r["ports"] for r in rules] == [
+            [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]
+        ]
+        # No rule leaves 443 open to any destination.
+        open_443 = [
+            r
+            for r in nps[name]["spec"]["egress"]
+            if "to" not in r and any(p["port"] == 443 for p in r["ports"])
+        ]
+        assert open_443 == []
+
+
+def test_exchange_and_object_store_peers_join_their_public_addresses() -> None:
+    mirror = [{"podSelector": {"matchLabels": {"app": "mirror"}}}]
+    s3 = [{"ipBlock": {"cidr": "10.1.2.3/32"}}]
+    objects = render(
+        {"networkPolicies.exchange.peers": mirror, "networkPolicies.objectStore.peers": s3}
+    )
+    nps = {p["metadata"]["name"]: p for p in of_kind(objects, "NetworkPolicy")}
+    feed_exchange = nps["qc-quantcore-feed-shard"]["spec"]["egress"][0]
+    assert feed_exchange["to"][1:] == mirror
+    assert set(feed_exchange["to"][0]["ipBlock"]["except"]) >= PRIVATE
+    stream = nps["qc-quantcore-stream"]["spec"]["egress"]
+    assert any(r["to"][1:] == s3 for r in stream if r.get("to") and len(r["to"]) > 1)

@@ -203,10 +203,12 @@ def test_redis_image_takes_the_operators_arguments_as_its_uid() -> None:
     assert "command" not in redis
 
 
-def test_kafka_image_holds_the_probe_its_pods_run() -> None:
+def test_kafka_image_holds_the_probe_its_pods_run(tmp_path: Path) -> None:
     from quantcore.devcluster import platformdeps
 
-    statefulset = platformdeps.kafka_manifests("ns", "img", "")[1]
+    security = platformdeps.kafka_security(tmp_path, "ns")
+    manifests = platformdeps.kafka_manifests("ns", "img", "", security)
+    statefulset = next(m for m in manifests if m["kind"] == "StatefulSet")
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
     probe = container["readinessProbe"]["exec"]["command"][0]
     copies = [i.args for i in instructions(IMAGES / "Dockerfile.kafka") if i.keyword == "COPY"]

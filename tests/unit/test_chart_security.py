@@ -34,7 +34,15 @@ def checkov_binary() -> Path:
 FEEDS: dict[str, dict[str, Any]] = {
     "default": {},
     "autoscaled": {"serving": {"autoscaling": {"minReplicas": 2, "maxReplicas": 8}}},
-    "external-redis": {"redis": {"mode": "external", "url": "redis://cache:6379/0"}},
+    "external-redis": {
+        "redis": {
+            "mode": "external",
+            "url": "rediss://cache:6379/0",
+            "credentialsSecretName": "cache-credentials",
+            "tlsSecretName": "cache-ca",
+        }
+    },
+    "insecure-redis": {"redis": {"insecure": True}},
     "monitored-universe": {
         "symbols": None,
         "universe": {"quoteAsset": "USDT", "top": 5},
@@ -176,6 +184,8 @@ PLANNED_ACCEPTED = {
     "CKV_K8S_40": "uids come from the images (10001, redis 999); high-uid rule is advisory",
     "CKV_K8S_15": "imagePullPolicy defaults to IfNotPresent for pinned tags",
     "CKV_K8S_11": "feed shards and Redis set no CPU limit on purpose: throttling adds latency",
+    "CKV_K8S_35": "Redis passwords reach serving, the relay and the aclfile writer as env from"
+    " the Secret (secretKeyRef, never a plain value), each container only its own user's",
 }
 
 

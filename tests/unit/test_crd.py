@@ -66,3 +66,33 @@ def test_printer_columns() -> None:
         "Age",
     ]
     assert version["subresources"] == {"status": {}}
+
+
+def test_serving_is_secure_by_default_in_the_schema() -> None:
+    spec = yaml.safe_load(CRD_FILE.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"
+    ]["spec"]
+    rules = {v["rule"]: v["message"] for v in spec["x-kubernetes-validations"]}
+    assert "secure by default" in rules["has(self.serving.tls) || self.serving.insecure"]
+    serving = spec["properties"]["serving"]
+    assert serving["default"]["insecure"] is False  # an absent serving is not insecure
+    assert serving["properties"]["tls"]["properties"]["clientAuth"]["enum"] == ["none", "require"]
+    assert "!has(self.auth) || has(self.tls)" in [
+        v["rule"] for v in serving["x-kubernetes-validations"]
+    ]
+
+
+def test_kafka_is_secure_by_default_in_the_schema() -> None:
+    kafka = yaml.safe_load(CRD_FILE.read_text())["spec"]["versions"][0]["schema"][
+        "openAPIV3Schema"
+    ]["properties"]["spec"]["properties"]["kafka"]
+    rules = {v["rule"]: v["message"] for v in kafka["x-kubernetes-validations"]}
+    assert "secure by default" in rules["has(self.credentials) || self.insecure"]
+    assert (
+        "leave kafka.credentials"
+        in rules["!(self.insecure && (has(self.credentials) || has(self.caSecretName)))"]
+    )
+    assert kafka["properties"]["insecure"]["default"] is False
+    credentials = kafka["properties"]["credentials"]
+    assert set(credentials["required"]) == {"feedSecretName", "streamSecretName"}
+    assert kafka["properties"]["saslMechanism"]["enum"] == ["SCRAM-SHA-512", "SCRAM-SHA-256"]

@@ -111,3 +111,55 @@ def test_env_file_and_pid_file_round_trip(tmp_path: Path) -> None:
     assert pid_file.read() is None
     pid_file.write(1234, "/w/server.properties")
     assert pid_file.read() == (1234, "/w/server.properties")
+
+
+def test_a_child_gets_its_own_redis_credentials_and_no_others() -> None:
+    from quantcore import redisauth
+    from quantcore.devservices.programs import child_env
+    from quantcore.redisauth import RedisAuth
+
+    inherited = {"PATH": "/bin", redisauth.PASSWORD_ENV: "someone-elses", "X": "1"}
+    env = child_env(RedisAuth("serve", "pw", "/ca.crt"), inherited)
+    assert env == {
+        "PATH": "/bin",
+        "X": "1",
+        redisauth.USERNAME_ENV: "serve",
+        redisauth.PASSWORD_ENV: "pw",
+        redisauth.CA_FILE_ENV: "/ca.crt",
+    }
+    assert redisauth.PASSWORD_ENV not in child_env(None, inherited)
+
+
+def test_a_secured_redis_config_serves_tls_only_with_its_aclfile(tmp_path: Path) -> None:
+    from quantcore.devservices.redis import RedisSecurity
+    from quantcore.devservices.tlscerts import paths
+
+    security = RedisSecurity(paths(tmp_path / "tls"), {"serve": "pw"})
+    text = redis_config(6390, tmp_path, security=security, aclfile=tmp_path / "users.acl")
+    lines = dict(line.split(" ", 1) for line in text.splitlines())
+    assert lines["port"] == "0"  # no plaintext listener at all
+    assert lines["tls-port"] == "6390"
+    assert lines["tls-cert-file"] == str(tmp_path / "tls" / "tls.crt")
+    assert lines["tls-key-file"] == str(tmp_path / "tls" / "tls.key")
+    assert lines["tls-ca-cert-file"] == str(tmp_path / "tls" / "ca.crt")
+    assert lines["aclfile"] == str(tmp_path / "users.acl")
+    assert "pw" not in text
+
+
+def test_issued_certificates_name_the_server_and_chain_to_their_ca(tmp_path: Path) -> None:
+    import ipaddress
+    import stat
+
+    from cryptography import x509
+
+    from quantcore.devservices.tlscerts import issue
+
+    tls = issue(tmp_path, ["127.0.0.1", "localhost"])
+    ca = x509.load_pem_x509_certificate(tls.ca.read_bytes())
+    cert = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert stat.S_IMODE(tls.key.stat().st_mode) == 0o600
+    assert not list(tmp_path.glob("ca.key")), "the CA's key is never written"

@@ -4,7 +4,9 @@ to the number of nodes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,7 @@ def test_the_bootstrap_infra_hands_out_is_what_strimzi_serves(helm: Path) -> Non
 
     assert kafka["metadata"]["name"] == "quantcore"
     assert [(lis["port"], lis["tls"]) for lis in kafka["spec"]["kafka"]["listeners"]] == [
-        (9092, False)
+        (9092, True)
     ]
     assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
 
@@ -93,3 +95,66 @@ def test_nodes_and_volumes(helm: Path) -> None:
     assert storage["reclaimPolicy"] == "Retain"
     assert pool["storage"]["volumes"][0]["class"] == storage["metadata"]["name"]
     assert pool["storage"]["volumes"][0]["deleteClaim"] is False
+
+
+def render_all(helm: Path) -> list[dict[str, Any]]:
+    rendered = subprocess.run(
+        [str(helm), "template", "kafka-cluster", str(CHART), "--namespace", "kafka"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+
+
+def test_the_listener_is_tls_and_scram_and_acls_are_enforced(helm: Path) -> None:
+    kafka = render(helm)["Kafka"]["spec"]
+    (listener,) = kafka["kafka"]["listeners"]
+    assert listener["tls"] is True
+    assert listener["authentication"] == {"type": "scram-sha-512"}
+    assert kafka["kafka"]["authorization"] == {"type": "simple"}
+    # The User Operator makes the users; no Topic Operator (the QuantCore operator's job).
+    assert kafka["entityOperator"] == {"userOperator": {}}
+
+
+def test_users_file_is_the_generators_output() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "kafka_users", ROOT / "infra" / "charts" / "kafka_users.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    on_disk = (CHART / "files" / "users.yaml").read_text()
+    assert on_disk == module.render(), (
+        "infra/charts/kafka-cluster/files/users.yaml is stale:"
+        " python infra/charts/kafka_users.py > infra/charts/kafka-cluster/files/users.yaml"
+    )
+
+
+def test_each_role_is_a_kafka_user_with_exactly_its_acls(helm: Path) -> None:
+    from quantcore import kafkaacl
+    from quantcore.events import Topics
+
+    users = {d["metadata"]["name"]: d for d in render_all(helm) if d["kind"] == "KafkaUser"}
+    assert set(users) == set(kafkaacl.PIPELINE_USERS)
+    patterns = {"literal": kafkaacl.LITERAL, "prefix": kafkaacl.PREFIXED}
+    kinds = {"topic": kafkaacl.TOPIC, "group": kafkaacl.GROUP, "cluster": kafkaacl.CLUSTER_RESOURCE}
+    rendered = set()
+    for name, user in users.items():
+        assert user["metadata"]["labels"] == {"strimzi.io/cluster": "quantcore"}
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        for acl in user["spec"]["authorization"]["acls"]:
+            resource = acl["resource"]
+            for operation in acl["operations"]:
+                rendered.add(
+                    kafkaacl.Acl(
+                        name,
+                        kinds[resource["type"]],
+                        resource.get("name", kafkaacl.CLUSTER),
+                        patterns[resource.get("patternType", "literal")],
+                        "_".join(w.upper() for w in re.findall(r"[A-Z][a-z]*", operation)),
+                    )
+                )
+    assert rendered == set(kafkaacl.acls(Topics()))

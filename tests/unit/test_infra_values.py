@@ -27,7 +27,7 @@ CHART = ROOT / "charts" / "quantcore"
 CRD = ROOT / "crds" / "marketfeed.yaml"
 TERRAFORM_VERSION = "1.11.4"  # mk/infra.mk's TERRAFORM_VERSION
 
-MSK_BOOTSTRAP = "b-1.qc.abc123.c2.kafka.eu-west-1.amazonaws.com:9092,b-2.qc.abc123.c2.kafka.eu-west-1.amazonaws.com:9092"
+MSK_BOOTSTRAP = "b-1.qc.abc123.c2.kafka.eu-west-1.amazonaws.com:9096,b-2.qc.abc123.c2.kafka.eu-west-1.amazonaws.com:9096"
 ELASTICACHE = "master.quantcore.abc123.euw1.cache.amazonaws.com"
 SPARK_ROLE = "arn:aws:iam::123456789012:role/quantcore-spark-checkpoints"
 
@@ -183,10 +183,21 @@ def test_in_cluster_mode_points_at_strimzi_and_the_operators_redis(
     result = in_cluster
     spec = result["marketfeed"]["spec"]
 
+    # Strimzi's listener is TLS and SCRAM: each role's user from its Secret, the cluster CA.
     assert spec["kafka"] == {
         "bootstrap": "quantcore-kafka-bootstrap.kafka.svc:9092",
         "replication": 1,
+        "credentials": {
+            "feedSecretName": "majors-kafka-feed",
+            "streamSecretName": "majors-kafka-stream",
+        },
+        "caSecretName": "quantcore-kafka-ca",
     }
+    assert result["quantcore_values"]["operator"]["kafka"] == {
+        "credentialsSecretName": "quantcore-kafka-operator",
+        "caSecretName": "quantcore-kafka-ca",
+    }
+    assert result["kafka_ca_secret"] == "quantcore-kafka-ca"
     assert spec["redis"] == {"mode": "managed"}
     assert result["redis_url"] is None
     kafka_policy = result["quantcore_values"]["networkPolicies"]["kafka"]
@@ -210,8 +221,31 @@ def test_managed_mode_points_at_msk_and_elasticache_over_tls(managed: dict[str, 
     policies = result["quantcore_values"]["networkPolicies"]
     private = [{"ipBlock": {"cidr": c}} for c in BASE_INPUTS["private_subnet_cidrs"]]
 
-    assert spec["kafka"] == {"bootstrap": MSK_BOOTSTRAP, "replication": 3}
-    assert spec["redis"] == {"mode": "external", "url": f"rediss://{ELASTICACHE}:6379/0"}
+    # SASL/SCRAM over TLS, each role's user from its own Secret; MSK's CA is public.
+    assert spec["kafka"] == {
+        "bootstrap": MSK_BOOTSTRAP,
+        "replication": 3,
+        "credentials": {
+            "feedSecretName": "majors-kafka-feed",
+            "streamSecretName": "majors-kafka-stream",
+        },
+    }
+    assert result["quantcore_values"]["operator"]["kafka"] == {
+        "credentialsSecretName": "quantcore-kafka-operator"
+    }
+    assert result["kafka_credentials_secrets"] == {
+        "feed": "majors-kafka-feed",
+        "stream": "majors-kafka-stream",
+        "operator": "quantcore-kafka-operator",
+    }
+    assert policies["kafka"]["ports"] == [9096]
+    assert result["kafka_ca_secret"] is None
+    assert spec["redis"] == {
+        "mode": "external",
+        "url": f"rediss://{ELASTICACHE}:6379/0",
+        "credentialsSecretName": "majors-redis-users",
+    }
+    assert result["redis_credentials_secret"] == "majors-redis-users"
     # Egress to the managed services is limited to the private subnets they live in.
     assert policies["kafka"]["peers"] == private
     assert policies["externalRedis"] == {"peers": private, "ports": [6379]}
@@ -226,6 +260,14 @@ def test_marketfeed_passes_the_crd_schema(either: dict[str, Any]) -> None:
         == "s3a://quantcore-checkpoints-20261123/checkpoints/majors"
     )
     assert feed["spec"]["spark"]["serviceAccount"] == "spark"
+    # The lake beside the checkpoints, under the prefix the Spark role may write and the
+    # bucket's lifecycle rule expires after the same retention (checkpoints.tf).
+    assert feed["spec"]["lake"] == {
+        "location": "s3a://quantcore-checkpoints-20261123/lake",
+        "retentionDays": 7,
+    }
+    # Secure by default: TLS from a Secret named after the feed.
+    assert feed["spec"]["serving"] == {"tls": {"secretName": "majors-serving-tls"}}
 
 
 def test_spark_pods_select_the_spark_node_group(either: dict[str, Any]) -> None:

@@ -105,6 +105,27 @@ def test_a_public_endpoint_limited_to_one_address_is_valid(terraform: str, tmp_p
         ),
         ({"log_retention_days": 10}, "log_retention_days"),
         ({"feed_symbols": ["btcusdt"]}, "feed_symbols"),
+        (
+            {
+                "redis_passwords": {
+                    "relay": "too-short",
+                    "serve": "s" * 32,
+                    "disabled_default": "d" * 32,
+                }
+            },
+            "redis_passwords",
+        ),
+        (
+            {
+                "kafka_passwords": {
+                    "feed": "too-short",
+                    "stream": "s" * 32,
+                    "operator": "o" * 32,
+                    "admin": "a" * 32,
+                }
+            },
+            "kafka_passwords",
+        ),
     ],
     ids=[
         "public-without-cidrs",
@@ -121,6 +142,8 @@ def test_a_public_endpoint_limited_to_one_address_is_valid(terraform: str, tmp_p
         "latest-tag",
         "retention-cloudwatch-lacks",
         "lowercase-symbol",
+        "short-redis-password",
+        "short-kafka-password",
     ],
 )
 def test_bad_inputs_are_rejected_with_the_variable_named(

@@ -90,6 +90,16 @@ def test_fresh_empties_our_directory_without_following_links_out(tmp_path: Path)
     assert (outside / "thesis.tex").read_text() == "years of work"
 
 
+def test_fresh_spares_what_a_command_reuses(tmp_path: Path) -> None:
+    directory = ownership.claim(tmp_path / "run", "--dir")
+    (directory / "tls").mkdir()
+    (directory / "tls" / "ca.crt").write_text("kept")
+    (directory / "logs").mkdir()
+    ownership.fresh(directory, "--dir", keep=("tls",))
+    assert sorted(p.name for p in directory.iterdir()) == sorted([MARKER, "tls"])
+    assert (directory / "tls" / "ca.crt").read_text() == "kept"
+
+
 def test_remove_deletes_our_directory_and_refuses_another(tmp_path: Path) -> None:
     directory = ownership.claim(tmp_path / "venv", "VENV=")
     (directory / "bin").mkdir()

@@ -107,14 +107,132 @@ def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
 
 
 def test_external_redis_creates_no_redis() -> None:
-    objs = by_name(
-        plan(
-            sample_feed(redis={"mode": "external", "url": "redis://r:6379/0"}), None, SYMBOLS[:3]
-        ).objects
-    )
+    external = {
+        "mode": "external",
+        "url": "rediss://r:6379/0",
+        "credentialsSecretName": "r-users",
+        "tlsSecretName": "r-ca",
+    }
+    objs = by_name(plan(sample_feed(redis=external), None, SYMBOLS[:3]).objects)
     assert not any(k.startswith("StatefulSet/") for k in objs)
-    args = objs["Deployment/demo-serve"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:5] == ["serve", "--redis", "redis://r:6379/0", "--port", "50051"]
+    serve = objs["Deployment/demo-serve"]["spec"]["template"]["spec"]
+    args = serve["containers"][0]["args"]
+    assert args[:5] == ["serve", "--redis", "rediss://r:6379/0", "--port", "50051"]
+    # Credentials and CA by Secret reference, the serving user's only.
+    env = {e["name"]: e for e in serve["containers"][0]["env"]}
+    assert env["QUANTCORE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "r-users",
+        "key": "serve-password",
+    }
+    ca = next(v for v in serve["volumes"] if v["name"] == "redis-ca")
+    assert ca["secret"] == {"secretName": "r-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+
+def test_external_redis_without_a_ca_secret_trusts_the_system_cas() -> None:
+    external = {"mode": "external", "url": "rediss://r:6379/0", "credentialsSecretName": "u"}
+    objs = by_name(plan(sample_feed(redis=external), None, SYMBOLS[:3]).objects)
+    serve = objs["Deployment/demo-serve"]["spec"]["template"]["spec"]
+    names = {e["name"] for e in serve["containers"][0]["env"]}
+    assert {n for n in names if n.startswith("QUANTCORE_REDIS_")} == {
+        "QUANTCORE_REDIS_USERNAME",
+        "QUANTCORE_REDIS_PASSWORD",
+    }
+    assert not any(v["name"] == "redis-ca" for v in serve["volumes"])
+
+
+@pytest.mark.parametrize(
+    ("redis", "message"),
+    [
+        ({"mode": "external", "url": "rediss://r:6379/0"}, "needs redis.credentialsSecretName"),
+        (
+            {"mode": "external", "url": "redis://r:6379/0", "credentialsSecretName": "u"},
+            "must be rediss://",
+        ),
+        ({"insecure": True, "tlsSecretName": "t"}, "leave tlsSecretName"),
+    ],
+)
+def test_redis_security_settings_that_contradict_are_refused(
+    redis: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        sample_feed(redis=redis)
+
+
+def _pod(objs: dict[str, Any], name: str) -> dict[str, Any]:
+    return objs[name]["spec"]["template"]["spec"]
+
+
+def test_managed_redis_serves_tls_only_with_acl_users_from_its_secrets() -> None:
+    objs = by_name(plan(sample_feed(), None, SYMBOLS[:3]).objects)
+    redis = _pod(objs, "StatefulSet/demo-redis")
+    args = redis["containers"][0]["args"]
+    assert args[args.index("--port") + 1] == "0"  # no plaintext listener
+    assert args[args.index("--tls-port") + 1] == "6379"
+    assert args[args.index("--aclfile") + 1] == "/etc/redis/acl/users.acl"
+    volumes = {v["name"]: v for v in redis["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "demo-redis-tls"
+    assert volumes["acl"]["emptyDir"]["medium"] == "Memory"
+    (init,) = redis["initContainers"]
+    assert init["args"] == ["redis-acl", "--out", "/etc/redis/acl/users.acl"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"]}
+    assert refs == {
+        "QUANTCORE_REDIS_RELAY_PASSWORD": {
+            "name": "demo-redis-credentials",
+            "key": "relay-password",
+        },
+        "QUANTCORE_REDIS_SERVE_PASSWORD": {
+            "name": "demo-redis-credentials",
+            "key": "serve-password",
+        },
+    }
+    assert planner.redis_url(sample_feed()) == "rediss://demo-redis.default.svc:6379/0"
+
+
+def _env_vars(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_each_redis_client_gets_only_its_own_user_by_secret_reference() -> None:
+    objs = by_name(plan(sample_feed(), None, SYMBOLS[:3]).objects)
+    app = objs["SparkApplication/demo-stream"]["spec"]
+    driver = _env_vars(app["driver"]["template"]["spec"]["containers"][0])
+    serve = _env_vars(_pod(objs, "Deployment/demo-serve")["containers"][0])
+    for env, user in ((driver, "relay"), (serve, "serve")):
+        assert env["QUANTCORE_REDIS_USERNAME"] == {
+            "name": "QUANTCORE_REDIS_USERNAME",
+            "value": user,
+        }
+        password = env["QUANTCORE_REDIS_PASSWORD"]
+        assert "value" not in password
+        assert password["valueFrom"]["secretKeyRef"]["key"] == f"{user}-password"
+        assert env["QUANTCORE_REDIS_CA_FILE"]["value"] == "/etc/quantcore/redis-ca/ca.crt"
+    # Executors, feed shards and the Redis container itself hold no client credentials.
+    assert "QUANTCORE_REDIS_PASSWORD" not in _env_vars(
+        app["executor"]["template"]["spec"]["containers"][0]
+    )
+    assert "QUANTCORE_REDIS_PASSWORD" not in _env_vars(
+        _pod(objs, "Deployment/demo-feed-0")["containers"][0]
+    )
+    # Clients get the CA alone, never the TLS key.
+    ca = next(v for v in _pod(objs, "Deployment/demo-serve")["volumes"] if v["name"] == "redis-ca")
+    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_the_credentials_secret_holds_a_password_per_pipeline_user() -> None:
+    secret = planner.redis_credentials_secret(sample_feed(), {"relay": "a", "serve": "b"})
+    assert secret["metadata"]["name"] == "demo-redis-credentials"
+    assert secret["stringData"] == {"relay-password": "a", "serve-password": "b"}
+
+
+def test_insecure_redis_is_plain_and_passes_no_credentials() -> None:
+    feed = sample_feed(redis={"insecure": True})
+    objs = by_name(plan(feed, None, SYMBOLS[:3]).objects)
+    redis = _pod(objs, "StatefulSet/demo-redis")
+    assert "initContainers" not in redis
+    assert "--tls-port" not in redis["containers"][0]["args"]
+    assert planner.redis_url(feed) == "redis://demo-redis.default.svc:6379/0"
+    serve = _pod(objs, "Deployment/demo-serve")["containers"][0]
+    assert not [e for e in serve["env"] if e["name"].startswith("QUANTCORE_REDIS_")]
 
 
 def test_redis_memory_grows_with_symbols_and_levels_in_doublings() -> None:
@@ -225,13 +343,37 @@ def test_spark_pods_are_shaped_by_templates_not_by_webhook_fields() -> None:
         assert container["name"] == container_name
         assert container["securityContext"] == planner.container_security()
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        assert set(mounts) == {"/tmp", "/opt/spark/work-dir"}
+        scratch = {"/tmp", "/opt/spark/work-dir"}
         volumes = {v["name"]: v for v in pod["volumes"]}
-        for name in mounts.values():
-            assert "emptyDir" in volumes[name]
+        for path in scratch:
+            assert "emptyDir" in volumes[mounts[path]]
         assert "nodeSelector" not in pod
         assert "tolerations" not in pod
-        assert "env" not in container
+        names = [e["name"] for e in container["env"]]
+        logged = planner.log_environment(sample_feed())
+        # How the job logs, and the context its records carry (no spec.spark.env given).
+        assert container["env"][: len(logged)] == logged
+        # Driver and executors: the stream job's Kafka user (the executors run the Kafka
+        # source and sink) and the brokers' CA.
+        kafka = [
+            "QUANTCORE_KAFKA_SECURITY_PROTOCOL",
+            "QUANTCORE_KAFKA_SASL_MECHANISM",
+            "QUANTCORE_KAFKA_USERNAME",
+            "QUANTCORE_KAFKA_PASSWORD",
+            "QUANTCORE_KAFKA_CA_FILE",
+        ]
+        assert names[len(logged) : len(logged) + len(kafka)] == kafka
+        if role == "driver":
+            # The relay's Redis user and the CA (only ca.crt, read-only): nothing else.
+            assert set(mounts) == {*scratch, planner.KAFKA_CA_DIR, planner.REDIS_CA_DIR}
+            assert names[len(logged) + len(kafka) :] == [
+                "QUANTCORE_REDIS_USERNAME",
+                "QUANTCORE_REDIS_PASSWORD",
+                "QUANTCORE_REDIS_CA_FILE",
+            ]
+        else:
+            assert set(mounts) == {*scratch, planner.KAFKA_CA_DIR}
+            assert names == [e["name"] for e in logged] + kafka
 
 
 def test_spark_pods_request_less_cpu_than_their_cores_by_default() -> None:
@@ -333,7 +475,13 @@ def test_env_with_values_and_secret_references_reaches_both_containers() -> None
     app = spark_spec(env=env)
     for role in ("driver", "executor"):
         (container,) = app[role]["template"]["spec"]["containers"]
-        assert container["env"] == env
+        # After the log settings, so a variable in spec.spark.env wins over them; the
+        # driver's Redis credentials (the relay's) follow.
+        logged = planner.log_environment(sample_feed())
+        assert container["env"][: len(logged) + len(env)] == logged + env
+    executor = app["executor"]["template"]["spec"]["containers"][0]
+    kafka = planner.kafka_client_env(sample_feed(), "stream")  # the job's Kafka user
+    assert executor["env"] == planner.log_environment(sample_feed()) + env + kafka
 
 
 @pytest.mark.parametrize(
@@ -343,6 +491,7 @@ def test_env_with_values_and_secret_references_reaches_both_containers() -> None
         [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
         [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
         [{"name": "SPARK_HOME", "value": "/x"}],
+        [{"name": "QUANTCORE_REDIS_PASSWORD", "value": "x"}],
         [{"name": "1BAD", "value": "x"}],
         [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}],
     ],
@@ -394,3 +543,216 @@ def test_serving_reads_the_whole_routing_table_read_only() -> None:
     table = RoutingTable.from_json(configmap["data"][path.rsplit("/", 1)[1]])
     assert table.symbols == p.table.symbols
     assert p.table.shards == 3
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _quantcore_containers(objects: Any) -> dict[str, dict[str, Any]]:
+    """Every container that runs quantcore: feed shards, serving, the Spark driver and
+    executors (Redis is not ours)."""
+    found: dict[str, dict[str, Any]] = {}
+    for o in objects:
+        name = f"{o['kind']}/{o['metadata']['name']}"
+        if o["kind"] == "Deployment":
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                found[f"{name}/{c['name']}"] = c
+        elif o["kind"] == "SparkApplication":
+            for role in ("driver", "executor"):
+                (c,) = o["spec"][role]["template"]["spec"]["containers"]
+                found[f"{name}/{role}"] = c
+    return found
+
+
+def test_every_quantcore_pod_logs_json_with_its_context() -> None:
+    objects = plan(sample_feed("prices", "markets"), None, SYMBOLS[:30]).objects
+    containers = _quantcore_containers(objects)
+    assert sorted(containers) == [
+        "Deployment/prices-feed-0/feed",
+        "Deployment/prices-feed-1/feed",
+        "Deployment/prices-serve/serve",
+        "SparkApplication/prices-stream/driver",
+        "SparkApplication/prices-stream/executor",
+    ]
+    for key, container in containers.items():
+        env = _env(container)
+        assert env["QUANTCORE_LOG_FORMAT"] == "json", key
+        assert env["QUANTCORE_MARKETFEED"] == "prices", key
+        # The pod's own name and namespace, from the downward API.
+        assert env["QUANTCORE_NAMESPACE"] == {
+            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}
+        }
+        assert env["QUANTCORE_POD"] == {
+            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}
+        }
+    # The shard number comes from the shard's own --shard (each record carries it).
+    shard = by_name(objects)["Deployment/prices-feed-0"]["spec"]["template"]["spec"]
+    assert "--shard" in shard["containers"][0]["args"]
+
+
+def test_monitoring_log_format_text_reaches_every_quantcore_pod() -> None:
+    feed = sample_feed(monitoring={"logFormat": "text"})
+    containers = _quantcore_containers(plan(feed, None, SYMBOLS[:3]).objects)
+    assert containers
+    for key, container in containers.items():
+        assert _env(container)["QUANTCORE_LOG_FORMAT"] == "text", key
+
+
+def test_log_format_is_json_or_text() -> None:
+    with pytest.raises(ValueError, match=r"log_format|logFormat"):
+        sample_feed(monitoring={"logFormat": "xml"})
+
+
+def _serve_pod(feed: MarketFeed) -> dict[str, Any]:
+    objs = by_name(plan(feed, None, SYMBOLS[:3]).objects)
+    return dict(objs[f"Deployment/{feed.name}-serve"]["spec"]["template"]["spec"])
+
+
+def test_serving_mounts_the_tls_and_token_secrets_read_only_and_uses_them() -> None:
+    feed = sample_feed(
+        serving={
+            "tls": {"secretName": "demo-tls", "clientAuth": "require"},
+            "auth": {"tokensSecret": "demo-tokens"},
+            "limits": {"streamsPerIdentity": 5, "symbolsPerStream": 7},
+            "reflection": True,
+        }
+    )
+    pod = _serve_pod(feed)
+    (container,) = pod["containers"]
+    args = container["args"]
+
+    def arg(flag: str) -> str:
+        return str(args[args.index(flag) + 1])
+
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "demo-tls"
+    assert volumes["tokens"]["secret"]["secretName"] == "demo-tokens"
+    assert mounts["tls"]["readOnly"] is True
+    assert mounts["tokens"]["readOnly"] is True
+    # The whole Secret as a directory (no subPath), so a renewal reaches the server.
+    assert "subPath" not in mounts["tls"]
+    assert "subPath" not in mounts["tokens"]
+    assert arg("--tls-dir") == mounts["tls"]["mountPath"]
+    assert arg("--tls-client-auth") == "require"
+    assert arg("--tokens") == mounts["tokens"]["mountPath"] + "/tokens"
+    assert (arg("--streams-per-identity"), arg("--symbols-per-stream")) == ("5", "7")
+    assert arg("--reflection") == "on"
+    assert "--insecure" not in args
+    # Group-readable 0440 files, owned by the pod's fsGroup: the image's group reads them.
+    assert volumes["tls"]["secret"]["defaultMode"] == 0o440
+    assert pod["securityContext"]["fsGroup"] == planner.RUNTIME_GID
+
+
+def test_serving_probes_readiness_on_the_plaintext_health_port() -> None:
+    pod = _serve_pod(sample_feed())
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    args = container["args"]
+    assert container["readinessProbe"] == {"grpc": {"port": ports["health"]}}
+    assert int(args[args.index("--health-port") + 1]) == ports["health"] != ports["grpc"]
+    # Liveness is a TCP connect to the TLS port: no handshake needed.
+    assert container["livenessProbe"]["tcpSocket"] == {"port": ports["grpc"]}
+    # Reflection is off unless asked for.
+    assert args[args.index("--reflection") + 1] == "off"
+
+
+def test_insecure_serving_is_explicit() -> None:
+    pod = _serve_pod(sample_feed(serving={"insecure": True}))
+    (container,) = pod["containers"]
+    assert "--insecure" in container["args"]
+    assert "--tls-dir" not in container["args"]
+    # No serving Secret; Redis's CA stays (Redis has its own setting, spec.redis.insecure).
+    assert [v["name"] for v in pod["volumes"] if "secret" in v] == ["redis-ca"]
+    # Neither TLS nor insecure: not served (the CRD refuses it; the reconcile stops at it).
+    spec = MarketFeedSpec.model_validate(
+        {**sample_feed().spec.model_dump(by_alias=True, exclude_none=True), "serving": {}}
+    )
+    assert not spec.serving.secured
+    assert sample_feed().spec.serving.secured
+
+
+@pytest.mark.parametrize(
+    ("serving", "why"),
+    [
+        ({"tls": {"secretName": "t"}, "insecure": True}, "contradicts"),
+        ({"insecure": True, "auth": {"tokensSecret": "t"}}, "tokens need TLS"),
+        ({"tls": {"secretName": "t"}, "healthPort": 50051}, "healthPort must differ"),
+        ({"tls": {"secretName": "Not_A_Name"}}, "secretName"),
+    ],
+)
+def test_serving_security_refuses_contradictions(serving: dict[str, Any], why: str) -> None:
+    body = sample_feed().spec.model_dump(by_alias=True, exclude_none=True)
+    with pytest.raises(ValueError, match=why):
+        MarketFeedSpec.model_validate({**body, "serving": serving})
+
+
+def test_an_insecure_kafka_gives_no_pod_credentials_or_ca() -> None:
+    feed = sample_feed(kafka={"bootstrap": "kafka:9092", "insecure": True})
+    objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in plan(feed, None, SYMBOLS).objects}
+    shard = objects[f"Deployment/{planner.shard_deployment_name('demo', 0)}"]["spec"]["template"]
+    (container,) = shard["spec"]["containers"]
+    kafka = [e for e in container["env"] if e["name"].startswith("QUANTCORE_KAFKA_")]
+    assert kafka == [{"name": "QUANTCORE_KAFKA_SECURITY_PROTOCOL", "value": "PLAINTEXT"}]
+    assert all(v["name"] != "kafka-ca" for v in shard["spec"]["volumes"])
+
+
+def test_each_pod_gets_its_own_roles_kafka_secret_alone() -> None:
+    feed = sample_feed()
+    objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in plan(feed, None, SYMBOLS).objects}
+
+    def secrets(container: dict[str, Any]) -> set[str]:
+        return {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container["env"]
+            if e["name"].startswith("QUANTCORE_KAFKA_") and "valueFrom" in e
+        }
+
+    shard = objects[f"Deployment/{planner.shard_deployment_name('demo', 0)}"]
+    assert secrets(shard["spec"]["template"]["spec"]["containers"][0]) == {"demo-kafka-feed"}
+    app = objects[f"SparkApplication/{planner.spark_application_name('demo')}"]["spec"]
+    for role in ("driver", "executor"):
+        (container,) = app[role]["template"]["spec"]["containers"]
+        assert secrets(container) == {"demo-kafka-stream"}, role
+    serve = objects[f"Deployment/{planner.serve_name('demo')}"]["spec"]["template"]["spec"]
+    assert all(not secrets(c) for c in serve["containers"])  # serving never talks to Kafka
+
+
+def _stream_args(feed: MarketFeed) -> list[str]:
+    objects = by_name(plan(feed, None, SYMBOLS[:30]).objects)
+    app = objects[f"SparkApplication/{planner.spark_application_name(feed.name)}"]["spec"]
+    return list(app["arguments"])
+
+
+def test_a_lake_gives_the_stream_job_its_sink_interval_retention_and_a_slot() -> None:
+    plain = sample_feed(kafka={"partitions": 3})
+    assert "--lake" not in _stream_args(plain)
+    lake = {"location": "s3a://quantcore-data/lake/", "retentionDays": 5, "intervalSeconds": 60}
+    feed = sample_feed(kafka={"partitions": 3}, lake=lake)
+    args = _stream_args(feed)
+    sink = args[args.index("--lake") + 1]
+    assert sink.startswith("s3a://quantcore-data/lake/demo-")
+    assert sink == planner.lake_sink(feed)
+    assert args[args.index("--lake-interval") + 1] == "60 seconds"
+    # The sink's log forgets files only after retention (the bucket's rule) removed them.
+    assert args[args.index("--lake-retention") + 1] == "7d"
+    assert planner.task_slots(feed.spec, 3) == planner.task_slots(plain.spec, 3) + 1
+    keep_all = sample_feed(lake={**lake, "retentionDays": 0})
+    assert "--lake-retention" not in _stream_args(keep_all)
+
+
+def test_a_new_checkpoint_writes_a_new_lake_sink() -> None:
+    lake = {"location": "s3a://quantcore-data/lake"}
+    first = sample_feed(lake=lake, spark={"image": "s:1", "checkpoint": "s3a://b/ck/one"})
+    second = sample_feed(lake=lake, spark={"image": "s:1", "checkpoint": "s3a://b/ck/two"})
+    assert planner.lake_sink(first) != planner.lake_sink(second)
+    assert planner.lake_sink(first) == planner.lake_sink(
+        sample_feed(lake=lake, spark={"image": "s:2", "checkpoint": "s3a://b/ck/one"})
+    )
+
+
+@pytest.mark.parametrize("location", ["/data/lake", "file:///lake", "s3://b/lake", "s3a://B/x"])
+def test_the_lake_must_be_on_s3a(location: str) -> None:
+    with pytest.raises(ValueError, match="location"):
+        sample_feed(lake={"location": location})

@@ -93,6 +93,30 @@ def test_s3a_settings_join_only_for_an_s3a_checkpoint() -> None:
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "false"
 
 
+def test_a_lake_on_s3_takes_the_same_s3a_settings_as_a_checkpoint() -> None:
+    def s3a_settings(conf: dict[str, str]) -> dict[str, str]:
+        return {key: value for key, value in conf.items() if ".s3a." in key}
+
+    on_s3 = job.session_conf(checkpoint="/tmp/c", environ={}, lake="s3a://b/lake/feed")
+    assert s3a_settings(on_s3)
+    assert s3a_settings(on_s3) == s3a_settings(job.session_conf(checkpoint="s3a://b/c", environ={}))
+    assert not any("s3a" in key for key in job.session_conf(checkpoint="/c", lake="/l"))
+
+
+def test_the_lake_is_off_unless_named_and_gets_its_own_task_slot() -> None:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    base = ["--kafka", "k", "--redis", "r", "--checkpoint", "s3a://bucket/x"]
+    assert command._config(parser.parse_args(base)).lake == ""
+    config = command._config(
+        parser.parse_args([*base, "--lake", "s3a://bucket/lake/feed", "--lake-retention", "7d"])
+    )
+    assert (config.lake, config.lake_retention) == ("s3a://bucket/lake/feed", "7d")
+    # Each lake table's query checkpoints beside the others, under the job's checkpoint.
+    assert config.query_checkpoint(job.lake_query("signals")) == "s3a://bucket/x/lake-signals"
+    assert job.task_slots(2, lake=True) == job.task_slots(2) + 1
+
+
 def test_a_custom_endpoint_comes_from_the_environment_with_path_style() -> None:
     conf = s3a.s3a_conf({"AWS_ENDPOINT_URL_S3": "http://10.213.0.2:9000", "AWS_REGION": "eu-1"})
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://10.213.0.2:9000"
@@ -154,3 +178,18 @@ def test_the_test_s3_servers_environment_configures_the_job() -> None:
         "--port",
         "9000",
     ]
+
+
+def test_local_files_skip_hadoop_forks_and_s3a_keeps_its_defaults() -> None:
+    manager = "spark.sql.streaming.checkpointFileManagerClass"
+    local = job.session_conf(checkpoint="/tmp/c", environ={})
+    assert local[manager].endswith(".FileSystemBasedCheckpointFileManager")
+    assert local["spark.hadoop.fs.file.impl"] == "org.apache.hadoop.fs.RawLocalFileSystem"
+    remote = job.session_conf(checkpoint="s3a://b/c", lake="s3a://b/lake", environ={})
+    assert manager not in remote
+    # S3A buffers through Hadoop's checksummed local file system (it casts to it): with S3A
+    # anywhere, the default file system stays.
+    assert "spark.hadoop.fs.file.impl" not in remote
+    lake_only = job.session_conf(checkpoint="/tmp/c", lake="s3a://b/lake", environ={})
+    assert "spark.hadoop.fs.file.impl" not in lake_only
+    assert lake_only[manager].endswith(".FileSystemBasedCheckpointFileManager")

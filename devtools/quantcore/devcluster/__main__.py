@@ -1,4 +1,7 @@
-"""`python -m quantcore.devcluster build|up|down|crds|images`: the make targets' entry point."""
+"""`python -m quantcore.devcluster build|up|down|crds|images|kafka-secrets`: the make targets'
+entry point. `kafka-secrets --namespace NS --feed NAME` grants the test ground broker's ACLs
+for a MarketFeed's topics and prints the Secrets its spec.kafka names (with `--operator-secret
+NAME`, the chart operator's user instead), for `kubectl apply -f -`."""
 
 from __future__ import annotations
 
@@ -12,9 +15,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m quantcore.devcluster", description=__doc__)
     parser.add_argument(
         "action",
-        choices=["build", "up", "down", "crds", "images"],
+        choices=["build", "up", "down", "crds", "images", "kafka-secrets"],
         help="build: binaries only; up: start and install CRDs; down: stop; crds: fetch CRDs; "
-        "images: build the container images into archives (and load them into a running node)",
+        "images: build the container images into archives (and load them into a running node); "
+        "kafka-secrets: the test ground Kafka's users as Secrets for a namespace",
+    )
+    parser.add_argument("--namespace", help="kafka-secrets: where the Secrets go")
+    parser.add_argument(
+        "--feed", help="kafka-secrets: the MarketFeed (Secrets <feed>-kafka-feed/-stream/-ca)"
+    )
+    parser.add_argument(
+        "--topic-prefix",
+        default=None,
+        help="kafka-secrets: the feed's topic prefix (default: the default topics, quantcore.*)",
+    )
+    parser.add_argument(
+        "--operator-secret",
+        default=None,
+        help="kafka-secrets: print the operator's user as this Secret (the chart's"
+        " operator.kafka.credentialsSecretName) and the CA as kafka-ca",
     )
     parser.add_argument("--dir", type=Path, default=Path(".dev/cluster"), help="state directory")
     parser.add_argument("--kubeconfig", type=Path, default=Path(".dev/kubeconfig"))
@@ -78,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in crds.third_party_crd_paths():
             print(path)
         return 0
+    if args.action == "kafka-secrets":
+        return _kafka_secrets(args)
     if args.action == "down":
         stopped = cluster.stop(args.dir)
         print("cluster stopped" if stopped else f"no cluster recorded in {args.dir}")
@@ -144,3 +165,30 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _kafka_secrets(args: argparse.Namespace) -> int:
+    import json
+
+    from quantcore.devcluster import platformdeps
+    from quantcore.events import Topics
+
+    deps = platformdeps.recorded(args.dir)
+    if deps is None or not deps.kafka_security or not args.namespace:
+        print(
+            "kafka-secrets needs a test ground with its Kafka (up) and --namespace", file=sys.stderr
+        )
+        return 2
+    if args.operator_secret:
+        secrets = [
+            platformdeps.kafka_operator_secret(deps, args.namespace, args.operator_secret),
+            platformdeps.kafka_ca_secret(deps, args.namespace, "kafka-ca"),
+        ]
+    elif args.feed:
+        platformdeps.grant_kafka(deps, Topics.with_prefix(args.topic_prefix))
+        secrets = platformdeps.kafka_client_secrets(deps, args.namespace, args.feed)
+    else:
+        print("kafka-secrets needs --feed or --operator-secret", file=sys.stderr)
+        return 2
+    print(json.dumps({"apiVersion": "v1", "kind": "List", "items": secrets}, indent=2))
+    return 0

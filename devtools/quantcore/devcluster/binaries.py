@@ -1,5 +1,5 @@
 """Builds the test ground's binaries from Go modules, once per version: etcd, the Kubernetes
-control plane and node commands, helm, containerd and CoreDNS.
+control plane and node commands, helm, containerd, CoreDNS and kube-router (NetworkPolicies).
 
 k8s.io/kubernetes cannot be `go install`ed at a tag: its go.mod points every k8s.io/* staging
 module at ./staging/..., which a module download does not contain. The usual way out is a
@@ -37,6 +37,7 @@ CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
 # machine's hybrid cgroups, and the plugins need no build.
 RUNC = Path("/usr/sbin/runc")
 CNI_PLUGINS = Path("/usr/lib/cni")
+IPSET = Path("/usr/sbin/ipset")  # kube-router runs it
 # Builds run beside other work on a small machine: keep them polite.
 NICE = ("nice", "-n", "10")
 
@@ -64,6 +65,7 @@ class NodeBinaries:
     containerd_shim: Path
     ctr: Path
     coredns: Path
+    kube_router: Path
     runc: Path
     cni_plugins: Path
 
@@ -133,9 +135,13 @@ def ensure_all() -> Binaries:
 
 
 def ensure_node() -> NodeBinaries:
-    """Every binary a node needs, building what is missing; Debian's runc and CNI plugins
-    must be installed (`.ci/run` and `make cluster-deps` install them)."""
-    for path, package in ((RUNC, "runc"), (CNI_PLUGINS / "bridge", "containernetworking-plugins")):
+    """Every binary a node needs, building what is missing; Debian's runc, CNI plugins and
+    ipset must be installed (`.ci/run` and `make cluster-deps` install them)."""
+    for path, package in (
+        (RUNC, "runc"),
+        (CNI_PLUGINS / "bridge", "containernetworking-plugins"),
+        (IPSET, "ipset"),
+    ):
         if not path.exists():
             raise BuildError(f"{path} is missing: apt-get install {package}")
     kube = ensure_kubernetes()
@@ -147,6 +153,7 @@ def ensure_node() -> NodeBinaries:
         containerd_shim=containerd["containerd-shim-runc-v2"],
         ctr=containerd["ctr"],
         coredns=ensure_coredns(),
+        kube_router=ensure_kube_router(),
         runc=RUNC,
         cni_plugins=CNI_PLUGINS,
     )
@@ -160,6 +167,7 @@ def missing() -> list[Path]:
         versions.helm_dir() / "helm",
         *(versions.containerd_dir() / "bin" / name for name in CONTAINERD_COMMANDS),
         versions.coredns_dir() / "coredns",
+        versions.kube_router_dir() / "kube-router",
     ]
     return [path for path in wanted if not path.exists()]
 
@@ -239,6 +247,15 @@ def ensure_etcd() -> Path:
 
 def ensure_helm() -> Path:
     return _go_installed(versions.helm_dir(), "helm", f"helm.sh/helm/v3/cmd/helm@{versions.HELM}")
+
+
+def ensure_kube_router() -> Path:
+    return _go_installed(
+        versions.kube_router_dir(),
+        "kube-router",
+        f"github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@{versions.KUBE_ROUTER}",
+        "-ldflags=-s -w",
+    )
 
 
 def _go_installed(root: Path, name: str, package: str, *flags: str) -> Path:

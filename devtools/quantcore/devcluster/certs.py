@@ -36,6 +36,7 @@ class NodePki:
     scheduler: KeyPair  # system:kube-scheduler, bound by the bootstrap RBAC
     kube_proxy: KeyPair  # system:kube-proxy, bound to system:node-proxier
     coredns: KeyPair  # quantcore:coredns, bound by devcluster's own ClusterRole
+    kube_router: KeyPair  # quantcore:kube-router, likewise
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def create_node(directory: Path, ca: KeyPair, *, node_name: str, node_ip: str) -
         scheduler=client("scheduler", "/CN=system:kube-scheduler"),
         kube_proxy=client("kube-proxy", "/CN=system:kube-proxy"),
         coredns=client("coredns", "/CN=quantcore:coredns"),
+        kube_router=client("kube-router", "/CN=quantcore:kube-router"),
     )
 
 

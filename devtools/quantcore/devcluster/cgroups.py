@@ -50,11 +50,16 @@ def members(name: str) -> set[int]:
         root = mount / name
         if not root.is_dir():
             continue
-        for procs in root.rglob("cgroup.procs"):
+        # os.walk skips a directory that vanishes under it (the kubelet removes pod cgroups
+        # while we walk); Path.rglob raises.
+        for directory, _, files in os.walk(root):
+            if "cgroup.procs" not in files:
+                continue
             try:
-                pids.update(int(line) for line in procs.read_text().split())
+                text = (Path(directory) / "cgroup.procs").read_text()
             except OSError:
                 continue  # removed while we walked
+            pids.update(int(line) for line in text.split())
     return pids
 
 

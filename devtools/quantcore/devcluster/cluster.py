@@ -39,6 +39,7 @@ NODE_STATE = "node.json"
 IMAGES_STATE = "images.json"
 PAUSE_IMAGE = "pause"
 COREDNS_RBAC_NAME = "quantcore:coredns"
+KUBE_ROUTER_RBAC_NAME = "quantcore:kube-router"
 
 
 class ClusterError(RuntimeError):
@@ -109,6 +110,7 @@ def start(
         assert plane.pki is not None
         with new_client_from_config(config_file=str(plane.kubeconfig)) as api:
             _install_dns_objects(api)
+            _install_policy_engine_rbac(api)
             node.start(
                 directory,
                 paths,
@@ -121,6 +123,14 @@ def start(
             )
             load_images(directory, images)
             _wait_node_ready(api, directory, timeout)
+            node.start_firewall(
+                directory,
+                paths,
+                node_binaries,
+                plane.pki,
+                namespace,
+                die_with_parent=die_with_parent,
+            )
     except BaseException:
         stop(directory)
         raise
@@ -191,36 +201,21 @@ def forward(directory: Path, target: str, name: str) -> int:
 
 
 def _install_dns_objects(api: client.ApiClient) -> None:
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_cluster_role(
-        client.V1ClusterRole(
-            metadata=client.V1ObjectMeta(name=COREDNS_RBAC_NAME),
-            rules=[
-                client.V1PolicyRule(
-                    api_groups=[""],
-                    resources=["services", "endpoints", "pods", "namespaces"],
-                    verbs=["get", "list", "watch"],
-                ),
-                client.V1PolicyRule(
-                    api_groups=["discovery.k8s.io"],
-                    resources=["endpointslices"],
-                    verbs=["get", "list", "watch"],
-                ),
-            ],
-        )
-    )
-    rbac.create_cluster_role_binding(
-        client.V1ClusterRoleBinding(
-            metadata=client.V1ObjectMeta(name=COREDNS_RBAC_NAME),
-            role_ref=client.V1RoleRef(
-                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=COREDNS_RBAC_NAME
+    _grant_reading(
+        api,
+        COREDNS_RBAC_NAME,
+        [
+            client.V1PolicyRule(
+                api_groups=[""],
+                resources=["services", "endpoints", "pods", "namespaces"],
+                verbs=["get", "list", "watch"],
             ),
-            subjects=[
-                client.RbacV1Subject(
-                    kind="User", name=COREDNS_RBAC_NAME, api_group="rbac.authorization.k8s.io"
-                )
-            ],
-        )
+            client.V1PolicyRule(
+                api_groups=["discovery.k8s.io"],
+                resources=["endpointslices"],
+                verbs=["get", "list", "watch"],
+            ),
+        ],
     )
     core = client.CoreV1Api(api)
     discovery = client.DiscoveryV1Api(api)
@@ -228,6 +223,50 @@ def _install_dns_objects(api: client.ApiClient) -> None:
     # The client takes plain manifests as bodies; its stubs name only the model classes.
     core.create_namespaced_service("kube-system", cast(Any, service))
     discovery.create_namespaced_endpoint_slice("kube-system", cast(Any, endpoint_slice))
+
+
+def _install_policy_engine_rbac(api: client.ApiClient) -> None:
+    """kube-router's firewall reads what policies select, and the node it runs on."""
+    _grant_reading(
+        api,
+        KUBE_ROUTER_RBAC_NAME,
+        [
+            client.V1PolicyRule(
+                api_groups=[""],
+                resources=["pods", "namespaces", "nodes", "services", "endpoints"],
+                verbs=["get", "list", "watch"],
+            ),
+            client.V1PolicyRule(
+                api_groups=["networking.k8s.io"],
+                resources=["networkpolicies"],
+                verbs=["get", "list", "watch"],
+            ),
+            client.V1PolicyRule(
+                api_groups=["discovery.k8s.io"],
+                resources=["endpointslices"],
+                verbs=["get", "list", "watch"],
+            ),
+        ],
+    )
+
+
+def _grant_reading(api: client.ApiClient, user: str, rules: list[client.V1PolicyRule]) -> None:
+    """A ClusterRole named `user` with `rules`, bound to the certificate user of that name."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role(
+        client.V1ClusterRole(metadata=client.V1ObjectMeta(name=user), rules=rules)
+    )
+    rbac.create_cluster_role_binding(
+        client.V1ClusterRoleBinding(
+            metadata=client.V1ObjectMeta(name=user),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=user
+            ),
+            subjects=[
+                client.RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")
+            ],
+        )
+    )
 
 
 def _wait_node_ready(api: client.ApiClient, directory: Path, timeout: float) -> None:

@@ -1,9 +1,10 @@
 """Starts the node's processes inside its namespace: containerd (with Debian's runc and CNI
-plugins), the kubelet, kube-proxy and CoreDNS. The configuration they get is nodeconfig's;
-this module writes it into the cluster directory and starts them.
+plugins), the kubelet, kube-proxy, CoreDNS and the NetworkPolicy engine. The configuration
+they get is nodeconfig's; this module writes it into the cluster directory and starts them.
 
 CoreDNS runs as a node process beside the control plane rather than as a pod: the cluster's
-DNS then needs no image, and it answers for Services from the first pod on.
+DNS then needs no image, and it answers for Services from the first pod on. The NetworkPolicy
+engine (kube-router's firewall alone) runs the same way, so policies hold from the first pod on.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from quantcore.devcluster.netns import NamespaceError, NodeNamespace
 KUBE_PROXY_METRICS_PORT = 10249
 KUBE_PROXY_HEALTHZ_PORT = 10256
 COREDNS_HEALTH_PORT = 8080
+KUBE_ROUTER_HEALTH_PORT = 20244
+# kube-router's own filter chain for forwarded traffic: a pod it enforces for has rules here.
+KUBE_ROUTER_FORWARD_CHAIN = "KUBE-ROUTER-FORWARD"
 
 
 @dataclass(frozen=True)
 class NodePaths:
-    """Where the node keeps its state, all under the cluster directory."""
+    """Where the node keeps its state: under the cluster directory, but for the kubelet's."""
 
     root: Path
 
@@ -38,7 +42,11 @@ class NodePaths:
 
     @property
     def kubelet(self) -> Path:
-        return self.root / "kubelet"
+        """Inside the namespace's private /var/lib (netns.PRIVATE_TMPFS), gone with it. The
+        kubelet makes unix sockets below its root (pod-resources/<10 digits>), whose whole
+        path must fit in 107 bytes: under a long cluster directory (a test's tmp path) it did
+        not, and the kubelet stopped at start."""
+        return Path("/var/lib/kubelet")
 
     @property
     def config(self) -> Path:
@@ -71,13 +79,9 @@ def start(
     node_pki = pki.node
     config = paths.config
     config.mkdir(parents=True, exist_ok=True)
-    server = f"https://127.0.0.1:{nodeconfig.API_PORT}"
 
     def component_kubeconfig(name: str, user: str, identity: certs.KeyPair) -> Path:
-        return kubeconfig.write(
-            config / f"{name}.kubeconfig",
-            kubeconfig.render(server=server, ca_cert=pki.ca.cert, user=user, client=identity),
-        )
+        return _component_kubeconfig(config, pki, name, user, identity)
 
     def spawn(name: str, command: list[str], env: dict[str, str] | None = None) -> int:
         return controlplane.spawn(
@@ -166,7 +170,57 @@ def start(
         )
     )
     pids["coredns"] = spawn("coredns", [str(binaries.coredns), "-conf", str(corefile)])
+
     return pids
+
+
+def start_firewall(
+    directory: Path,
+    paths: NodePaths,
+    binaries: NodeBinaries,
+    pki: certs.Pki,
+    namespace: NodeNamespace,
+    *,
+    die_with_parent: bool,
+    timeout: float = 60.0,
+) -> int:
+    """Starts kube-router's NetworkPolicy firewall once the node is registered (it reads its
+    own Node at start and exits without it); returns when it enforces, with its pid."""
+    assert pki.node is not None, "the PKI was made for a node"
+    identity = _component_kubeconfig(
+        paths.config, pki, "kube-router", "quantcore:kube-router", pki.node.kube_router
+    )
+    command = [
+        str(binaries.kube_router),
+        "--run-firewall=true",
+        "--run-router=false",  # the CNI bridge routes
+        "--run-service-proxy=false",  # kube-proxy serves Services
+        "--enable-cni=false",
+        f"--kubeconfig={identity}",
+        f"--hostname-override={nodeconfig.NODE_NAME}",
+        f"--service-cluster-ip-range={nodeconfig.SERVICE_CIDR}",
+        f"--health-port={KUBE_ROUTER_HEALTH_PORT}",
+        "--v=1",
+    ]
+    pid = controlplane.spawn(directory, "kube-router", namespace.enter(command), die_with_parent)
+    # Its chains appear once its controller runs: from then on it enforces.
+    controlplane.wait_ready(
+        directory,
+        "kube-router",
+        lambda: _runs(namespace, ["iptables", "-S", KUBE_ROUTER_FORWARD_CHAIN]),
+        timeout,
+    )
+    return pid
+
+
+def _component_kubeconfig(
+    config: Path, pki: certs.Pki, name: str, user: str, identity: certs.KeyPair
+) -> Path:
+    server = f"https://127.0.0.1:{nodeconfig.API_PORT}"
+    return kubeconfig.write(
+        config / f"{name}.kubeconfig",
+        kubeconfig.render(server=server, ca_cert=pki.ca.cert, user=user, client=identity),
+    )
 
 
 def _runs(namespace: NodeNamespace, command: list[str]) -> bool:

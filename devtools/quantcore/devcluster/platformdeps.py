@@ -23,6 +23,7 @@ quantcore did not create is changed. The cluster's teardown takes it all away wi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -41,6 +42,9 @@ from quantcore.devcluster import cluster, nodeconfig
 from quantcore.devservices import kafka as devkafka
 from quantcore.devservices import s3 as devs3
 from quantcore.devservices.ports import is_listening
+from quantcore.events import Topics
+from quantcore.kafkaauth import KafkaAuth
+from quantcore.operator import planner
 
 NAMESPACE = "quantcore-deps"
 FIELD_MANAGER = "quantcore-devcluster"
@@ -51,6 +55,9 @@ STATE_FILE = "platformdeps.json"
 KAFKA = "kafka"
 KAFKA_PORT = devkafka.CONTAINER_PORT
 KAFKA_HOST_PORT = 9094  # the HOST listener, reached from the host through a relay
+# A pod carrying this label ("true") may reach the broker without being a MarketFeed's.
+KAFKA_CLIENT_LABEL = "quantcore.io/kafka-client"
+KAFKA_SECURITY_DIR = "kafka-security"  # under the cluster's directory: CA, users' passwords
 REPLAY = "replay"
 REPLAY_PORT = 8080  # the container's: websocket and REST on one port
 REPLAY_WS_PORT = 9443  # the Service's, as the exchange's
@@ -88,6 +95,18 @@ class PlatformDeps:
     s3_endpoint: str = ""  # inside the cluster
     s3_host_endpoint: str = ""  # from the host (a relay)
     s3_bucket: str = ""
+    kafka_security: str = ""  # the directory of the broker's CA and users' passwords
+
+    def kafka_auth(self, user: str) -> KafkaAuth:
+        """`user`'s SCRAM credentials and the broker's CA (quantcore.kafkaacl's users)."""
+        return devkafka.stored_auth(Path(self.kafka_security), user)
+
+    def kafka_host_config(self, user: str = "admin") -> dict[str, Any]:
+        """A confluent-kafka config reaching the broker from the host as `user`."""
+        return {
+            **self.kafka_auth(user).client_config(),
+            "bootstrap.servers": self.kafka_host_bootstrap,
+        }
 
 
 # ---- pure: the objects -------------------------------------------------------------------
@@ -107,12 +126,35 @@ def kafka_bootstrap(namespace: str) -> str:
     return f"{KAFKA}.{namespace}.svc:{KAFKA_PORT}"
 
 
-def kafka_properties(namespace: str, host_bootstrap: str) -> str:
+def kafka_properties(namespace: str, host_bootstrap: str, admin_password: str) -> str:
     """The broker's server.properties: advertised by its Service's name inside the cluster
-    and as the host relay's address on the HOST listener."""
+    and as the host relay's address on the HOST listener, both SASL_SSL with SCRAM users and
+    ACLs enforced (quantcore.devservices.kafka.container_properties)."""
     return devkafka.container_properties(
         f"{KAFKA}.{namespace}.svc.cluster.local:{KAFKA_PORT}",
         {"HOST": (KAFKA_HOST_PORT, host_bootstrap)},
+        admin_password=admin_password,
+    )
+
+
+def kafka_server_names(namespace: str) -> list[str]:
+    """What the broker's certificate names: its Service (short and full) for pods, and
+    127.0.0.1, where the host relay advertises it."""
+    return [
+        f"{KAFKA}.{namespace}.svc.cluster.local",
+        f"{KAFKA}.{namespace}.svc",
+        "127.0.0.1",
+        "localhost",
+    ]
+
+
+def kafka_security(directory: Path, namespace: str) -> devkafka.KafkaSecurity:
+    """The test ground broker's CA, certificate and SCRAM users' passwords, kept under the
+    cluster's directory (`kafka-security/`, passwords 0600) and made once: a redeploy keeps
+    them, so the Secrets already handed to MarketFeeds stay valid."""
+    where = directory / KAFKA_SECURITY_DIR
+    return devkafka.load_security(where) or devkafka.create_security(
+        where, devkafka.ALL_USERS, kafka_server_names(namespace)
     )
 
 
@@ -208,9 +250,34 @@ def _pod_security(uid: int) -> dict[str, Any]:
     }
 
 
-def kafka_manifests(namespace: str, image: str, properties: str) -> list[dict[str, Any]]:
+def _secret(
+    name: str, namespace: str, data: dict[str, str], kind: str = "Opaque"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(name, namespace, KAFKA),
+        "type": kind,
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+    }
+
+
+def kafka_manifests(
+    namespace: str, image: str, properties: str, security: devkafka.KafkaSecurity
+) -> list[dict[str, Any]]:
+    """The broker: its server.properties (a Secret: it holds the broker's own SCRAM password),
+    its TLS files and its users' passwords (Secrets the entrypoint reads), the StatefulSet."""
     labels = {**MANAGED_BY, **PART_OF, "app.kubernetes.io/name": KAFKA}
-    config_hash = hashlib.sha256(properties.encode()).hexdigest()[:16]
+    tls = {
+        "keystore.pem": security.keystore.read_text(),
+        "ca.crt": security.tls.ca.read_text(),
+    }
+    inputs = [
+        properties,
+        *tls.values(),
+        *(f"{u}={p}" for u, p in sorted(security.passwords.items())),
+    ]
+    config_hash = hashlib.sha256("\0".join(inputs).encode()).hexdigest()[:16]
     container = {
         "name": KAFKA,
         "image": image,
@@ -219,10 +286,14 @@ def kafka_manifests(namespace: str, image: str, properties: str) -> list[dict[st
             {"name": "kafka", "containerPort": KAFKA_PORT},
             {"name": "host", "containerPort": KAFKA_HOST_PORT},
         ],
-        "env": [{"name": "KAFKA_CONFIG", "value": "/etc/quantcore-kafka/server.properties"}],
-        # A real Kafka request (ApiVersions) on the client port, answered without error.
+        "env": [
+            {"name": "KAFKA_CONFIG", "value": "/etc/quantcore-kafka/server.properties"},
+            {"name": "KAFKA_USERS_DIR", "value": str(devkafka.CONTAINER_USERS_DIR)},
+        ],
+        # A real Kafka request (ApiVersions) answered without error, on the pod's loopback
+        # listener: the client ports speak TLS and SASL first.
         "readinessProbe": {
-            "exec": {"command": ["/opt/kafka/probe.sh", str(KAFKA_PORT)]},
+            "exec": {"command": ["/opt/kafka/probe.sh", str(devkafka.CONTAINER_PROBE_PORT)]},
             "periodSeconds": 5,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
@@ -237,16 +308,15 @@ def kafka_manifests(namespace: str, image: str, properties: str) -> list[dict[st
         "volumeMounts": [
             {"name": "data", "mountPath": "/var/lib/kafka"},
             {"name": "config", "mountPath": "/etc/quantcore-kafka", "readOnly": True},
+            {"name": "tls", "mountPath": str(devkafka.CONTAINER_TLS_DIR), "readOnly": True},
+            {"name": "users", "mountPath": str(devkafka.CONTAINER_USERS_DIR), "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": _meta(f"{KAFKA}-config", namespace, KAFKA),
-            "data": {"server.properties": properties},
-        },
+        _secret(f"{KAFKA}-config", namespace, {"server.properties": properties}),
+        _secret(f"{KAFKA}-tls", namespace, tls),
+        _secret(f"{KAFKA}-users", namespace, dict(security.passwords)),
         {
             "apiVersion": "apps/v1",
             "kind": "StatefulSet",
@@ -270,7 +340,9 @@ def kafka_manifests(namespace: str, image: str, properties: str) -> list[dict[st
                         # the pod (a new pod formats a new log directory).
                         "volumes": [
                             {"name": "data", "emptyDir": {}},
-                            {"name": "config", "configMap": {"name": f"{KAFKA}-config"}},
+                            _secret_volume("config", f"{KAFKA}-config"),
+                            _secret_volume("tls", f"{KAFKA}-tls"),
+                            _secret_volume("users", f"{KAFKA}-users"),
                             {"name": "tmp", "emptyDir": {}},
                         ],
                     },
@@ -278,6 +350,56 @@ def kafka_manifests(namespace: str, image: str, properties: str) -> list[dict[st
             },
         },
     ]
+
+
+def kafka_network_policy(namespace: str) -> dict[str, Any]:
+    """Who may reach the broker's client port, as a Kafka operator's listener peers would say:
+    a MarketFeed's pods, QuantCore's operator, and pods labelled as Kafka tools
+    (KAFKA_CLIENT_LABEL), from any namespace. The host relay's port needs no rule: it comes
+    from the node, which the policy engine lets reach every pod (probes come that way too)."""
+    anywhere: dict[str, Any] = {}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(f"{KAFKA}-clients", namespace, KAFKA),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": KAFKA, **PART_OF}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": anywhere,
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {"key": planner.FEED_LABEL, "operator": "Exists"}
+                                ]
+                            },
+                        },
+                        {
+                            "namespaceSelector": anywhere,
+                            "podSelector": {
+                                "matchLabels": {
+                                    "app.kubernetes.io/name": "quantcore",
+                                    planner.COMPONENT_LABEL: "operator",
+                                }
+                            },
+                        },
+                        {
+                            "namespaceSelector": anywhere,
+                            "podSelector": {"matchLabels": {KAFKA_CLIENT_LABEL: "true"}},
+                        },
+                    ],
+                    "ports": [{"port": "kafka", "protocol": "TCP"}],
+                }
+            ],
+        },
+    }
+
+
+def _secret_volume(name: str, secret: str) -> dict[str, Any]:
+    # Readable by the broker's group (fsGroup) only.
+    return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
 
 
 def replay_manifests(namespace: str, image: str, symbols: int) -> list[dict[str, Any]]:
@@ -380,10 +502,11 @@ def deploy(
             f"{replay_ip}:{REPLAY_REST_PORT}",
             "replay",
         )
-        for manifest in kafka_manifests(
-            namespace, kafka_image, kafka_properties(namespace, kafka_host)
-        ):
+        security = kafka_security(running.directory, namespace)
+        properties = kafka_properties(namespace, kafka_host, security.passwords["admin"])
+        for manifest in kafka_manifests(namespace, kafka_image, properties, security):
             apply(manifest)
+        apply(kafka_network_policy(namespace))
         for manifest in replay_manifests(namespace, runtime_image, replay_symbols):
             apply(manifest)
         for manifest in s3_manifests(namespace):
@@ -401,6 +524,7 @@ def deploy(
             s3_endpoint=f"http://{S3}.{namespace}.svc:{devs3.NODE_PORT}",
             s3_host_endpoint=s3_host,
             s3_bucket=S3_BUCKET,
+            kafka_security=str(running.directory / KAFKA_SECURITY_DIR),
         )
         (running.directory / STATE_FILE).write_text(json.dumps(asdict(deps), indent=2))
         started = time.monotonic()
@@ -412,7 +536,7 @@ def deploy(
             lambda: _pod_report(core, namespace, KAFKA),
         )
         _wait(
-            lambda: devkafka.broker_answers(kafka_host),
+            lambda: devkafka.broker_answers(kafka_host, deps.kafka_auth("admin")),
             f"Kafka metadata through {kafka_host}",
             timeout - (time.monotonic() - started),
             lambda: _pod_report(core, namespace, KAFKA),
@@ -426,6 +550,53 @@ def deploy(
         )
         log(f"replay ready in {time.monotonic() - started:.1f}s ({deps.replay_rest_url})")
     return deps
+
+
+def _basic_auth(deps: PlatformDeps, user: str) -> dict[str, str]:
+    auth = deps.kafka_auth(user)
+    if auth.username is None or auth.password is None:
+        raise PlatformDepsError(f"the test ground's Kafka has no password for {user}")
+    return {"username": auth.username, "password": auth.password}
+
+
+def kafka_client_secrets(deps: PlatformDeps, namespace: str, prefix: str) -> list[dict[str, Any]]:
+    """What a MarketFeed in `namespace` names in spec.kafka: `<prefix>-kafka-feed` and
+    `<prefix>-kafka-stream` (kubernetes.io/basic-auth: the feed and stream users) and
+    `<prefix>-kafka-ca` (the broker's ca.crt). Apply them, then `grant_kafka` its topics."""
+    secrets = []
+    for user in ("feed", "stream"):
+        secret = _secret(
+            f"{prefix}-kafka-{user}", namespace, _basic_auth(deps, user), "kubernetes.io/basic-auth"
+        )
+        secrets.append(secret)
+    secrets.append(kafka_ca_secret(deps, namespace, f"{prefix}-kafka-ca"))
+    for secret in secrets:
+        secret["metadata"]["labels"] = {**MANAGED_BY, **PART_OF}
+    return secrets
+
+
+def kafka_ca_secret(deps: PlatformDeps, namespace: str, name: str) -> dict[str, Any]:
+    """The broker's CA as a Secret in cert-manager's layout (its `ca.crt` alone)."""
+    ca = Path(deps.kafka_auth("feed").ca_file or "").read_text()
+    secret = _secret(name, namespace, {"ca.crt": ca})
+    secret["metadata"]["labels"] = {**MANAGED_BY, **PART_OF}
+    return secret
+
+
+def kafka_operator_secret(deps: PlatformDeps, namespace: str, name: str) -> dict[str, Any]:
+    """The operator's Kafka user as the chart takes it (`operator.kafka.credentialsSecretName`,
+    basic-auth; the CA from a `kafka_client_secrets` CA Secret)."""
+    secret = _secret(name, namespace, _basic_auth(deps, "operator"), "kubernetes.io/basic-auth")
+    secret["metadata"]["labels"] = {**MANAGED_BY, **PART_OF}
+    return secret
+
+
+def grant_kafka(deps: PlatformDeps, topics: Topics) -> None:
+    """Create the ACLs of one feed's users (quantcore.kafkaacl) for `topics`, as admin through
+    the host relay: what a cluster's Kafka administrator does for each new MarketFeed."""
+    from quantcore import kafkaacl
+
+    devkafka.create_acls(deps.kafka_host_bootstrap, deps.kafka_auth("admin"), kafkaacl.acls(topics))
 
 
 def replay_symbols_served(rest_url: str) -> int | None:

@@ -18,6 +18,12 @@ ETCD = "v3.6.8"  # the etcd client version k8s.io/kubernetes v1.36.3 itself requ
 HELM = "v3.22.0"
 CONTAINERD = "v2.4.2"  # v2: the kubelet marks containerd 1.x support for removal in 1.37
 COREDNS = "v1.15.0"
+# The node's NetworkPolicy engine: kube-router's firewall alone (iptables and ipset), run as a
+# node process. v2.1.0 is the only release the module registry serves; advisories are filed
+# against it, which matters little for a test ground with no route out, but bump it as soon as
+# a newer one is served. kube-network-policies (sigs.k8s.io) was the first choice and fails
+# here: it queues packets with nftables' queue expression, which this kernel lacks.
+KUBE_ROUTER = "v2.1.0"
 SPARK_OPERATOR = "v2.4.0"  # github.com/kubeflow/spark-operator/v2
 PROMETHEUS_OPERATOR = "v0.85.0"  # github.com/prometheus-operator/prometheus-operator
 
@@ -49,6 +55,10 @@ def containerd_dir() -> Path:
 
 def coredns_dir() -> Path:
     return cache_root() / f"coredns-{COREDNS}"
+
+
+def kube_router_dir() -> Path:
+    return cache_root() / f"kube-router-{KUBE_ROUTER}"
 
 
 def crd_dir() -> Path:

@@ -104,10 +104,15 @@ def jars() -> int:
 
 
 def up(state: Path) -> int:
-    from quantcore.devservices.kafka import KafkaBroker, write_tool_wrappers
+    from quantcore.devservices.kafka import (
+        KafkaBroker,
+        write_client_properties,
+        write_tool_wrappers,
+    )
     from quantcore.devservices.process import ServiceError
     from quantcore.devservices.redis import RedisServer
     from quantcore.devservices.spark import spark_jars
+    from quantcore.redisacl import ADMIN
 
     alive = running(state)
     if alive:
@@ -127,7 +132,7 @@ def up(state: Path) -> int:
     try:
         bootstrap = kafka.start()
         pids["kafka"].write(kafka.pid, kafka.marker)
-        url = redis.start()
+        redis.start()
         pids["redis"].write(redis.pid, redis.marker)
     except ServiceError as error:
         kafka.stop()
@@ -136,9 +141,21 @@ def up(state: Path) -> int:
             pid_file.path.unlink(missing_ok=True)
         print(error, file=sys.stderr)
         return 1
+    kafka_admin = kafka.auth(ADMIN)  # Kafka's super user has Redis's admin's name too
+    tool_config = write_client_properties(state / "kafka" / "admin.properties", kafka_admin)
     values = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "REDIS_URL": url,
+        # SASL_SSL and SCRAM users, the same way: admin's password stays in its 0600 files.
+        "KAFKA_CA_FILE": kafka_admin.ca_file or "",
+        "KAFKA_USERNAME": ADMIN,
+        "KAFKA_PASSWORD_FILE": str(kafka.workdir / "security" / "passwords" / ADMIN),
+        "KAFKA_CLIENT_CONFIG": str(tool_config),
+        # TLS and ACL users: the address, and admin's credentials by reference (the
+        # password stays in its 0600 file; this file and its printout never hold it).
+        "REDIS_URL": redis.address,
+        "REDIS_CA_FILE": redis.auth(ADMIN).ca_file or "",
+        "REDIS_USERNAME": ADMIN,
+        "REDIS_PASSWORD_FILE": str(redis.workdir / "passwords" / ADMIN),
         "SPARK_JARS": ",".join(str(j) for j in spark),
         "KAFKA_BIN": str(state / "bin"),
         "KAFKA_LOG": str(kafka.log),

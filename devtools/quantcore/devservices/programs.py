@@ -14,14 +14,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from quantcore import kafkaauth, redisauth
 from quantcore.devservices.ports import LOOPBACK, free_port
 from quantcore.devservices.process import ChildProcess
 from quantcore.events import Topics
 from quantcore.feedshard import shard_args
+from quantcore.kafkaauth import KafkaAuth
+from quantcore.redisauth import RedisAuth
 
 START_TIMEOUT_S = 120.0
 
@@ -29,6 +32,36 @@ START_TIMEOUT_S = 120.0
 def quantcore_argv(*args: str) -> list[str]:
     """argv for a `quantcore` subcommand run by this interpreter."""
     return [sys.executable, "-m", "quantcore.cli", *args]
+
+
+_CREDENTIALS_ENV = (
+    redisauth.USERNAME_ENV,
+    redisauth.PASSWORD_ENV,
+    redisauth.CA_FILE_ENV,
+    kafkaauth.PROTOCOL_ENV,
+    kafkaauth.MECHANISM_ENV,
+    kafkaauth.USERNAME_ENV,
+    kafkaauth.PASSWORD_ENV,
+    kafkaauth.CA_FILE_ENV,
+)
+
+
+def child_env(
+    auth: RedisAuth | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    kafka: KafkaAuth | None = None,
+) -> dict[str, str]:
+    """This process's environment for a child, with `auth`'s Redis credentials, `kafka`'s
+    Kafka credentials and no others: each process gets its own users' passwords alone (none:
+    no Redis, PLAINTEXT Kafka)."""
+    base = os.environ if environ is None else environ
+    env = {key: value for key, value in base.items() if key not in _CREDENTIALS_ENV}
+    if auth is not None:
+        env.update(auth.env())
+    if kafka is not None:
+        env.update(kafka.env())
+    return env
 
 
 class ReplayProcess(ChildProcess):
@@ -109,6 +142,7 @@ class ShardProcess(ChildProcess):
         workdir: Path,
         topic_prefix: str | None = None,
         extra: Sequence[str] = (),
+        kafka_auth: KafkaAuth | None = None,
     ) -> None:
         self.metrics_port = free_port()
         args = shard_args(
@@ -121,7 +155,11 @@ class ShardProcess(ChildProcess):
             topic_prefix=topic_prefix,
         )
         super().__init__(
-            f"feed-{shard}", quantcore_argv(*args, *extra), workdir / f"feed-{shard}.log"
+            f"feed-{shard}",
+            quantcore_argv(*args, *extra),
+            workdir / f"feed-{shard}.log",
+            # The feed user alone (quantcore.kafkaacl.FEED), no Redis.
+            env=child_env(kafka=kafka_auth),
         )
 
     def wait_started(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -150,15 +188,31 @@ class ShardProcess(ChildProcess):
 
 
 class ServeProcess(ChildProcess):
-    """`quantcore serve` on 127.0.0.1:`port`, ready once it logs that it listens."""
+    """`quantcore serve` on 127.0.0.1:`port`, ready once it logs that it listens.
+
+    Plaintext (`--insecure`, said explicitly) unless `extra` names TLS files."""
 
     def __init__(
-        self, redis_url: str, port: int, log: Path, *extra: str, die_with_parent: bool = False
+        self,
+        redis_url: str,
+        port: int,
+        log: Path,
+        *extra: str,
+        redis_auth: RedisAuth | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.port = port
         self.target = f"{LOOPBACK}:{port}"
+        if not any(arg in ("--tls-dir", "--tls-cert", "--insecure") for arg in extra):
+            extra = (*extra, "--insecure")
         args = ["serve", "--redis", redis_url, "--host", LOOPBACK, "--port", str(port), *extra]
-        super().__init__("serve", quantcore_argv(*args), log, die_with_parent=die_with_parent)
+        super().__init__(
+            "serve",
+            quantcore_argv(*args),
+            log,
+            env=child_env(redis_auth or RedisAuth()),
+            die_with_parent=die_with_parent,
+        )
 
     def wait_started(self, timeout: float = 60.0) -> None:
         self.wait_ready(
@@ -173,12 +227,15 @@ def _get_json(url: str) -> dict[str, Any]:
         return dict(json.loads(resp.read()))
 
 
-def create_topics(bootstrap: str, prefix: str | None, partitions: int) -> dict[str, str]:
-    """Create the five feed topics (the operator does this on a cluster); kind -> topic."""
+def create_topics(
+    bootstrap: str, prefix: str | None, partitions: int, auth: KafkaAuth | None = None
+) -> dict[str, str]:
+    """Create the five feed topics (the operator does this on a cluster) as `auth`'s user
+    (operator or admin); kind -> topic."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topics = Topics.with_prefix(prefix)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({**(auth or KafkaAuth()).client_config(), "bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(t, partitions, 1) for t in topics.by_kind().values()])
     for future in futures.values():
         future.result(timeout=60)

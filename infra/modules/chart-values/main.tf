@@ -31,12 +31,12 @@ variable "kafka_mode" {
 }
 
 variable "msk_bootstrap" {
-  description = "MSK plaintext bootstrap brokers (host:9092,...); required when kafka_mode is \"msk\"."
+  description = "MSK SASL/SCRAM (TLS) bootstrap brokers (host:9096,...); required when kafka_mode is \"msk\"."
   type        = string
   default     = ""
   validation {
-    condition     = var.kafka_mode != "msk" || can(regex("^[A-Za-z0-9.-]+:9092(,[A-Za-z0-9.-]+:9092)*$", var.msk_bootstrap))
-    error_message = "msk_bootstrap: host:9092[,host:9092...] when kafka_mode is \"msk\"."
+    condition     = var.kafka_mode != "msk" || can(regex("^[A-Za-z0-9.-]+:9096(,[A-Za-z0-9.-]+:9096)*$", var.msk_bootstrap))
+    error_message = "msk_bootstrap: host:9096[,host:9096...] (SASL/SCRAM over TLS) when kafka_mode is \"msk\"."
   }
 }
 
@@ -84,6 +84,12 @@ variable "checkpoint_bucket" {
   type        = string
 }
 
+variable "lake_retention_days" {
+  description = "Days of history the MarketFeed's lake keeps (0: all); the bucket's lifecycle rule on lake/ matches it."
+  type        = number
+  default     = 7
+}
+
 variable "feed" {
   description = "The first MarketFeed: its name and symbols."
   type = object({
@@ -111,6 +117,24 @@ locals {
 
   kafka_bootstrap   = local.msk ? var.msk_bootstrap : "${var.in_cluster_kafka.cluster}-kafka-bootstrap.${var.in_cluster_kafka.namespace}.svc:9092"
   kafka_replication = local.msk ? min(3, var.msk_brokers) : 1
+  kafka_port        = local.msk ? 9096 : 9092
+  # SASL/SCRAM over TLS either way, a basic-auth Secret per role. MSK's certificates chain to a
+  # public CA (no CA Secret); Strimzi's to its cluster CA, copied into `kafka_ca_secret`
+  # (infra/README.md, step 7).
+  kafka_credentials = {
+    feedSecretName   = "${var.feed.name}-kafka-feed"
+    streamSecretName = "${var.feed.name}-kafka-stream"
+  }
+  kafka_operator_secret = "quantcore-kafka-operator"
+  kafka_ca_secret       = local.msk ? null : "quantcore-kafka-ca"
+  kafka_security = { for k, v in {
+    credentials  = local.kafka_credentials
+    caSecretName = local.kafka_ca_secret
+  } : k => v if v != null }
+  operator_kafka = { for k, v in {
+    credentialsSecretName = local.kafka_operator_secret
+    caSecretName          = local.kafka_ca_secret
+  } : k => v if v != null }
   # MSK brokers have addresses in the private subnets; Strimzi's pods carry its labels. The
   # two shapes differ in type, so a JSON round trip lets one expression choose between them.
   kafka_peers = jsondecode(local.msk ? jsonencode([for cidr in var.private_subnet_cidrs : { ipBlock = { cidr = cidr } }]) : jsonencode([{
@@ -118,15 +142,19 @@ locals {
     podSelector       = { matchLabels = { "strimzi.io/cluster" = var.in_cluster_kafka.cluster } }
   }]))
 
-  # ElastiCache runs with TLS in transit, hence rediss://.
-  redis_url   = local.elasticache ? "rediss://${var.elasticache_endpoint}:6379/0" : null
-  redis_spec  = local.elasticache ? { mode = "external", url = local.redis_url } : { mode = "managed", url = null }
+  # ElastiCache runs with TLS in transit, hence rediss://; its certificate chains to a public
+  # CA, so no CA Secret. The relay and serve users' passwords come from a Secret by reference.
+  redis_url                = local.elasticache ? "rediss://${var.elasticache_endpoint}:6379/0" : null
+  redis_credentials_secret = "${var.feed.name}-redis-users"
+  redis_spec = local.elasticache ? {
+    mode = "external", url = local.redis_url, credentialsSecretName = local.redis_credentials_secret
+  } : { mode = "managed", url = null, credentialsSecretName = null }
   redis_peers = [for cidr in(local.elasticache ? var.private_subnet_cidrs : []) : { ipBlock = { cidr = cidr } }]
 
   network_policies = {
     enabled    = true
     namespaces = [var.namespace]
-    kafka      = { peers = local.kafka_peers, ports = [9092] }
+    kafka      = { peers = local.kafka_peers, ports = [local.kafka_port] }
     # Any address on 443: besides the API server (network interfaces in the VPC), the Spark
     # job reaches S3 (checkpoints) and STS (IRSA) through this rule; the chart has no rule
     # of its own for object storage yet.
@@ -141,10 +169,14 @@ output "quantcore_values" {
   value = {
     image      = { repository = var.image.repository, tag = var.image.tag }
     sparkImage = { repository = var.image.spark_repository, tag = var.image.tag }
-    operator = {
-      watchNamespaces = [var.namespace]
-      nodeSelector    = local.platform_nodes
-    }
+    operator = merge(
+      {
+        watchNamespaces = [var.namespace]
+        nodeSelector    = local.platform_nodes
+      },
+      # Its own Kafka user (the operator role's basic-auth Secret) and the brokers' CA.
+      { kafka = local.operator_kafka },
+    )
     # The spark-operator chart creates the Spark service account, because it carries the
     # IRSA annotation (below); this chart must not create a second one.
     spark           = { serviceAccount = { create = false, name = local.spark_service_account } }
@@ -178,7 +210,7 @@ output "marketfeed" {
     spec = {
       image   = "${var.image.repository}:${var.image.tag}"
       symbols = var.feed.symbols
-      kafka   = { bootstrap = local.kafka_bootstrap, replication = local.kafka_replication }
+      kafka   = merge({ bootstrap = local.kafka_bootstrap, replication = local.kafka_replication }, local.kafka_security)
       spark = {
         image          = "${var.image.spark_repository}:${var.image.tag}"
         serviceAccount = local.spark_service_account
@@ -194,13 +226,41 @@ output "marketfeed" {
       }
       # A null url is left out of the rendered manifest (the CRD forbids it for "managed").
       redis = { for k, v in local.redis_spec : k => v if v != null }
+      # Serving is TLS by default: the Secret (tls.crt, tls.key, ca.crt) is created before
+      # the MarketFeed, by a cert-manager Certificate or by hand (infra/README.md, step 7).
+      serving = { tls = { secretName = "${var.feed.name}-serving-tls" } }
+      # History beside the checkpoints, under the prefix the Spark role may write and the
+      # bucket's lifecycle rule expires (checkpoints.tf).
+      lake = {
+        location      = "s3a://${var.checkpoint_bucket}/lake"
+        retentionDays = var.lake_retention_days
+      }
     }
   }
+}
+
+output "kafka_credentials_secrets" {
+  description = "Role -> the basic-auth Secret its pods read (feed, stream, operator)."
+  value = {
+    feed     = local.kafka_credentials.feedSecretName
+    stream   = local.kafka_credentials.streamSecretName
+    operator = local.kafka_operator_secret
+  }
+}
+
+output "kafka_ca_secret" {
+  description = "In-cluster only: the Secret (key ca.crt) with Strimzi's cluster CA that the MarketFeed and the operator read, or null on MSK (a public CA)."
+  value       = local.kafka_ca_secret
 }
 
 output "kafka_bootstrap" {
   description = "Kafka bootstrap servers as the cluster's pods reach them."
   value       = local.kafka_bootstrap
+}
+
+output "redis_credentials_secret" {
+  description = "The Secret (keys relay-password, serve-password) an ElastiCache MarketFeed reads, or null in-cluster (the operator makes its own)."
+  value       = local.elasticache ? local.redis_credentials_secret : null
 }
 
 output "redis_url" {

@@ -144,12 +144,53 @@ class Topics(_Model):
         return events.Topics(self.raw, self.book, self.trades, self.quarantine, self.flow)
 
 
+KafkaSecretName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="name of a Secret in the MarketFeed's namespace",
+    ),
+]
+
+
+class KafkaCredentials(_Model):
+    """The SCRAM users a feed's pods log in as (quantcore.kafkaacl), one Secret per role in
+    the `kubernetes.io/basic-auth` layout (keys `username` and `password`): each pod gets its
+    own role's Secret alone."""
+
+    feed_secret_name: KafkaSecretName = Field(
+        description="the feed shards' user (WRITE on the feed's raw, book, trades, quarantine"
+        " and flow topics)"
+    )
+    stream_secret_name: KafkaSecretName = Field(
+        description="the stream job's user, for the Spark driver and executors (READ book,"
+        " trades, flow and the signals topic, WRITE the signals topic, its consumer groups)"
+    )
+
+
 class Kafka(_Model):
+    """Where the feed's records go. Secure unless `insecure`: SASL_SSL with a SCRAM user per
+    role, the brokers' certificates checked against `caSecretName` (or the image's CAs)."""
+
     model_config = ConfigDict(
         json_schema_extra=_cel(
             (
                 "self.partitions >= oldSelf.partitions",
                 "kafka.partitions can only grow: Kafka cannot remove partitions",
+            ),
+            (
+                "has(self.credentials) || self.insecure",
+                "kafka is secure by default: set spec.kafka.credentials (feedSecretName and"
+                " streamSecretName: Secrets with username and password of SCRAM users) and"
+                " spec.kafka.caSecretName (a Secret whose ca.crt signed the brokers'"
+                " certificates; omit it for a public CA) or, on a trusted network only,"
+                " spec.kafka.insecure: true",
+            ),
+            (
+                "!(self.insecure && (has(self.credentials) || has(self.caSecretName)))",
+                "kafka.insecure turns TLS and SASL off: leave kafka.credentials and"
+                " kafka.caSecretName unset",
             ),
             (
                 "self.replication == oldSelf.replication",
@@ -180,6 +221,30 @@ class Kafka(_Model):
     deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain", description="what happens to the topics when the MarketFeed is deleted"
     )
+    insecure: bool = Field(
+        default=False,
+        description="the explicit opt-out: PLAINTEXT without users (anyone who reaches Kafka"
+        " may write forged book records)",
+    )
+    credentials: KafkaCredentials | None = None
+    ca_secret_name: KafkaSecretName | None = Field(
+        default=None,
+        description="a Secret whose ca.crt (cert-manager's layout) signed the brokers'"
+        " certificates (default: the images' system CAs, as for MSK)",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+
+    @model_validator(mode="after")
+    def _security(self) -> Kafka:
+        # The CEL rules above, for specs that never pass an API server (local mode, tests).
+        if self.insecure and (self.credentials is not None or self.ca_secret_name):
+            raise ValueError("kafka.insecure: leave credentials and caSecretName unset")
+        return self
+
+    @property
+    def secured(self) -> bool:
+        """Credentials configured, or PLAINTEXT asked for explicitly: the feed may run."""
+        return self.credentials is not None or self.insecure
 
 
 CpuQuantity = Annotated[
@@ -326,6 +391,16 @@ class EnvVar(_Model):
                 "!self.name.startsWith('SPARK_') && !self.name.startsWith('PYSPARK_')",
                 "spark.env: SPARK_* and PYSPARK_* variables belong to Spark; use sparkConf",
             ),
+            (
+                "!self.name.startsWith('QUANTCORE_REDIS_')",
+                "spark.env: QUANTCORE_REDIS_* carry the relay's Redis credentials, which the"
+                " operator sets from spec.redis",
+            ),
+            (
+                "!self.name.startsWith('QUANTCORE_KAFKA_')",
+                "spark.env: QUANTCORE_KAFKA_* carry the stream job's Kafka credentials, which"
+                " the operator sets from spec.kafka",
+            ),
         )
     )
 
@@ -339,6 +414,10 @@ class EnvVar(_Model):
             raise ValueError(f"spark.env {self.name}: give exactly one of value or valueFrom")
         if self.name.startswith(("SPARK_", "PYSPARK_")):
             raise ValueError(f"spark.env {self.name}: SPARK_* and PYSPARK_* belong to Spark")
+        if self.name.startswith("QUANTCORE_REDIS_"):
+            raise ValueError(f"spark.env {self.name}: the operator sets it from spec.redis")
+        if self.name.startswith("QUANTCORE_KAFKA_"):
+            raise ValueError(f"spark.env {self.name}: the operator sets it from spec.kafka")
         return self
 
     def to_kubernetes(self) -> dict[str, Any]:
@@ -426,19 +505,75 @@ class Spark(_Model):
         return env
 
 
+SecretName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="name of a Secret in the MarketFeed's namespace",
+    ),
+]
+
+
 class Redis(_Model):
+    """The signal store. Secure unless `insecure`: TLS only, and an ACL user per workload
+    (relay: the stream job's writes; serve: reads), each given only its own password."""
+
     model_config = ConfigDict(
         json_schema_extra=_cel(
             (
                 "self.mode == 'external' ? has(self.url) : !has(self.url)",
                 "redis.url is required when redis.mode is external and must be unset when managed",
-            )
+            ),
+            (
+                "!(self.insecure && (has(self.tlsSecretName) || has(self.credentialsSecretName)))",
+                "redis.insecure turns TLS and passwords off: leave redis.tlsSecretName and"
+                " redis.credentialsSecretName unset",
+            ),
+            (
+                "self.mode != 'external' || self.insecure || has(self.credentialsSecretName)",
+                "an external Redis needs redis.credentialsSecretName (keys relay-password and"
+                " serve-password) unless redis.insecure is true",
+            ),
+            (
+                "!has(self.url) || self.insecure || self.url.startsWith('rediss://')",
+                "redis.url must be rediss:// (TLS) unless redis.insecure is true",
+            ),
         )
     )
 
     mode: Literal["managed", "external"] = "managed"
     url: str | None = Field(default=None, pattern=r"^rediss?://[^\s]+$", max_length=512)
     image: Image = "redis:7.4-alpine"
+    insecure: bool = Field(
+        default=False,
+        description="the explicit opt-out: no TLS and no passwords (anyone who reaches Redis"
+        " may write or flush it)",
+    )
+    tls_secret_name: SecretName | None = Field(
+        default=None,
+        description="managed: the Secret with Redis's certificate in cert-manager's layout"
+        " (tls.crt, tls.key, ca.crt; default <name>-redis-tls, for the DNS name"
+        " <name>-redis.<namespace>.svc); external: a Secret whose ca.crt clients trust"
+        " (default: the image's system CAs)",
+    )
+    credentials_secret_name: SecretName | None = Field(
+        default=None,
+        description="the Secret with the ACL users' passwords (keys relay-password and"
+        " serve-password); managed: default <name>-redis-credentials, which the operator"
+        " creates with random passwords when absent and never overwrites; external: required",
+    )
+
+    @model_validator(mode="after")
+    def _security(self) -> Redis:
+        if self.insecure and (self.tls_secret_name or self.credentials_secret_name):
+            raise ValueError("redis.insecure: leave tlsSecretName and credentialsSecretName unset")
+        if self.mode == "external" and not self.insecure:
+            if not self.credentials_secret_name:
+                raise ValueError("an external Redis needs redis.credentialsSecretName")
+            if self.url and not self.url.startswith("rediss://"):
+                raise ValueError("redis.url must be rediss:// (TLS) unless redis.insecure")
+        return self
 
 
 class Autoscaling(_Model):
@@ -456,19 +591,82 @@ class Autoscaling(_Model):
     target_cpu_percent: int = Field(default=70, ge=10, le=100)
 
 
+class ServingTls(_Model):
+    secret_name: SecretName = Field(
+        description="Secret in cert-manager's layout (tls.crt, tls.key and, for client"
+        " certificates, ca.crt), e.g. a Certificate's secretName; a renewal is picked up"
+        " without a restart"
+    )
+    client_auth: Literal["none", "require"] = Field(
+        default="none",
+        description="require: clients must present a certificate signed by the Secret's ca.crt",
+    )
+
+
+class ServingAuth(_Model):
+    tokens_secret: SecretName = Field(
+        description="Secret whose `tokens` key holds the bearer tokens, one"
+        " `identity token [symbols=A,B] [methods=Subscribe,...]` a line; re-read on change"
+    )
+
+
+class ServingLimits(_Model):
+    streams_per_identity: int = Field(
+        default=100, ge=0, le=100_000, description="open streams per token identity (0: no limit)"
+    )
+    symbols_per_stream: int = Field(
+        default=0, ge=0, le=1000, description="symbols one stream of an identity may read (0: any)"
+    )
+
+
 class Serving(_Model):
     model_config = ConfigDict(
         json_schema_extra=_cel(
             (
                 "!(has(self.replicas) && has(self.autoscaling))",
                 "set serving.replicas or serving.autoscaling, not both",
-            )
+            ),
+            (
+                "!(has(self.tls) && self.insecure)",
+                "serving.insecure: true contradicts serving.tls; choose one",
+            ),
+            ("!has(self.auth) || has(self.tls)", "serving.auth: tokens need TLS (serving.tls)"),
         )
     )
 
     replicas: int | None = Field(default=None, ge=1, le=100)
     autoscaling: Autoscaling | None = None
     port: int = Field(default=50051, ge=1024, le=65535)
+    health_port: int = Field(
+        default=50052,
+        ge=1024,
+        le=65535,
+        description="plaintext port serving gRPC health alone, for the kubelet's probes",
+    )
+    tls: ServingTls | None = None
+    auth: ServingAuth | None = None
+    limits: ServingLimits = Field(default=ServingLimits())
+    reflection: bool = Field(default=False, description="serve gRPC reflection (to grpcurl)")
+    insecure: bool = Field(
+        default=False,
+        description="serve plaintext without TLS: the explicit opt-out of serving.tls",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Serving:
+        # The CEL rules above, for specs that never pass an API server (local mode, tests).
+        if self.tls is not None and self.insecure:
+            raise ValueError("serving.insecure: true contradicts serving.tls; choose one")
+        if self.auth is not None and self.tls is None:
+            raise ValueError("serving.auth: tokens need TLS (serving.tls)")
+        if self.health_port == self.port:
+            raise ValueError("serving.healthPort must differ from serving.port")
+        return self
+
+    @property
+    def secured(self) -> bool:
+        """TLS configured, or plaintext asked for explicitly: the feed may be served."""
+        return self.tls is not None or self.insecure
 
 
 class Endpoints(_Model):
@@ -484,6 +682,38 @@ class Monitoring(_Model):
     service_monitor: bool = Field(
         default=False, description="create a Prometheus ServiceMonitor (needs its CRD)"
     )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="log format of every pod the operator creates: json (one object per line,"
+        " with the MarketFeed, namespace, pod and shard as fields) or text",
+    )
+
+
+class Lake(_Model):
+    """History: the stream job also writes its published signals, the books and the trades as
+    Parquet tables (quantcore.stream.lakesink), on the S3 API its checkpoints use."""
+
+    location: str = Field(
+        pattern=r"^s3a://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",
+        max_length=512,
+        description="s3a://bucket/prefix; the executors write it, so never a local path. The"
+        " feed's tables go under <location>/<feed>-<checkpoint id> (a new checkpoint starts a"
+        " new sink)",
+    )
+    retention_days: int = Field(
+        default=7,
+        ge=0,
+        le=3650,
+        description="days of history kept (0: all): the sinks' logs forget older files, and"
+        " the bucket's lifecycle rule on the prefix deletes them (infra/ sets one)",
+    )
+    interval_seconds: int = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        description="how often the lake commits a batch (a file per table and symbol each"
+        " time: longer means fewer, bigger files and older history at any moment)",
+    )
 
 
 class MarketFeedSpec(_Model):
@@ -495,12 +725,21 @@ class MarketFeedSpec(_Model):
             ),
             ("self.exchange == oldSelf.exchange", "spec.exchange cannot change after creation"),
             (
+                "has(self.serving.tls) || self.serving.insecure",
+                "serving is secure by default: set spec.serving.tls.secretName (a Secret with"
+                " tls.crt and tls.key, e.g. from a cert-manager Certificate) or, on a trusted"
+                " network only, spec.serving.insecure: true",
+            ),
+            ("self.serving.healthPort != self.serving.port", "serving.healthPort must differ"),
+            (
                 "!has(self.spark.executor.instances) || self.spark.trigger == 'microbatch' ||"
                 " self.spark.executor.instances * self.spark.executor.cores >="
-                " (self.streams.trades ? self.kafka.partitions * 2 + 1 : self.kafka.partitions)",
+                " (self.streams.trades ? self.kafka.partitions * 2 + 1 : self.kafka.partitions)"
+                " + (has(self.lake) ? 1 : 0)",
                 "real-time and continuous modes need a task slot per input partition of each query"
-                " (book and trade flow) and one for the malformed-trade counter: raise"
-                " spark.executor.instances or cores, or omit instances to size it automatically",
+                " (book and trade flow), one for the malformed-trade counter and one for the"
+                " lake's writers: raise spark.executor.instances or cores, or omit instances to"
+                " size it automatically",
             ),
         )
     )
@@ -517,6 +756,7 @@ class MarketFeedSpec(_Model):
     serving: Serving = Field(default=Serving())
     endpoints: Endpoints = Field(default=Endpoints())
     monitoring: Monitoring = Field(default=Monitoring())
+    lake: Lake | None = None
 
 
 # ---- status ---------------------------------------------------------------------------

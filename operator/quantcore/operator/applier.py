@@ -133,6 +133,23 @@ class Applier:
             )
         return result
 
+    def create_if_absent(self, obj: Obj, feed: api.MarketFeed, resource: rbac.Resource) -> bool:
+        """Create `obj`, owned by the feed, unless an object of its name exists: True when
+        it was created. What exists is never read or changed (whoever made it)."""
+        body = {**obj, "metadata": {**obj["metadata"], "ownerReferences": [owner_reference(feed)]}}
+        try:
+            self.kube.request(
+                "POST",
+                resource.path(obj["metadata"]["namespace"]),
+                query=[("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict")],
+                body=body,
+            )
+        except KubeError as exc:
+            if exc.status == 409:  # AlreadyExists
+                return False
+            raise
+        return True
+
     def get(self, resource: rbac.Resource, namespace: str, name: str) -> Obj | None:
         return self.kube.request("GET", resource.path(namespace, name))
 

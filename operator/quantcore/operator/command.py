@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
+from collections.abc import Mapping
 
+from quantcore import logs
 from quantcore.operator import handover
 
 
@@ -31,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="serve Prometheus /metrics on this port, on every interface (default: none)",
     )
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="the same as --log-level DEBUG")
+    logs.add_arguments(parser)
 
 
 def _positive_seconds(text: str) -> float:
@@ -44,22 +49,49 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+# What kopf's object loggers add to a record: the object's reference (turned into fields
+# below), whether to post it as an Event, and the operator's settings (not for a log line).
+KOPF_RECORD_ATTRIBUTES = ("k8s_ref", "k8s_skip", "settings")
+
+
+def kopf_fields(record: logging.LogRecord) -> Mapping[str, object]:
+    """The object a kopf record is about: `marketfeed` and `namespace` for a MarketFeed (what
+    our own records name), `object` (kind/namespace/name) for anything else."""
+    ref = getattr(record, "k8s_ref", None)
+    if not isinstance(ref, Mapping):
+        return {}
+    name, namespace, kind = ref.get("name"), ref.get("namespace"), ref.get("kind")
+    if kind == "MarketFeed":
+        return {"marketfeed": name, "namespace": namespace}
+    return {"object": "/".join(str(part) for part in (kind, namespace, name) if part)}
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
+    # Before kopf's import: a bad QUANTCORE_LOG_FORMAT is a usage error, not a traceback.
+    # kopf's own `configure(log_format=LogFormat.JSON)` (what `kopf run --log-format=json`
+    # does) writes other keys (message, timestamp, severity, object); embedded with
+    # `kopf.operator()`, kopf leaves logging to us, so its records take our format.
+    try:
+        logs.configure(
+            "operator",
+            log_format=args.log_format,
+            level="DEBUG" if args.verbose else args.log_level,
+            hidden=KOPF_RECORD_ATTRIBUTES,
+            hook=kopf_fields,
+        )
+    except ValueError as exc:
+        print(f"quantcore operator: {exc}", file=sys.stderr)
+        return 2
     if args.kubeconfig:
         # Both kopf's login and our applier's client read it from here.
         os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
+    from datetime import timedelta
+
     import kopf
 
     import quantcore.operator.handlers  # noqa: F401 - registers the handlers
-
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from datetime import timedelta
 
     if args.metrics_port is not None:
         from prometheus_client import start_http_server

@@ -18,6 +18,7 @@ from typing import Any
 
 import kopf
 
+from quantcore import logs
 from quantcore.operator import api, events, metrics, status, topics
 from quantcore.operator.applier import Kube, KubeError
 from quantcore.operator.handover import DEFAULT_TIMEOUT
@@ -32,6 +33,7 @@ FINALIZER = "quantcore.io/topics"
 
 # One reconcile at a time per MarketFeed: the timer may fire while an update runs.
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -81,18 +83,32 @@ def _measured() -> Iterator[dict[str, str]]:
 def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> None:
     obj = dict(body)
     key = f"{body.metadata.namespace}/{body.metadata.name}"
-    with _locks[key], _measured() as outcome_of:
+    # Every record of this reconcile (ours, not kopf's, which carry the object) names the feed.
+    feed_context = logs.log_context(
+        marketfeed=body.metadata.name, namespace=body.metadata.namespace
+    )
+    with feed_context, _locks[key], _measured() as outcome_of:
         try:
             outcome = reconcile(
                 memo.kube, obj, handover_timeout=memo.get("handover_timeout", DEFAULT_TIMEOUT)
             )
         except RetryLater as exc:
             outcome_of["outcome"] = "retry"
+            log.warning(
+                "reconcile blocked, retrying in 15s: %s",
+                exc,
+                extra={"event": "reconcile", "outcome": "retry"},
+            )
             patch.status.update(exc.status_patch)
             _warn_if_new(body, exc.status_patch)
             raise kopf.TemporaryError(str(exc), delay=15) from exc
         except KubeError as exc:
             outcome_of["outcome"] = "error"
+            log.error(
+                "reconcile failed: %s",
+                exc,
+                extra={"event": "reconcile", "outcome": "error", "status": exc.status},
+            )
             # Not classified by the reconcile (its API failures arrive as RetryLater).
             reason = "Forbidden" if exc.status == 403 else "ApiError"
             kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1000])
@@ -106,6 +122,22 @@ def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any) -> No
         outcome.change,
         outcome.children,
         len(outcome.forced),
+    )
+    # A status change is news; a drift check that changed nothing is told only in debug.
+    log.log(
+        logging.INFO if outcome.status_patch is not None else logging.DEBUG,
+        "reconciled: routing v%d, %d handover(s) pending",
+        outcome.table.version,
+        len(outcome.pending),
+        extra={
+            "event": "reconcile",
+            "outcome": "ok",
+            "marketfeed": body.metadata.name,
+            "namespace": body.metadata.namespace,
+            "routing_version": outcome.table.version,
+            "status_changed": outcome.status_patch is not None,
+            "pending": [m.describe() for m in outcome.pending],
+        },
     )
     for event in events.routing_events(
         outcome.change, outcome.table, universe=body.spec.get("universe") is not None

@@ -14,20 +14,36 @@ SparkApplication carries no symbol list: a reshard never touches its spec.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from quantcore import kafkaacl, kafkaauth, logs, redisacl, redisauth
 from quantcore.feedshard import POD_METRICS_PORT, shard_args, shard_environment
+from quantcore.lake import log_retention
 from quantcore.operator.api import MarketFeed, MarketFeedSpec
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable, rebalance
 
 Obj = dict[str, Any]
 
 ROUTING_DIR = "/etc/quantcore/routing"
+SERVING_TLS_DIR = "/etc/quantcore/tls"
+SERVING_TOKENS_DIR = "/etc/quantcore/tokens"
+SERVING_TOKENS_KEY = "tokens"
+RUNTIME_GID = 10001  # the runtime image's group (images/Dockerfile.runtime)
 METRICS_PORT = POD_METRICS_PORT  # feed shards and serving alike
 REDIS_PORT = 6379
+# The managed Redis's certificate (a Secret) and the aclfile its init container writes.
+REDIS_TLS_DIR = "/etc/redis/tls"
+REDIS_ACL_DIR = "/etc/redis/acl"
+# Where a Redis client pod finds the CA it trusts (only ca.crt of the TLS Secret is mounted).
+REDIS_CA_DIR = "/etc/quantcore/redis-ca"
+KAFKA_CA_DIR = "/etc/quantcore/kafka-ca"
+# The keys of a `kubernetes.io/basic-auth` Secret: a Kafka role's SCRAM user and password.
+KAFKA_USERNAME_KEY, KAFKA_PASSWORD_KEY = "username", "password"
+CA_KEY = "ca.crt"  # cert-manager's names for a TLS Secret's keys
 FEED_LABEL = "quantcore.io/marketfeed"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 SHARD_LABEL = "quantcore.io/shard"
@@ -80,10 +96,33 @@ def serve_name(feed: str) -> str:
     return f"{feed}-serve"
 
 
+def redis_host(feed: MarketFeed) -> str:
+    """The managed Redis's DNS name: its certificate must name it."""
+    return f"{redis_name(feed.name)}.{feed.namespace}.svc"
+
+
 def redis_url(feed: MarketFeed) -> str:
     if feed.spec.redis.url:
         return feed.spec.redis.url
-    return f"redis://{redis_name(feed.name)}.{feed.namespace}.svc:{REDIS_PORT}/0"
+    scheme = "redis" if feed.spec.redis.insecure else "rediss"
+    return f"{scheme}://{redis_host(feed)}:{REDIS_PORT}/0"
+
+
+def redis_tls_secret_name(feed: MarketFeed) -> str | None:
+    """The Secret with Redis's certificate (managed) or the CA to trust (external, optional)."""
+    redis = feed.spec.redis
+    if redis.insecure:
+        return None
+    if redis.tls_secret_name or redis.mode == "external":
+        return redis.tls_secret_name
+    return f"{feed.name}-redis-tls"
+
+
+def redis_credentials_secret_name(feed: MarketFeed) -> str | None:
+    redis = feed.spec.redis
+    if redis.insecure:
+        return None
+    return redis.credentials_secret_name or f"{feed.name}-redis-credentials"
 
 
 # ---- sizing ---------------------------------------------------------------------------
@@ -98,7 +137,9 @@ def task_slots(spec: MarketFeedSpec, partitions: int) -> int:
     """Task slots the stream job needs: a real-time task holds one per Kafka partition for its
     whole batch, for `book` and, when trades are on, `flow` (the trade-flow query); the
     micro-batch malformed-trade counter then needs one more, free between its batches."""
-    return partitions * 2 + 1 if spec.streams.trades else partitions
+    slots = partitions * 2 + 1 if spec.streams.trades else partitions
+    # The lake's micro-batch writers get a slot of their own (quantcore.stream.job.task_slots).
+    return slots + (1 if spec.lake is not None else 0)
 
 
 def executor_instances(spec: MarketFeedSpec, partitions: int) -> int:
@@ -165,6 +206,22 @@ def _selector(feed: MarketFeed, component: str, **extra: str) -> dict[str, str]:
     return {FEED_LABEL: feed.name, COMPONENT_LABEL: component, **extra}
 
 
+def log_environment(feed: MarketFeed) -> list[Obj]:
+    """How a pod's quantcore process logs (quantcore.logs): the chosen format, and the
+    context every record carries; the pod's own name and namespace from the downward API."""
+
+    def field(path: str) -> Obj:
+        # With the apiVersion the API server would default: applying without it conflicts.
+        return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
+
+    return [
+        {"name": logs.FORMAT_ENV, "value": feed.spec.monitoring.log_format},
+        {"name": logs.MARKETFEED_ENV, "value": feed.name},
+        {"name": logs.NAMESPACE_ENV, "valueFrom": field("metadata.namespace")},
+        {"name": logs.POD_ENV, "valueFrom": field("metadata.name")},
+    ]
+
+
 def shard_table(table: RoutingTable, shard: int) -> RoutingTable:
     """The one-shard table a feed shard reads: its own routes only, so it changes only
     when that shard's symbols (or the partition count) change."""
@@ -214,7 +271,11 @@ def shard_deployment(feed: MarketFeed, shard: int) -> Obj:
         book_ticker=spec.streams.book_ticker,
         topics=spec.kafka.topics.names(),
     )
-    env = [{"name": name, "value": value} for name, value in environment.items()]
+    env = log_environment(feed)
+    env += [{"name": name, "value": value} for name, value in environment.items()]
+    # The feed user alone: it may write the feed's topics and nothing else.
+    env += kafka_client_env(feed, kafkaacl.FEED)
+    ca_volumes, ca_mounts = kafka_ca_volume(feed)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -264,6 +325,7 @@ def shard_deployment(feed: MarketFeed, shard: int) -> Obj:
                             "volumeMounts": [
                                 {"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True},
                                 _TMP_MOUNT,
+                                *ca_mounts,
                             ],
                         }
                     ],
@@ -273,6 +335,7 @@ def shard_deployment(feed: MarketFeed, shard: int) -> Obj:
                             "configMap": {"name": shard_configmap_name(feed.name, shard)},
                         },
                         _TMP_VOLUME,
+                        *ca_volumes,
                     ],
                 },
             },
@@ -296,6 +359,102 @@ def feed_metrics_service(feed: MarketFeed) -> Obj:
     }
 
 
+# ---- Kafka clients -------------------------------------------------------------------
+
+
+def kafka_credentials_secret_name(feed: MarketFeed, role: str) -> str | None:
+    """The Secret holding `role`'s SCRAM user (kafkaacl.FEED or STREAM); None: PLAINTEXT."""
+    credentials = feed.spec.kafka.credentials
+    if feed.spec.kafka.insecure or credentials is None:
+        return None
+    by_role = {
+        kafkaacl.FEED: credentials.feed_secret_name,
+        kafkaacl.STREAM: credentials.stream_secret_name,
+    }
+    return by_role[role]
+
+
+def kafka_client_env(feed: MarketFeed, role: str) -> list[Obj]:
+    """One role's Kafka settings for a client container (quantcore.kafkaauth): SASL_SSL, its
+    user and password from its own Secret (never a plain value), where the CA is mounted."""
+    secret = kafka_credentials_secret_name(feed, role)
+    if secret is None:
+        return [{"name": kafkaauth.PROTOCOL_ENV, "value": kafkaauth.PLAINTEXT}]
+    env: list[Obj] = [
+        {"name": kafkaauth.PROTOCOL_ENV, "value": kafkaauth.SASL_SSL},
+        {"name": kafkaauth.MECHANISM_ENV, "value": feed.spec.kafka.sasl_mechanism},
+    ]
+    for name, key in (
+        (kafkaauth.USERNAME_ENV, KAFKA_USERNAME_KEY),
+        (kafkaauth.PASSWORD_ENV, KAFKA_PASSWORD_KEY),
+    ):
+        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    if feed.spec.kafka.ca_secret_name and not feed.spec.kafka.insecure:
+        env.append({"name": kafkaauth.CA_FILE_ENV, "value": f"{KAFKA_CA_DIR}/{CA_KEY}"})
+    return env
+
+
+def kafka_ca_volume(feed: MarketFeed) -> tuple[list[Obj], list[Obj]]:
+    """(volumes, mounts) giving a Kafka client the brokers' CA: the Secret's ca.crt alone."""
+    secret = feed.spec.kafka.ca_secret_name
+    if secret is None or feed.spec.kafka.insecure:
+        return [], []
+    volume = {
+        "name": "kafka-ca",
+        "secret": {"secretName": secret, "items": [{"key": CA_KEY, "path": CA_KEY}]},
+    }
+    return [volume], [{"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True}]
+
+
+# ---- Redis clients -------------------------------------------------------------------
+
+
+def redis_client_env(feed: MarketFeed, user: str) -> list[Obj]:
+    """One ACL user's credentials for a Redis client container: its name, its password from
+    the credentials Secret (never a plain value) and where the CA is mounted."""
+    secret = redis_credentials_secret_name(feed)
+    if secret is None:
+        return []
+    env: list[Obj] = [
+        {"name": redisauth.USERNAME_ENV, "value": user},
+        {
+            "name": redisauth.PASSWORD_ENV,
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": redisacl.secret_key(user)}},
+        },
+    ]
+    if redis_tls_secret_name(feed) is not None:
+        env.append({"name": redisauth.CA_FILE_ENV, "value": f"{REDIS_CA_DIR}/{CA_KEY}"})
+    return env
+
+
+def redis_ca_volume(feed: MarketFeed) -> tuple[list[Obj], list[Obj]]:
+    """(volumes, mounts) giving a client the CA alone: the TLS Secret's ca.crt, never its key."""
+    secret = redis_tls_secret_name(feed)
+    if secret is None:
+        return [], []
+    volume = {
+        "name": "redis-ca",
+        "secret": {"secretName": secret, "items": [{"key": CA_KEY, "path": CA_KEY}]},
+    }
+    return [volume], [{"name": "redis-ca", "mountPath": REDIS_CA_DIR, "readOnly": True}]
+
+
+def redis_credentials_secret(feed: MarketFeed, passwords: Mapping[str, str]) -> Obj:
+    """The managed Redis's credentials Secret, made once with `passwords` (random, by the
+    reconcile) when absent: the operator creates it and never overwrites it."""
+    name = redis_credentials_secret_name(feed)
+    assert name is not None, "an insecure Redis has no credentials"
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(feed, name, "redis"),
+        "type": "Opaque",
+        "stringData": {
+            redisacl.secret_key(user): passwords[user] for user in redisacl.PIPELINE_USERS
+        },
+    }
+
+
 # Spark's own names for the container it takes from a pod template (the spark-operator
 # tells spark-submit these, and Spark picks the template container by them).
 SPARK_CONTAINER = {"driver": "spark-kubernetes-driver", "executor": "spark-kubernetes-executor"}
@@ -315,15 +474,30 @@ def spark_pod_template(feed: MarketFeed, role: str) -> Obj:
         "name": SPARK_CONTAINER[role],
         "securityContext": container_security(),
         "volumeMounts": [_TMP_MOUNT, {"name": "work-dir", "mountPath": SPARK_WORK_DIR}],
+        # The driver's Python (job, relay) logs through quantcore.logs; Spark's JVM keeps log4j.
+        # spec.spark.env comes after, so a variable set there wins.
+        "env": log_environment(feed) + [e.to_kubernetes() for e in spark.env],
     }
-    if spark.env:
-        container["env"] = [e.to_kubernetes() for e in spark.env]
+    volumes: list[Obj] = [_TMP_VOLUME, {"name": "work-dir", "emptyDir": {"sizeLimit": "1Gi"}}]
+    # Driver and executors alike: the executors run Spark's Kafka source and sink, and read
+    # the CA from the same path the driver names in their options.
+    container["env"] += kafka_client_env(feed, kafkaacl.STREAM)
+    kafka_volumes, kafka_mounts = kafka_ca_volume(feed)
+    volumes += kafka_volumes
+    container["volumeMounts"] += kafka_mounts
+    if role == "driver":
+        # The relay runs in the driver: the relay user's credentials there, nowhere else
+        # (spec.spark.env may not name QUANTCORE_REDIS_*, so nothing overrides them).
+        container["env"] += redis_client_env(feed, redisacl.RELAY)
+        ca_volumes, ca_mounts = redis_ca_volume(feed)
+        volumes += ca_volumes
+        container["volumeMounts"] += ca_mounts
     pod: Obj = {
         "securityContext": pod_security(),
         "containers": [container],
         # The root filesystem is read-only: Spark writes scratch files under /tmp and
         # executors fetch the application's files into their working directory.
-        "volumes": [_TMP_VOLUME, {"name": "work-dir", "emptyDir": {"sizeLimit": "1Gi"}}],
+        "volumes": volumes,
     }
     if spark.node_selector:
         pod["nodeSelector"] = dict(spark.node_selector)
@@ -363,6 +537,26 @@ def spark_conf(feed: MarketFeed, partitions: int) -> dict[str, str]:
     }
 
 
+def lake_sink(feed: MarketFeed) -> str | None:
+    """Where the feed's stream job writes its lake tables: one sink per checkpoint
+    (quantcore.lake), so a changed spark.checkpoint starts a new one rather than a sink whose
+    first batches the new checkpoint's would skip."""
+    lake = feed.spec.lake
+    if lake is None:
+        return None
+    checkpoint_id = hashlib.sha256(feed.spec.spark.checkpoint.encode()).hexdigest()[:8]
+    return f"{lake.location.rstrip('/')}/{feed.name}-{checkpoint_id}"
+
+
+def lake_arguments(feed: MarketFeed) -> list[str]:
+    sink, lake = lake_sink(feed), feed.spec.lake
+    if sink is None or lake is None:
+        return []
+    args = ["--lake", sink, "--lake-interval", f"{lake.interval_seconds} seconds"]
+    retention = log_retention(lake.retention_days)
+    return args + (["--lake-retention", retention] if retention else [])
+
+
 def spark_application(feed: MarketFeed, partitions: int) -> Obj:
     spec = feed.spec
     spark = spec.spark
@@ -400,6 +594,7 @@ def spark_application(feed: MarketFeed, partitions: int) -> Obj:
                 str(spec.streams.depth.levels),
                 "--metrics-port",
                 str(METRICS_PORT),
+                *lake_arguments(feed),
             ],
             "sparkVersion": spark.spark_version,
             "restartPolicy": {
@@ -430,6 +625,46 @@ def spark_application(feed: MarketFeed, partitions: int) -> Obj:
     }
 
 
+def redis_tls_args() -> list[str]:
+    """redis-server's arguments for TLS only: no plaintext port; clients prove who they are
+    with their ACL user's password, the certificate proves the server to them."""
+    return [
+        "--port", "0",
+        "--tls-port", str(REDIS_PORT),
+        "--tls-cert-file", f"{REDIS_TLS_DIR}/tls.crt",
+        "--tls-key-file", f"{REDIS_TLS_DIR}/tls.key",
+        "--tls-ca-cert-file", f"{REDIS_TLS_DIR}/{CA_KEY}",
+        "--tls-auth-clients", "no",
+        "--aclfile", f"{REDIS_ACL_DIR}/users.acl",
+    ]  # fmt: skip
+
+
+def redis_acl_init_container(feed: MarketFeed, security: Obj) -> Obj:
+    """Writes the aclfile (quantcore.redisacl's rules, the Secret's passwords as hashes) into
+    the memory volume Redis reads, as Redis's own uid: `quantcore redis-acl`."""
+    secret = redis_credentials_secret_name(feed)
+    assert secret is not None
+    return {
+        "name": "acl",
+        "image": feed.spec.image,
+        "command": ["quantcore"],
+        "args": ["redis-acl", "--out", f"{REDIS_ACL_DIR}/users.acl"],
+        "env": [
+            {
+                "name": redisacl.password_env(user),
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": redisacl.secret_key(user)}},
+            }
+            for user in redisacl.PIPELINE_USERS
+        ],
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "128Mi"},
+        },
+        "securityContext": security,
+        "volumeMounts": [{"name": "acl", "mountPath": REDIS_ACL_DIR}, _TMP_MOUNT],
+    }
+
+
 def redis_objects(feed: MarketFeed, symbols: int) -> list[Obj]:
     if feed.spec.redis.mode == "external":
         return []
@@ -437,6 +672,55 @@ def redis_objects(feed: MarketFeed, symbols: int) -> list[Obj]:
     labels = _selector(feed, "redis")
     mib = redis_memory_mib(symbols, feed.spec.streams.depth.levels)
     security = {**container_security(), "runAsUser": 999, "runAsGroup": 999}
+    tls_secret = redis_tls_secret_name(feed)
+    # Signals are derived state, rebuilt from Kafka: no persistence.
+    args = [
+        "--maxmemory", f"{mib}mb",
+        "--maxmemory-policy", "noeviction",
+        "--save", "",
+        "--appendonly", "no",
+    ]  # fmt: skip
+    mounts: list[Obj] = [{"name": "data", "mountPath": "/data"}, _TMP_MOUNT]
+    volumes: list[Obj] = [{"name": "data", "emptyDir": {}}, _TMP_VOLUME]
+    pod_spec: Obj = {
+        "automountServiceAccountToken": False,
+        "securityContext": {**pod_security(), "fsGroup": 999},
+    }
+    if tls_secret is not None:
+        args += redis_tls_args()
+        mounts += [
+            {"name": "tls", "mountPath": REDIS_TLS_DIR, "readOnly": True},
+            {"name": "acl", "mountPath": REDIS_ACL_DIR, "readOnly": True},
+        ]
+        volumes += [
+            # Group-readable for fsGroup 999, the uid Redis runs as.
+            {"name": "tls", "secret": {"secretName": tls_secret, "defaultMode": 0o440}},
+            # The aclfile holds password hashes: memory only, never on the node's disk.
+            {"name": "acl", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        ]
+        pod_spec["initContainers"] = [redis_acl_init_container(feed, security)]
+    pod_spec["containers"] = [
+        {
+            "name": "redis",
+            "image": feed.spec.redis.image,
+            "args": args,
+            "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
+            "resources": {
+                "requests": {"cpu": "100m", "memory": f"{mib}Mi"},
+                "limits": {"memory": f"{mib + mib // 2}Mi"},
+            },
+            # A TCP probe works on the TLS port as on a plaintext one, and needs no password.
+            "readinessProbe": {"tcpSocket": {"port": "redis"}},
+            "livenessProbe": {
+                "tcpSocket": {"port": "redis"},
+                "initialDelaySeconds": 10,
+                "periodSeconds": 20,
+            },
+            "securityContext": security,
+            "volumeMounts": mounts,
+        }
+    ]
+    pod_spec["volumes"] = volumes
     statefulset = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -445,44 +729,7 @@ def redis_objects(feed: MarketFeed, symbols: int) -> list[Obj]:
             "serviceName": name,
             "replicas": 1,
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": {**pod_security(), "fsGroup": 999},
-                    "containers": [
-                        {
-                            "name": "redis",
-                            "image": feed.spec.redis.image,
-                            # Signals are derived state, rebuilt from Kafka: no persistence.
-                            "args": [
-                                "--maxmemory",
-                                f"{mib}mb",
-                                "--maxmemory-policy",
-                                "noeviction",
-                                "--save",
-                                "",
-                                "--appendonly",
-                                "no",
-                            ],
-                            "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
-                            "resources": {
-                                "requests": {"cpu": "100m", "memory": f"{mib}Mi"},
-                                "limits": {"memory": f"{mib + mib // 2}Mi"},
-                            },
-                            "readinessProbe": {"tcpSocket": {"port": "redis"}},
-                            "livenessProbe": {
-                                "tcpSocket": {"port": "redis"},
-                                "initialDelaySeconds": 10,
-                                "periodSeconds": 20,
-                            },
-                            "securityContext": security,
-                            "volumeMounts": [{"name": "data", "mountPath": "/data"}, _TMP_MOUNT],
-                        }
-                    ],
-                    "volumes": [{"name": "data", "emptyDir": {}}, _TMP_VOLUME],
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
     service = {
@@ -497,19 +744,60 @@ def redis_objects(feed: MarketFeed, symbols: int) -> list[Obj]:
     return [statefulset, service]
 
 
+def serving_security(feed: MarketFeed) -> tuple[list[str], list[Obj], list[Obj]]:
+    """`quantcore serve`'s security flags, and the read-only Secret volumes they read."""
+    serving = feed.spec.serving
+    args = [
+        "--reflection",
+        "on" if serving.reflection else "off",
+        "--health-port",
+        str(serving.health_port),
+        "--streams-per-identity",
+        str(serving.limits.streams_per_identity),
+        "--symbols-per-stream",
+        str(serving.limits.symbols_per_stream),
+    ]
+    mounts: list[Obj] = []
+    volumes: list[Obj] = []
+    if serving.tls is None:
+        return [*args, "--insecure"], mounts, volumes
+    # The whole Secret as a directory: a renewal swaps its files, and the server's TLS
+    # credentials re-read them (a subPath mount would never see the renewal).
+    args += ["--tls-dir", SERVING_TLS_DIR, "--tls-client-auth", serving.tls.client_auth]
+    mounts.append({"name": "tls", "mountPath": SERVING_TLS_DIR, "readOnly": True})
+    volumes.append(
+        {"name": "tls", "secret": {"secretName": serving.tls.secret_name, "defaultMode": 0o440}}
+    )
+    if serving.auth is not None:
+        args += ["--tokens", f"{SERVING_TOKENS_DIR}/{SERVING_TOKENS_KEY}"]
+        mounts.append({"name": "tokens", "mountPath": SERVING_TOKENS_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "tokens",
+                "secret": {"secretName": serving.auth.tokens_secret, "defaultMode": 0o440},
+            }
+        )
+    return args, mounts, volumes
+
+
 def serving_objects(feed: MarketFeed) -> list[Obj]:
     spec = feed.spec
     name = serve_name(feed.name)
     labels = _selector(feed, "serve")
     port = spec.serving.port
+    health_port = spec.serving.health_port
     scaling = spec.serving.autoscaling
+    ca_volumes, ca_mounts = redis_ca_volume(feed)
+    redis_env = redis_client_env(feed, redisacl.SERVE)
+    security_args, security_mounts, security_volumes = serving_security(feed)
     deployment_spec: Obj = {
         "selector": {"matchLabels": labels},
         "template": {
             "metadata": {"labels": labels},
             "spec": {
                 "automountServiceAccountToken": False,
-                "securityContext": pod_security(),
+                # The Secret files are 0440, group-owned by fsGroup: the image's group.
+                "securityContext": {**pod_security(), "fsGroup": RUNTIME_GID},
                 "containers": [
                     {
                         "name": "serve",
@@ -527,12 +815,18 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                             str(METRICS_PORT),
                             "--routing",
                             f"{ROUTING_DIR}/{CONFIGMAP_KEY}",
+                            *security_args,
                         ],
+                        # The serving user's Redis credentials: reads and PSUBSCRIBE, nothing else.
+                        "env": log_environment(feed) + redis_env,
                         "ports": [
                             {"name": "grpc", "containerPort": port},
                             {"name": "metrics", "containerPort": METRICS_PORT},
+                            {"name": "health", "containerPort": health_port},
                         ],
-                        "readinessProbe": {"grpc": {"port": port}},
+                        # The kubelet's gRPC probe speaks no TLS: it asks the plaintext
+                        # health-only port, which answers as the TLS port's health does.
+                        "readinessProbe": {"grpc": {"port": health_port}},
                         # The port, not gRPC health: NOT_SERVING while Redis is away is
                         # for readiness; a restart would not bring Redis back.
                         "livenessProbe": {
@@ -547,13 +841,17 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                         "securityContext": container_security(),
                         "volumeMounts": [
                             {"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True},
+                            *security_mounts,
                             _TMP_MOUNT,
+                            *ca_mounts,
                         ],
                     }
                 ],
                 "volumes": [
                     {"name": "routing", "configMap": {"name": routing_configmap_name(feed.name)}},
+                    *security_volumes,
                     _TMP_VOLUME,
+                    *ca_volumes,
                 ],
             },
         },
@@ -686,11 +984,27 @@ def plan(
 
 def sample_feed(name: str = "demo", namespace: str = "default", **spec: Any) -> MarketFeed:
     """A small MarketFeed for REPL exploration and tests."""
+    serving = {"tls": {"secretName": f"{name}-serving-tls"}, **spec.pop("serving", {})}
+    if serving.get("insecure"):
+        serving.pop("tls")
+    kafka = {
+        "bootstrap": "kafka:9092",
+        "credentials": {
+            "feedSecretName": f"{name}-kafka-feed",
+            "streamSecretName": f"{name}-kafka-stream",
+        },
+        "caSecretName": f"{name}-kafka-ca",
+        **spec.pop("kafka", {}),
+    }
+    if kafka.get("insecure"):
+        kafka.pop("credentials")
+        kafka.pop("caSecretName")
     body = {
         "image": "ghcr.io/quantcore/quantcore:0.1.0",
         "symbols": ["BTCUSDT", "ETHUSDT"],
-        "kafka": {"bootstrap": "kafka:9092"},
+        "kafka": kafka,
         "spark": {"image": "ghcr.io/quantcore/quantcore-spark:0.1.0"},
+        "serving": serving,
         **spec,
     }
     return MarketFeed(

@@ -39,6 +39,11 @@ CHILDREN: tuple[Resource, ...] = (
     Resource("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors", _CHILD),
 )
 
+# The managed Redis's passwords: created once when absent (a 409 means it exists and is left
+# alone). Never read, listed, patched or deleted: the operator cannot see any Secret's data,
+# and its own goes with the MarketFeed by its owner reference.
+SECRET = Resource("v1", "Secret", "secrets", ("create",))
+
 # The operator's own resource: kopf watches it, patches annotations/finalizers and status.
 OWN: tuple[Resource, ...] = (
     Resource(
@@ -61,11 +66,10 @@ OWN: tuple[Resource, ...] = (
 )
 
 BY_KIND: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in CHILDREN}
+# Everything the operator may touch, in the order the rules list it.
+ALL: tuple[Resource, ...] = (*CHILDREN, SECRET, *OWN)
 
 
 def rules() -> list[dict[str, object]]:
     """RBAC PolicyRules (group, resource, verbs) for a Role/ClusterRole."""
-    return [
-        {"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)}
-        for r in (*CHILDREN, *OWN)
-    ]
+    return [{"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)} for r in ALL]

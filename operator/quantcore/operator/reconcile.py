@@ -14,12 +14,14 @@ partitions it names, and re-running with the same inputs plans the same table an
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from quantcore import redisacl
 from quantcore.operator import (
     handover,
     metrics,
@@ -83,7 +85,12 @@ def applied_shard_tables(applier: Applier, feed: MarketFeed) -> dict[int, Routin
             tables[int(label)] = RoutingTable.from_json(text)
         except (ValueError, KeyError, TypeError) as exc:
             # Rewritten from the final table below; the shard keeps what it had meanwhile.
-            log.warning("%s: unreadable routing table: %s", cm["metadata"]["name"], exc)
+            log.warning(
+                "%s: unreadable routing table: %s",
+                cm["metadata"]["name"],
+                exc,
+                extra={"configmap": cm["metadata"]["name"], "shard": int(label)},
+            )
     return tables
 
 
@@ -103,6 +110,20 @@ def handover_step(
     if step.pending:
         step = handover.step(final, applied, ask_live(feed), since, now, timeout)
     return step
+
+
+def ensure_redis_credentials(applier: Applier, feed: MarketFeed) -> bool:
+    """A managed, secured Redis's passwords: a Secret of random ones, created when absent
+    (True). One that exists (ours from before, or the user's) is kept as it is."""
+    redis = feed.spec.redis
+    if redis.mode != "managed" or redis.insecure:
+        return False
+    passwords = {user: secrets.token_urlsafe(32) for user in redisacl.PIPELINE_USERS}
+    secret = planner.redis_credentials_secret(feed, passwords)
+    created = applier.create_if_absent(secret, feed, rbac.SECRET)
+    if created:
+        log.info("%s/%s: created Secret %s", feed.namespace, feed.name, secret["metadata"]["name"])
+    return created
 
 
 def resolve_symbols(
@@ -179,6 +200,23 @@ def reconcile(
         reason = "Forbidden" if exc.status == 403 else "ApiUnavailable"
         raise blocked(reason, f"reading the routing table: {exc}") from exc
 
+    if not feed.spec.serving.secured:
+        # Admitted before the CRD demanded it: change nothing until the spec says how to serve.
+        raise blocked(
+            "ServingInsecure",
+            "serving is secure by default: set spec.serving.tls.secretName (a Secret with"
+            " tls.crt and tls.key) or, on a trusted network only, spec.serving.insecure: true",
+        )
+
+    if not feed.spec.kafka.secured:
+        # The same for Kafka: no pod gets Kafka settings the spec never asked for.
+        raise blocked(
+            "KafkaInsecure",
+            "kafka is secure by default: set spec.kafka.credentials (feedSecretName and"
+            " streamSecretName: Secrets with username and password of SCRAM users) or, on a"
+            " trusted network only, spec.kafka.insecure: true",
+        )
+
     try:
         symbols, refreshed_at = resolve_symbols(feed, current, previous, now)
     except (OSError, ValueError) as exc:
@@ -209,12 +247,21 @@ def reconcile(
             move.describe(),
             move.target,
             handover_timeout.total_seconds(),
+            extra={
+                "event": "handover_timeout",
+                "marketfeed": feed.name,
+                "namespace": feed.namespace,
+                "symbol": move.symbol,
+                "from_shard": move.source,
+                "to_shard": move.target,
+            },
         )
     plan = planner.plan(feed, current, symbols, min_partitions, shard_tables=step.tables)
 
     # The routing table first (shards read it), then everything else in parallel.
     routing, *rest = plan.objects
     try:
+        ensure_redis_credentials(applier, feed)
         applied = [applier.apply(routing, feed)]
         with ThreadPoolExecutor(APPLY_THREADS) as pool:
             applied += list(pool.map(lambda o: applier.apply(o, feed), rest))
@@ -248,6 +295,15 @@ def reconcile(
             plan.table.version,
             sorted(plan.changed_shards),
             pruned,
+            extra={
+                "event": "reshard",
+                "marketfeed": feed.name,
+                "namespace": feed.namespace,
+                "routing_version": plan.table.version,
+                "changed_shards": sorted(plan.changed_shards),
+                "pruned": pruned,
+                "pending": [m.describe() for m in step.pending],
+            },
         )
     return Outcome(
         plan.table,

@@ -91,9 +91,9 @@ def ask(
         try:
             return parse(get(url))
         except (OSError, urllib.error.URLError) as exc:
-            log.info("%s: no answer: %s", url, exc)
+            log.info("%s: no answer: %s", url, exc, extra={"url": url})
         except ValueError as exc:
-            log.warning("%s: not a /live answer: %s", url, exc)
+            log.warning("%s: not a /live answer: %s", url, exc, extra={"url": url})
         return None
 
     with ThreadPoolExecutor(min(8, len(addresses))) as pool:

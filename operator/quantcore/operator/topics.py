@@ -7,8 +7,11 @@ the topic keeps running as it is, as Strimzi does.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
+from quantcore.kafkaauth import KafkaAuth
 from quantcore.operator.api import MarketFeedSpec
 
 TIMEOUT_S = 15.0
@@ -36,16 +39,29 @@ def topic_config(spec: MarketFeedSpec) -> dict[str, str]:
     }
 
 
-def _admin(bootstrap: str):  # type: ignore[no-untyped-def]
+def _admin(bootstrap: str, kafka_auth: KafkaAuth | None):  # type: ignore[no-untyped-def]
     from confluent_kafka.admin import AdminClient
 
+    # The operator's own Kafka user (quantcore.kafkaacl.OPERATOR): by default from its
+    # environment (the chart's Secret), never from a MarketFeed, whose Secrets it never reads.
+    auth = KafkaAuth.from_env() if kafka_auth is None else kafka_auth
     # log_level 4: warnings and worse (info-level noise on every client teardown otherwise).
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000, "log_level": 4})
+    settings: dict[str, Any] = {
+        **auth.client_config(),
+        "bootstrap.servers": bootstrap,
+        "socket.timeout.ms": 10000,
+        "log_level": 4,
+    }
+    # librdkafka's lines through our log handler, not raw onto stderr.
+    settings["logger"] = logging.getLogger(__name__).getChild("librdkafka")
+    return AdminClient(settings)
 
 
-def existing_partitions(spec: MarketFeedSpec) -> dict[str, int]:
+def existing_partitions(
+    spec: MarketFeedSpec, kafka_auth: KafkaAuth | None = None
+) -> dict[str, int]:
     """Partitions of the feed's topics that exist (absent topics are left out)."""
-    metadata = _admin(spec.kafka.bootstrap).list_topics(timeout=TIMEOUT_S)
+    metadata = _admin(spec.kafka.bootstrap, kafka_auth).list_topics(timeout=TIMEOUT_S)
     wanted = set(topic_names(spec))
     return {
         name: len(t.partitions)
@@ -54,7 +70,9 @@ def existing_partitions(spec: MarketFeedSpec) -> dict[str, int]:
     }
 
 
-def ensure(spec: MarketFeedSpec, partitions: int) -> TopicOutcome:
+def ensure(
+    spec: MarketFeedSpec, partitions: int, kafka_auth: KafkaAuth | None = None
+) -> TopicOutcome:
     """Make every topic exist with at least `partitions` partitions and the spec's config."""
     from confluent_kafka.admin import (
         AlterConfigOpType,
@@ -64,7 +82,7 @@ def ensure(spec: MarketFeedSpec, partitions: int) -> TopicOutcome:
         NewTopic,
     )
 
-    admin = _admin(spec.kafka.bootstrap)
+    admin = _admin(spec.kafka.bootstrap, kafka_auth)
     config = topic_config(spec)
     metadata = admin.list_topics(timeout=TIMEOUT_S)
     not_supported: list[str] = []
@@ -120,12 +138,12 @@ def _wait_allowing(future, allowed_code: str) -> None:  # type: ignore[no-untype
             raise
 
 
-def delete(spec: MarketFeedSpec) -> list[str]:
+def delete(spec: MarketFeedSpec, kafka_auth: KafkaAuth | None = None) -> list[str]:
     """Delete the feed's topics (deletionPolicy Delete). Returns the names deleted."""
     from confluent_kafka import KafkaException
 
-    admin = _admin(spec.kafka.bootstrap)
-    present = [n for n in topic_names(spec) if n in existing_partitions(spec)]
+    admin = _admin(spec.kafka.bootstrap, kafka_auth)
+    present = [n for n in topic_names(spec) if n in existing_partitions(spec, kafka_auth)]
     if not present:
         return []
     for future in admin.delete_topics(present, operation_timeout=TIMEOUT_S).values():

@@ -9,9 +9,10 @@ fails `check()`.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +20,8 @@ from typing import TypeVar
 from quantcore.devservices.process import ChildProcess
 
 C = TypeVar("C", bound=ChildProcess)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,11 +34,17 @@ class Children:
     _due: dict[str, float] = field(default_factory=dict)  # name -> when it starts again
 
     def start(
-        self, name: str, argv: Sequence[str], log: Path, *, restart_after: float | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        *,
+        restart_after: float | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> ChildProcess:
         if restart_after is not None:
             self.restart_after[name] = restart_after
-        return self.add(ChildProcess(name, argv, log, die_with_parent=True))
+        return self.add(ChildProcess(name, argv, log, env=env, die_with_parent=True))
 
     def add(self, child: C) -> C:
         """Start `child` (made with `die_with_parent=True`) as one of these children."""
@@ -45,7 +54,7 @@ class Children:
 
     def check(self) -> list[str]:
         """Raise `ProcessError` (with its log) if a child without a restart delay has exited;
-        restart the others when their delay has passed. Returns what it did, to be said."""
+        restart the others when their delay has passed. Logs and returns what it did."""
         events: list[str] = []
         now = time.monotonic()
         for child in self.started:
@@ -58,11 +67,13 @@ class Children:
             if due is None:
                 self._due[child.name] = now + delay
                 events.append(f"{child.name} exited with code {code}; restarting in {delay:.0f}s")
+                log.warning(events[-1], extra={"child": child.name, "exit_code": code})
             elif now >= due:
                 del self._due[child.name]
                 child.kill()  # whatever it left in its process group goes first
                 child.start()
                 events.append(f"{child.name} restarted")
+                log.info(events[-1], extra={"child": child.name})
         return events
 
     def stop_all(self, grace: float = 10.0) -> None:

@@ -8,14 +8,20 @@ MarketFeed spec that describes this machine, so local mode cannot drift from the
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
+from quantcore import logs
+from quantcore.localmode import security
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.stream.job import TRIGGERS
 
 STEPS = 9
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # (bench.stream_latency compares the three).
     parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
     parser.add_argument(
+        "--no-lake",
+        action="store_true",
+        help="keep no history (default: signals, books and trades as Parquet in DIR/lake,"
+        " kept across runs; `quantcore history` reads it)",
+    )
+    parser.add_argument(
+        "--lake-retention-days",
+        type=int,
+        default=7,
+        help="days of exchange time the lake keeps, today included (0: all; default 7)",
+    )
+    parser.add_argument(
         "--ready-timeout", type=float, default=600.0, help="seconds to wait for the first signal"
     )
     parser.add_argument(
@@ -60,6 +78,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-view", action="store_true", help="no live table; run until Ctrl-C or SIGTERM"
     )
+    # Text unless asked: its children write to log files under --dir, read by a person.
+    logs.add_arguments(parser)
+    # --insecure: the one switch for gRPC and Redis alike (quantcore.localmode.security).
+    security.add_arguments(parser)
+    parser.add_argument(
+        "--client-auth",
+        choices=["none", "require"],
+        default="none",
+        help="require the client certificate in DIR/tls too (mutual TLS; default none)",
+    )
 
 
 def say(step: int | None, text: str) -> None:
@@ -70,6 +98,20 @@ def say(step: int | None, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from quantcore.localmode.pipeline import Pipeline, PipelineError
 
+    # The progress lines (and READY) stay on stdout; what goes wrong is logged on stderr, and
+    # every child logs in the same format (inherited through the environment).
+    log_format = args.log_format or os.environ.get(logs.FORMAT_ENV) or "text"
+    try:
+        log_format = logs.configure(
+            "up", log_format=log_format.strip().lower(), level=args.log_level
+        )
+    except ValueError as exc:
+        print(f"quantcore up: {exc}", file=sys.stderr)
+        return 2
+    if args.lake_retention_days < 0:
+        print("quantcore up: --lake-retention-days must be 0 (keep all) or more", file=sys.stderr)
+        return 2
+    os.environ.update(logs.child_environment(log_format))
     # A shell that starts a job in the background hands it SIGINT ignored, and Python then
     # installs no handler: Ctrl-C (or a supervisor's SIGINT) must stop `up` all the same.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -81,12 +123,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         say(None, "stopping (Ctrl-C or SIGTERM)")
     except PipelineError as exc:
-        print(f"quantcore up: {exc}", file=sys.stderr, flush=True)
+        log.error("%s", exc)
         code = 1
     finally:
         left = pipeline.stop()
         if left:
-            print(f"quantcore up: still running after stop: {', '.join(left)}", file=sys.stderr)
+            log.error("still running after stop: %s", ", ".join(left), extra={"children": left})
             code = 1
         else:
             say(None, f"stopped {pipeline.process_count} processes; none left running")

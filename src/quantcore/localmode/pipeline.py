@@ -11,23 +11,38 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from quantcore import ownership
+from quantcore import kafkaacl, ownership, redisacl
+from quantcore.client.security import ClientCredentials
+from quantcore.devservices.certs import LocalCredentials, local_credentials
 from quantcore.devservices.ports import LOOPBACK, free_port
 from quantcore.devservices.process import ProcessError, log_tail
-from quantcore.devservices.programs import ReplayProcess, ServeProcess, quantcore_argv
+from quantcore.devservices.programs import ReplayProcess, ServeProcess, child_env, quantcore_argv
 from quantcore.devservices.prometheus import INSTALL_HINT, ScrapeTarget
 from quantcore.devservices.spark import spark_jars
+from quantcore.events import Topics
 from quantcore.feedshard import shard_args
+from quantcore.kafkaauth import KafkaAuth
 from quantcore.localmode.children import Children
+from quantcore.localmode.security import Security
 from quantcore.localmode.source import (
     Source,
     live_reachable,
     recordings_in,
     symbols_of,
 )
+from quantcore.redisauth import RedisAuth
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable
 
 Say = Callable[[int | None, str], None]
+
+# Kept across runs (certificates and token, reused while valid), so a client configured once
+# keeps working.
+TLS_DIR = "tls"
+# The lake, kept across runs too: history is what it is for. Each run writes a sink of its own
+# (its checkpoint starts afresh with the run's fresh Kafka: quantcore.lake).
+LAKE_DIR = "lake"
+# How often retention looks for expired days while the pipeline runs.
+RETENTION_EVERY_S = 3600.0
 
 # A feed shard that exits is started again after this long (a Deployment would restart its
 # pod), so one shard's death shows as "shard not live" instead of ending the pipeline.
@@ -52,14 +67,18 @@ class Pipeline:
         self.args = args
         self.say = say
         self.dir: Path = args.dir.resolve()
+        self.security = Security.from_args(args)
         self.children = Children()
         self._services: list[Service] = []  # Redis and Kafka from quantcore.devservices
         self.source: Source | None = None
         self.symbols: list[str] = []
         self.target = ""
-        self.redis_url = ""
+        self.redis_url = ""  # the address only: credentials go to each process apart
+        self._redis_auth: dict[str, RedisAuth] = {}  # ACL user -> its credentials
+        self._kafka_auth: dict[str, KafkaAuth] = {}  # SCRAM user -> its credentials
         self.bootstrap = ""
         self.prometheus_url = ""
+        self.credentials: LocalCredentials | None = None  # None: --insecure
         # What Prometheus scrapes: every process's /metrics, by component (job).
         self.scrape_targets: list[ScrapeTarget] = []
 
@@ -71,13 +90,16 @@ class Pipeline:
     def start(self) -> None:
         signal.signal(signal.SIGTERM, _terminate)
         try:
-            ownership.fresh(self.dir, "--dir")  # the previous run's state, never anyone else's
+            # The previous run's state, never anyone else's; its certificates stay for reuse.
+            ownership.fresh(self.dir, "--dir", keep=(TLS_DIR, LAKE_DIR))
         except ownership.NotOurs as exc:
             raise PipelineError(str(exc)) from None
         self.source = self._choose_source()
         self._start_services()
         table = self._plan_and_create_topics()
         self._start_feed(table)
+        self._apply_lake_retention()
+        self._compact_lake()
         self._start_stream(table.partitions)
         self._start_server()
         self._start_prometheus()
@@ -121,16 +143,48 @@ class Pipeline:
         from quantcore.devservices.redis import RedisServer
 
         try:
-            self.say(2, "starting Redis")
-            redis = RedisServer(self.dir / "redis", die_with_parent=True)
+            self.say(2, f"starting Redis ({self.security.describe()})")
+            redis = RedisServer(
+                self.dir / "redis",
+                die_with_parent=True,
+                insecure=not self.security.redis_tls_and_acl,
+                # The pipeline's users alone: nobody here needs an admin.
+                users=redisacl.PIPELINE_USERS,
+            )
             self._services.append(redis)
-            self.redis_url = redis.start()
-            self.say(2, f"Redis at {self.redis_url}")
+            redis.start()
+            self.redis_url = redis.address
+            self._redis_auth = {user: redis.auth(user) for user in redisacl.PIPELINE_USERS}
+            if self.security.redis_tls_and_acl:
+                self.say(
+                    2,
+                    f"Redis at {self.redis_url}: TLS only (CA {redis.auth(redisacl.SERVE).ca_file}),"
+                    f" users {' and '.join(redisacl.PIPELINE_USERS)} (passwords in"
+                    f" {redis.workdir / 'passwords'}), default user off",
+                )
+            else:
+                self.say(2, f"Redis at {self.redis_url}: INSECURE, no TLS and no passwords")
             self.say(3, "starting Kafka (the first run downloads its jars into the cache)")
-            kafka = KafkaBroker(self.dir / "kafka", die_with_parent=True)
+            kafka = KafkaBroker(
+                self.dir / "kafka",
+                die_with_parent=True,
+                insecure=not self.security.kafka_sasl_ssl,
+                # ACLs for the default topics, which the local MarketFeed spec uses.
+                feeds=(Topics(),),
+            )
             self._services.append(kafka)
             self.bootstrap = kafka.start()
-            self.say(3, f"Kafka at {self.bootstrap}")
+            self._kafka_auth = {user: kafka.auth(user) for user in kafkaacl.PIPELINE_USERS}
+            if self.security.kafka_sasl_ssl:
+                self.say(
+                    3,
+                    f"Kafka at {self.bootstrap}: SASL_SSL only (SCRAM-SHA-512, CA"
+                    f" {kafka.auth(kafkaacl.FEED).ca_file}), users"
+                    f" {', '.join(kafkaacl.PIPELINE_USERS)} with ACLs (passwords in"
+                    f" {kafka.workdir / 'security' / 'passwords'})",
+                )
+            else:
+                self.say(3, f"Kafka at {self.bootstrap}: INSECURE, PLAINTEXT without users")
         except ProcessError as exc:
             raise PipelineError(str(exc)) from exc
 
@@ -148,7 +202,8 @@ class Pipeline:
             spark=Spark(image="quantcore:local", trigger=args.trigger),
         )
         table = next_table(spec, None, spec.symbols or [])
-        outcome = topics.ensure(spec, table.partitions)
+        # As the operator's Kafka user: it may manage the feed's topics, nothing else.
+        outcome = topics.ensure(spec, table.partitions, self._kafka_auth[kafkaacl.OPERATOR])
         (self.dir / CONFIGMAP_KEY).write_text(table.to_json())
         self.say(
             4,
@@ -194,15 +249,61 @@ class Pipeline:
                 quantcore_argv(*args),
                 self.dir / "logs" / f"feed-{shard}.log",
                 restart_after=SHARD_RESTART_S,
+                # A shard never talks to Redis; to Kafka as the feed user alone.
+                env=child_env(kafka=self._kafka_auth[kafkaacl.FEED]),
             )
         self.say(5, f"{table.shards} feed shard(s) started (logs in {self.dir / 'logs'})")
+
+    @property
+    def lake_dir(self) -> Path | None:
+        """The lake's root (None: --no-lake)."""
+        return None if self.args.no_lake else self.dir / LAKE_DIR
+
+    def _lake_args(self) -> list[str]:
+        if self.lake_dir is None:
+            return []
+        sink = self.lake_dir / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
+        from quantcore.lake import log_retention
+
+        args = ["--lake", str(sink)]
+        retention = log_retention(self.args.lake_retention_days)
+        return args + (["--lake-retention", retention] if retention else [])
+
+    def _apply_lake_retention(self) -> None:
+        from datetime import UTC, datetime
+
+        from quantcore import lakestore
+
+        if self.lake_dir is None or not self.lake_dir.is_dir():
+            return
+        lakestore.remove_expired(
+            self.lake_dir, self.args.lake_retention_days, datetime.now(UTC).date()
+        )
+
+    def _compact_lake(self) -> None:
+        """Merge the small files of the earlier runs' sinks (quantcore.lakecompaction): no job
+        writes them any more, since every run writes a sink of its own, made after this."""
+        from quantcore import lakecompaction
+
+        if self.lake_dir is None or not self.lake_dir.is_dir():
+            return
+        done = lakecompaction.compact(self.lake_dir)
+        if done:
+            before, after = sum(c.files_before for c in done), sum(c.files_after for c in done)
+            self.say(6, f"lake: merged {before} small files of earlier runs into {after}")
 
     def _start_stream(self, partitions: int) -> None:
         from quantcore.stream.job import task_slots
 
         self._require("stream")
+        lake = (
+            f", history in {self.lake_dir} (`quantcore history SYMBOL --lake {self.lake_dir}`)"
+            if self.lake_dir is not None
+            else ""
+        )
         self.say(
-            6, f"starting the Spark job (trigger {self.args.trigger}); JVM start takes a while"
+            6,
+            f"starting the Spark job (trigger {self.args.trigger}{lake}); JVM start takes a while",
         )
         self.children.start(
             "stream",
@@ -218,7 +319,8 @@ class Pipeline:
                 self.args.trigger,
                 # A real-time task per partition of each query, held for a whole batch.
                 "--threads",
-                str(max(8, task_slots(partitions))),
+                str(max(8, task_slots(partitions, lake=self.lake_dir is not None))),
+                *self._lake_args(),
                 "--jars",
                 ",".join(str(jar) for jar in spark_jars()),
                 "--metrics-port",
@@ -227,10 +329,59 @@ class Pipeline:
                 LOOPBACK,
             ),
             self.dir / "logs" / "stream.log",
+            env=child_env(
+                self._redis_auth[redisacl.RELAY], kafka=self._kafka_auth[kafkaacl.STREAM]
+            ),
         )
+
+    def _security_args(self) -> list[str]:
+        """TLS and tokens from DIR/tls (made, or reused while valid), unless --insecure."""
+        if self.security.insecure:
+            return ["--insecure"]
+        tls_dir = self.dir / TLS_DIR
+        if tls_dir.is_symlink():  # only ever a directory of ours
+            tls_dir.unlink()
+        self.credentials, reused = local_credentials(tls_dir)
+        self.say(
+            7,
+            f"{'reusing' if reused else 'made'} a CA, server and client certificates and a"
+            f" token in {tls_dir}",
+        )
+        return [
+            "--tls-dir",
+            str(tls_dir),
+            "--tls-client-auth",
+            self.args.client_auth,
+            "--tokens",
+            str(self.credentials.tokens),
+        ]
+
+    def client_credentials(self) -> ClientCredentials:
+        """What a client of this pipeline needs (the live view is one)."""
+        creds = self.credentials
+        if creds is None:
+            return ClientCredentials()
+        mutual = self.args.client_auth == "require"
+        return ClientCredentials(
+            ca=creds.ca,
+            cert=creds.client_cert if mutual else None,
+            key=creds.client_key if mutual else None,
+            token=creds.client_token.read_text().strip(),
+        )
+
+    def attach_hint(self) -> str:
+        """The command that attaches to this pipeline's stream."""
+        hint = f"quantcore watch --target {self.target}"
+        creds = self.credentials
+        if creds is None:
+            return hint + "; plaintext, --insecure"
+        if self.args.client_auth == "require":
+            hint += f" --cert {creds.client_cert} --key {creds.client_key}"
+        return hint + f" --ca {creds.ca} --token-file {creds.client_token}"
 
     def _start_server(self) -> None:
         port = self.args.port if self.args.port else free_port()
+        security = self._security_args()
         serve = self.children.add(
             ServeProcess(
                 self.redis_url,
@@ -241,6 +392,10 @@ class Pipeline:
                 # Serve the symbols of the table the feed shards read, as in a cluster.
                 "--routing",
                 str(self.dir / CONFIGMAP_KEY),
+                # History reads the whole lake (every run's sink), as `quantcore history` does.
+                *(["--lake", str(self.lake_dir)] if self.lake_dir is not None else []),
+                *security,
+                redis_auth=self._redis_auth[redisacl.SERVE],
                 die_with_parent=True,
             )
         )
@@ -249,7 +404,8 @@ class Pipeline:
         except ProcessError as exc:
             raise PipelineError(str(exc)) from exc
         self.target = serve.target
-        self.say(7, f"gRPC MarketData on {self.target}")
+        mode = "plaintext (--insecure)" if self.credentials is None else "TLS + bearer token"
+        self.say(7, f"gRPC MarketData on {self.target}, {mode}; attach: {self.attach_hint()}")
 
     def _metrics_port(self, job: str, **labels: str) -> int:
         """A free port for one process's /metrics, recorded as a scrape target."""
@@ -301,12 +457,16 @@ class Pipeline:
 
         from quantcore import signalstore
 
-        client = redis.Redis.from_url(self.redis_url)
+        # As the serving tier: its user may read the signals, nothing else.
+        auth = self._redis_auth[redisacl.SERVE]
+        client = redis.Redis.from_url(self.redis_url, **auth.client_kwargs())
+        first = signalstore.state_key(self.symbols[0])
+        fields = [signalstore.seq_field(kind) for kind in signalstore.KINDS]
         started = time.monotonic()
         last_note = started
         self.say(9, "waiting for the first signals (Spark compiles the job first)")
         try:
-            while not client.exists(signalstore.state_key(self.symbols[0])):
+            while not any(client.hmget(first, fields)):
                 self.children.check()
                 if time.monotonic() - started > self.args.ready_timeout:
                     raise PipelineError(
@@ -326,7 +486,8 @@ class Pipeline:
             9,
             f"READY in {time.monotonic() - started:.0f}s: source {self.source.kind}, "
             f"symbols {' '.join(self.symbols)}, grpc {self.target}, kafka {self.bootstrap}, "
-            f"redis {self.redis_url}, prometheus {self.prometheus_url or 'none'}",
+            f"redis {self.redis_url}, prometheus {self.prometheus_url or 'none'}"
+            f" (attach: {self.attach_hint()})",
         )
 
     # --- run ---------------------------------------------------------------------
@@ -335,9 +496,12 @@ class Pipeline:
         from quantcore.client.watch import live_view
 
         async def watch_children() -> None:
+            retention_due = time.monotonic() + RETENTION_EVERY_S
             while True:
-                for event in self.children.check():
-                    self.say(None, event)
+                self.children.check()  # logs each exit and restart
+                if time.monotonic() >= retention_due:
+                    await asyncio.to_thread(self._apply_lake_retention)
+                    retention_due = time.monotonic() + RETENTION_EVERY_S
                 await asyncio.sleep(1.0)
 
         async def main() -> None:
@@ -346,7 +510,14 @@ class Pipeline:
                 if not self.args.no_view:
                     assert self.source is not None
                     banner = f"quantcore up — source: {self.source.kind}"
-                    tg.create_task(live_view(self.target, tuple(self.symbols), banner=banner))
+                    tg.create_task(
+                        live_view(
+                            self.target,
+                            tuple(self.symbols),
+                            banner=banner,
+                            credentials=self.client_credentials(),
+                        )
+                    )
 
         try:
             asyncio.run(main())

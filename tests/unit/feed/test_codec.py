@@ -363,7 +363,11 @@ def test_trade_flow_is_published_and_live_only_once_its_windows_are_covered() ->
     out: list[tuple[str, str | None, bytes]] = []
     mono = [0]
     norm = Normalizer(
-        binance, lambda k, s, v: out.append((k, s, v)), clock=lambda: 99, monotonic=lambda: mono[0]
+        binance,
+        lambda k, s, v: out.append((k, s, v)),
+        clock=lambda: 99,
+        monotonic=lambda: mono[0],
+        flow_min_gap_ns=0,  # every record (pacing: the test below)
     )
     start = int(DIFF["E"])  # type: ignore[call-overload]  # the first event: coverage starts
     snap = b'{"lastUpdateId":10,"bids":[["100.0","1.0"]],"asks":[["101.0","1.0"]]}'
@@ -403,3 +407,45 @@ def test_trade_flow_is_published_and_live_only_once_its_windows_are_covered() ->
     # A lost connection starts the windows over: not live until covered again.
     norm.reset("BTCUSDT", "disconnect", 5)
     assert norm.live_symbols() == []
+
+
+def test_a_burst_of_trades_is_paced_to_one_record_per_gap_and_the_newest_is_released() -> None:
+    """Within `flow_min_gap_ns` of a symbol's last record, trade-flow records replace each
+    other; the newest goes out when the gap ends, and nothing older follows it."""
+    out: list[tuple[str, str | None, bytes]] = []
+    mono = [0]
+    gap = 10_000_000
+    norm = Normalizer(
+        binance,
+        lambda k, s, v: out.append((k, s, v)),
+        clock=lambda: 99,
+        monotonic=lambda: mono[0],
+        flow_min_gap_ns=gap,
+    )
+    start = int(DIFF["E"])  # type: ignore[call-overload]
+    norm.add_symbol("BTCUSDT")
+    norm.on_frame(frame(with_(U=11, u=11, b=[], a=[])), 1)  # the first event: coverage starts
+    mono[0] = 30_000 * 1_000_000
+    norm.on_frame(trade(1, start + 30_000), 2)  # warm: goes out at once
+
+    def flows() -> list[TradeFlowRecord]:
+        return [TradeFlowRecord.model_validate_json(v) for k, _, v in out if k == FLOW]
+
+    assert [f.last_trade_id for f in flows()] == [1]
+    for i in range(2, 40):  # a burst inside the gap: held, each replacing the last
+        mono[0] += 100_000
+        norm.on_frame(trade(i, start + 30_000, "0.25"), 3 + i)
+    assert [f.last_trade_id for f in flows()] == [1]
+    assert norm.next_flow_tick_s() == pytest.approx((30_000 * 1_000_000 + gap - mono[0]) / 1e9)
+    mono[0] = 30_000 * 1_000_000 + gap
+    norm.flow_ticks()
+    released = flows()[-1]
+    assert [f.last_trade_id for f in flows()] == [1, 39]
+    assert released.buy_volume_1s == pytest.approx(0.5 + 38 * 0.25)  # exact as of trade 39
+    assert released.recv_time_ns == 3 + 39  # the newest trade's receive time
+    norm.flow_ticks()  # nothing more is held
+    assert len(flows()) == 2
+    # After a quiet gap the next trade goes out at once again.
+    mono[0] += 2 * gap
+    norm.on_frame(trade(40, start + 30_050), 50)
+    assert [f.last_trade_id for f in flows()] == [1, 39, 40]

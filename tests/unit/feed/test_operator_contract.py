@@ -10,6 +10,7 @@ import pytest
 
 from quantcore.feed.commands import feed as feed_command
 from quantcore.feed.shard import ShardConfig, assignment
+from quantcore.kafkaauth import KafkaAuth
 from quantcore.operator import planner
 from quantcore.operator.planner import plan, sample_feed
 from quantcore.routing import CONFIGMAP_KEY, RoutingTable
@@ -36,12 +37,36 @@ def _shard_from_plan(
     container = objects[f"Deployment/{planner.shard_deployment_name('demo', shard)}"]["spec"][
         "template"
     ]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    # The kubelet fills the downward API's fields (the log context) from the pod itself, and
+    # the Kafka credentials from the feed user's Secret.
+    pod_fields = {"metadata.namespace": feed.namespace, "metadata.name": f"demo-feed-{shard}-x"}
+
+    def value(e: dict[str, Any]) -> str:
+        if "value" in e:
+            return str(e["value"])
+        source = e["valueFrom"]
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            return SECRETS[ref["name"]][ref["key"]]
+        return pod_fields[source["fieldRef"]["fieldPath"]]
+
+    env = {e["name"]: value(e) for e in container["env"]}
     if pod:
         env["KUBERNETES_SERVICE_HOST"] = "10.0.0.1"  # the kubelet sets this in every pod
     assert container["command"] == ["quantcore"]
     assert container["args"][0] == "feed"
     args = _parse(container["args"][1:], env)
+    # The CA Secret's ca.crt alone is mounted where QUANTCORE_KAFKA_CA_FILE points.
+    volumes = {v["name"]: v for v in objects[
+        f"Deployment/{planner.shard_deployment_name('demo', shard)}"
+    ]["spec"]["template"]["spec"]["volumes"]}  # fmt: skip
+    ca = next(m for m in container["volumeMounts"] if m["name"] == "kafka-ca")
+    assert ca["mountPath"] == planner.KAFKA_CA_DIR
+    assert ca["readOnly"] is True
+    assert volumes["kafka-ca"]["secret"] == {
+        "secretName": "demo-kafka-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
     # The ConfigMap is mounted at ROUTING_DIR; the file the shard reads is its CONFIGMAP_KEY.
     mount = next(m for m in container["volumeMounts"] if m["name"] == "routing")
     assert Path(mount["mountPath"]) / CONFIGMAP_KEY == args.routing
@@ -49,8 +74,14 @@ def _shard_from_plan(
     local = tmp_path / CONFIGMAP_KEY
     local.write_text(cm["data"][CONFIGMAP_KEY])
     table = RoutingTable.from_json(local.read_text())  # what Shard._watch_routing does
-    return feed_command.shard_config(args), table, p
+    return feed_command.shard_config(args, env), table, p
 
+
+# What the kubelet would read from the feed's Secrets (sample_feed names them).
+SECRETS = {
+    "demo-kafka-feed": {"username": "feed", "password": "feed-password"},
+    "demo-kafka-stream": {"username": "stream", "password": "stream-password"},
+}
 
 # The flags `quantcore feed` cannot run without; the values do not matter to parsing.
 REQUIRED_ARGS = [
@@ -72,6 +103,10 @@ def test_planner_defaults_become_the_shard_configuration(tmp_path: Path) -> None
     config, table, p = _shard_from_plan(feed, 1, tmp_path)
     assert config.shard == 1
     assert config.bootstrap == "kafka:9092"
+    # The feed user alone, over SASL_SSL, trusting the CA Secret's ca.crt where it is mounted.
+    assert config.kafka_auth == KafkaAuth.scram(
+        "feed", "feed-password", f"{planner.KAFKA_CA_DIR}/ca.crt"
+    )
     assert config.levels == 20
     assert config.streams.diff_speed == "100ms"
     assert config.streams.trades is True

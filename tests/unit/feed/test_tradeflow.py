@@ -190,3 +190,45 @@ def test_exchange_clock_runs_on_from_the_latest_event_and_never_goes_back():
     assert clock.now_ms(400_000_000) == 1_300
     assert clock.now_ms(500_000_000) == 1_300
     assert clock.now_ms(700_000_000) == 1_500
+
+
+def test_a_restart_announces_exact_windows_once_warm_even_without_a_trade():
+    """After a reconnect the value published before it must not stay for ever: once warm
+    again, one record as of the warm-up's end goes out (zeros here), above every sequence."""
+    flows = TradeFlows()
+    flows.add("S")
+    flows.seen("S", 0)
+    before = [flows.on_trade("S", 5, 31_000, 1.0, False)]
+    before += flows.due(31_250)  # a decay tick or two
+    assert before[-1] is not None
+    flows.restart("S")
+    flows.seen("S", 40_000)  # the first event after the reconnect
+    assert flows.due(69_999) == []
+    assert flows.next_due == 70_000
+    (announced,) = flows.due(70_000)
+    assert announced.as_of_ms == 70_000
+    assert announced.tick
+    assert announced.buy == announced.sell == (0.0, 0.0, 0.0)
+    assert announced.sequence > max(r.sequence for r in before if r is not None)
+    assert flows.due(10**6) == []  # made once
+
+
+def test_the_announcement_carries_the_trades_of_the_warm_up_exactly():
+    flows = TradeFlows()
+    flows.add("S")
+    flows.seen("S", 0)
+    assert flows.on_trade("S", 1, 10_000, 2.0, True) is None  # not yet warm: held back
+    (announced,) = flows.due(30_000)
+    assert (announced.as_of_ms, announced.last_trade_id) == (30_000, 1)
+    assert announced.sell == (0.0, 0.0, 2.0)  # only the 30 s window still holds it
+    # After the held-back decay ticks at 11 s and 15 s (it left the 1 s and 5 s windows).
+    assert announced.sequence == 1 * 1024 + 3
+
+
+def test_no_announcement_when_a_warm_record_went_out_first():
+    flows = TradeFlows()
+    flows.add("S")
+    flows.seen("S", 0)
+    assert flows.on_trade("S", 1, 30_000, 1.0, False) is not None  # warm: published
+    ticks = flows.due(10**6)
+    assert [r.as_of_ms for r in ticks] == [31_000, 35_000, 60_000]  # the decay ticks only

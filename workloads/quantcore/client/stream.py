@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from quantcore.client.security import ClientCredentials
 from quantcore.v1 import marketdata_pb2, marketdata_pb2_grpc, signals_pb2
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class MarketDataClient:
 
     target: str
     subscription: Subscription = field(default_factory=Subscription)
+    credentials: ClientCredentials = field(default_factory=ClientCredentials)
     max_backoff_s: float = 2.0
     on_state: Callable[[str], None] = lambda state: None
     stats: ClientStats = field(default_factory=ClientStats)
@@ -82,9 +84,9 @@ class MarketDataClient:
         while True:
             self.on_state("connecting")
             try:
-                async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as ch:
+                async with self.credentials.channel(self.target, CHANNEL_OPTIONS) as ch:
                     call = marketdata_pb2_grpc.MarketDataStub(ch).Subscribe(
-                        self.subscription.request()
+                        self.subscription.request(), metadata=self.credentials.metadata()
                     )
                     self.stats.connects += 1
                     async for update in flatten(call):
@@ -125,11 +127,17 @@ async def flatten(
 
 
 async def snapshot(
-    target: str, symbols: Sequence[str] = (), deadline_s: float = 5.0
+    target: str,
+    symbols: Sequence[str] = (),
+    deadline_s: float = 5.0,
+    credentials: ClientCredentials | None = None,
 ) -> list[signals_pb2.SignalUpdate]:
     """One GetSnapshot call."""
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
+    creds = credentials or ClientCredentials()
+    async with creds.channel(target, CHANNEL_OPTIONS) as ch:
         reply = await marketdata_pb2_grpc.MarketDataStub(ch).GetSnapshot(
-            marketdata_pb2.SnapshotRequest(symbols=list(symbols)), timeout=deadline_s
+            marketdata_pb2.SnapshotRequest(symbols=list(symbols)),
+            timeout=deadline_s,
+            metadata=creds.metadata(),
         )
     return list(reply.updates)

@@ -8,6 +8,8 @@ import contextlib
 import sys
 import time
 
+from quantcore.client import security
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("symbols", nargs="*", help="symbols to watch (default: every symbol)")
@@ -19,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plain", action="store_true", help="print a table per refresh instead of redrawing"
     )
+    security.add_arguments(parser)
 
 
 async def live_view(
@@ -29,6 +32,7 @@ async def live_view(
     duration_s: float | None = None,
     plain: bool = False,
     banner: str = "",
+    credentials: security.ClientCredentials | None = None,
 ) -> None:
     """Stream from `target` and redraw the table until cancelled (or `duration_s`)."""
     from quantcore.client.board import Board
@@ -37,7 +41,10 @@ async def live_view(
     board = Board()
     state = {"link": "connecting"}
     client = MarketDataClient(
-        target, Subscription(symbols=symbols), on_state=lambda s: state.__setitem__("link", s)
+        target,
+        Subscription(symbols=symbols),
+        credentials=credentials or security.ClientCredentials(),
+        on_state=lambda s: state.__setitem__("link", s),
     )
     redraw = not plain and sys.stdout.isatty()
 
@@ -68,6 +75,11 @@ async def live_view(
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        credentials = security.from_arguments(args)
+    except security.CredentialsError as exc:
+        print(f"quantcore watch: {exc}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             live_view(
@@ -76,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 refresh_s=args.refresh,
                 duration_s=args.duration,
                 plain=args.plain,
+                credentials=credentials,
             )
         )
     return 0

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from quantcore import logs
 from quantcore.feed import binance
 from quantcore.feed.messages import Control
 from quantcore.feed.snapshots import backoff
@@ -122,6 +123,11 @@ class StreamConnection:
 
     # --- running ---
     async def run(self) -> None:
+        # Every record of this connection's tasks (and websockets' own) names it.
+        with logs.log_context(connection=self.name):
+            await self._run()
+
+    async def _run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._send_control())
@@ -147,6 +153,11 @@ class StreamConnection:
             attempt = 0
             if ever_connected and self.streams:
                 # Frames were missed between the old socket and this one.
+                log.warning(
+                    "reconnected: resyncing %d streams",
+                    len(self.streams),
+                    extra={"event": "reconnect", "streams": len(self.streams)},
+                )
                 self._on_lost(set(self.streams), "reconnect")
             ever_connected = True
             while link is not None:
@@ -180,7 +191,7 @@ class StreamConnection:
                 self.settings.open_timeout_s + 1,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
-            self._note(f"connect failed: {exc!r}")
+            self._note(f"connect failed: {exc!r}", "connect_failed", logging.WARNING)
             return None
         link.opened_at = link.last_frame = time.monotonic()
         self._links.add(link)
@@ -205,7 +216,7 @@ class StreamConnection:
                 frame = await link.ws.recv(decode=False)
                 self._on_text(link, frame)
         except ConnectionClosed as exc:
-            self._note(f"closed: {exc!r}")
+            self._note(f"closed: {exc!r}", "closed")
 
     def _on_text(self, link: _Link, frame: bytes) -> None:
         recv_ns = time.time_ns()
@@ -220,7 +231,9 @@ class StreamConnection:
         except Exception:
             # A bug, not bad input (the normalizer quarantines that): keep serving the others.
             self.frame_errors += 1
-            log.exception("%s: a frame could not be handled", self.name)
+            log.exception(
+                "%s: a frame could not be handled", self.name, extra={"connection": self.name}
+            )
 
     def _on_control(self, link: _Link, frame: bytes, recv_ns: int) -> None:
         msg = binance.decode_frame(frame, recv_ns)
@@ -228,7 +241,9 @@ class StreamConnection:
             if msg.kind == "server_shutdown":
                 link.shutdown_notice = True
             elif msg.kind == "error":
-                self._note(f"request {msg.request_id} refused: {msg.detail}")
+                self._note(
+                    f"request {msg.request_id} refused: {msg.detail}", "refused", logging.WARNING
+                )
             return
         self._on_frame(frame, recv_ns)  # let the normalizer quarantine it
 
@@ -250,7 +265,7 @@ class StreamConnection:
                 link.shutdown_notice = False
             elif now - link.last_frame > s.idle_probe_s and not await self._alive(link):
                 self.stale += 1
-                self._note("stale: no pong")
+                self._note("stale: no pong", "stale", logging.WARNING)
                 await self._close(link)
                 return None
 
@@ -262,6 +277,7 @@ class StreamConnection:
             await asyncio.wait_for(new.first_data.wait(), self.settings.handover_wait_s)
         await asyncio.sleep(self.settings.handover_overlap_s)
         self.handovers += 1
+        log.info("%s: handed over to a new socket", self.name, extra={"event": "handover"})
         await self._close(old)
         return new
 
@@ -300,10 +316,10 @@ class StreamConnection:
                 self.control_sent += 1
             except (OSError, WebSocketException) as exc:
                 # The socket died; the reconnect subscribes everything through its URL.
-                self._note(f"control send failed: {exc!r}")
+                self._note(f"control send failed: {exc!r}", "send_failed", logging.WARNING)
             await asyncio.sleep(interval)
 
-    def _note(self, text: str) -> None:
-        log.info("%s: %s", self.name, text)
+    def _note(self, text: str, event: str, level: int = logging.INFO) -> None:
+        log.log(level, "%s: %s", self.name, text, extra={"connection": self.name, "event": event})
         self.errors.append(text)
         del self.errors[:-20]

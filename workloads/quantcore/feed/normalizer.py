@@ -7,6 +7,7 @@ recording. Both get exactly the same records, handed to an `emit(kind, symbol, v
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,7 @@ import orjson
 from quantcore.feed import codec
 from quantcore.feed.book import BookSync, Outcome, Step, SyncCounters, SyncState
 from quantcore.feed.exchange import Exchange
+from quantcore.feed.flowpacing import MIN_GAP_NS, Pacer
 from quantcore.feed.messages import (
     BookTicker,
     DepthDiff,
@@ -39,6 +41,8 @@ Emit = Callable[[str, str | None, bytes], None]
 
 _RESETS = frozenset({Outcome.GAP, Outcome.CROSSED, Outcome.SNAPSHOT_STALE})
 
+log = logging.getLogger(__name__)
+
 # Used only until the shard learns a symbol's real tick size (Binance prices have 8 decimals).
 FALLBACK_TICK_SIZE = 1e-8
 
@@ -60,6 +64,7 @@ class Normalizer:
         on_snapshot_wanted: Callable[[str], None] | None = None,
         trade_flow: bool = True,
         on_trade_flow: Callable[[], None] | None = None,
+        flow_min_gap_ns: int = MIN_GAP_NS,
     ) -> None:
         # The exchange's parsers (the seam): bound once, as on_frame runs for every frame.
         self._decode_frame = exchange.decode_frame
@@ -81,6 +86,9 @@ class Normalizer:
         self.exchange_clock = ExchangeClock()
         self._flow_uncovered: set[str] = set()  # symbols whose first event is still to come
         self._on_trade_flow = on_trade_flow
+        # At most one trade-flow record per symbol per gap (quantcore.feed.flowpacing); a held
+        # record is (flow, event time ms, receive ns), released by `release_flows`.
+        self._flow_pacer: Pacer[tuple[Flow, int, int]] = Pacer(flow_min_gap_ns)
         # Pushed top-N books feed the book topic only when the shard keeps no local book,
         # so the topic never carries two interleaved versions of one symbol.
         self.partial_books = partial_books
@@ -111,6 +119,7 @@ class Normalizer:
         self._last_ticker.pop(symbol, None)
         self.last_update.pop(symbol, None)
         self.flows.remove(symbol)
+        self._flow_pacer.forget(symbol)
         self._flow_uncovered.discard(symbol)
 
     @property
@@ -261,11 +270,37 @@ class Normalizer:
             self._emit(RAW, snapshot.symbol, codec.raw_line(snapshot.recv_ns, body))
         step = sync.on_snapshot(snapshot)
         self._step(sync, step)
+        if step.outcome is Outcome.SNAPSHOT_LOADED:
+            log.info(
+                "book synced at update %d (%d buffered diffs applied over the snapshot)",
+                sync.last_update_id,
+                len(step.updates),
+                extra={
+                    "symbol": snapshot.symbol,
+                    "event": "book_synced",
+                    "update_id": sync.last_update_id,
+                    "replayed": len(step.updates),
+                },
+            )
         return step
 
     def quarantine(self, rejected: Rejected) -> None:
-        self.quarantined[rejected.reason.split(":")[0]] += 1
+        kind = rejected.reason.split(":")[0]
+        self.quarantined[kind] += 1
         self._emit(QUARANTINE, rejected.symbol, codec.quarantine_record(rejected))
+        count = self.quarantined[kind]
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a broken stream cannot flood
+            log.warning(
+                "input refused (%s), %d so far of this kind",
+                rejected.reason,
+                count,
+                extra={
+                    "symbol": rejected.symbol,
+                    "event": "quarantined",
+                    "reason": kind,
+                    "quarantined": count,
+                },
+            )
 
     # --- trade flow ---
     def _on_trade(self, trade: Trade) -> None:
@@ -278,29 +313,51 @@ class Normalizer:
             trade.symbol, trade.trade_id, trade.trade_time_ms, trade.qty, trade.buyer_is_maker
         )
         if flow is not None:
-            self._emit_flow(flow, trade.event_time_ms, trade.recv_ns)
+            self._offer_flow(flow, trade.event_time_ms, trade.recv_ns)
         if self._on_trade_flow is not None:
             self._on_trade_flow()
 
     def flow_ticks(self) -> int:
-        """Emit the decay ticks due by the exchange clock now; returns how many."""
-        now = self.exchange_clock.now_ms(self._monotonic())
-        if now is None or self.flows.next_due is None or self.flows.next_due > now:
-            return 0
-        ticks = self.flows.due(now)
-        if ticks:
+        """Emit the decay ticks due by the exchange clock now, and the paced records whose
+        gap has ended; returns how many ticks were due."""
+        mono = self._monotonic()
+        now = self.exchange_clock.now_ms(mono)
+        ticks = []
+        if now is not None and self.flows.next_due is not None and self.flows.next_due <= now:
+            ticks = self.flows.due(now)
             emitted_ns = self._clock()
             for flow in ticks:
-                self._emit_flow(flow, flow.as_of_ms, emitted_ns)
+                self._offer_flow(flow, flow.as_of_ms, emitted_ns, mono)
+        for flow, event_time_ms, recv_ns in self._flow_pacer.due(mono):
+            self._emit_flow(flow, event_time_ms, recv_ns)
         return len(ticks)
 
+    def flush_flows(self) -> None:
+        """Emit every paced record still held, whatever its gap (the input has ended)."""
+        for flow, event_time_ms, recv_ns in self._flow_pacer.due(2**63):
+            self._emit_flow(flow, event_time_ms, recv_ns)
+
     def next_flow_tick_s(self) -> float | None:
-        """Seconds (local time) until the next decay tick is due; None: none pending."""
+        """Seconds (local time) until the next decay tick or paced record is due; None: none
+        pending."""
+        mono = self._monotonic()
+        waits = []
         due = self.flows.next_due
-        now = self.exchange_clock.now_ms(self._monotonic())
-        if due is None or now is None:
-            return None
-        return max(0.0, (due - now) / 1000)
+        now = self.exchange_clock.now_ms(mono)
+        if due is not None and now is not None:
+            waits.append((due - now) / 1000)
+        release = self._flow_pacer.next_release_ns()
+        if release is not None:
+            waits.append((release - mono) / 1e9)
+        return max(0.0, min(waits)) if waits else None
+
+    def _offer_flow(
+        self, flow: Flow, event_time_ms: int, recv_ns: int, mono: int | None = None
+    ) -> None:
+        item = (flow, event_time_ms, recv_ns)
+        now = self._monotonic() if mono is None else mono
+        if self._flow_pacer.offer(flow.symbol, item, now) is not None:
+            self._emit_flow(flow, event_time_ms, recv_ns)
 
     def _emit_flow(self, flow: Flow, event_time_ms: int, recv_ns: int) -> None:
         self._emit(
@@ -329,6 +386,11 @@ class Normalizer:
         self._emit(BOOK, depth.symbol, codec.partial_book_record(depth, prev, tick, self._clock()))
 
     def _reset_marker(self, symbol: str, reason: str, recv_ns: int) -> None:
+        log.warning(
+            "book reset (%s): resyncing from a snapshot",
+            reason,
+            extra={"symbol": symbol, "event": "book_reset", "reason": reason},
+        )
         marker = orjson.dumps({"quantcore": "reset", "symbol": symbol, "reason": reason})
         self._emit(RAW, symbol, codec.raw_line(recv_ns, marker))
         if self._on_snapshot_wanted is not None:

@@ -13,12 +13,17 @@ from typing import Any
 
 from quantcore.events import Topics
 from quantcore.feed.normalizer import QUARANTINE
+from quantcore.kafkaauth import KafkaAuth
 
 log = logging.getLogger(__name__)
 
 
-def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+def producer_config(
+    bootstrap: str, kafka_auth: KafkaAuth | None = None, **overrides: Any
+) -> dict[str, Any]:
     config: dict[str, Any] = {
+        # The feed user's credentials (quantcore.kafkaacl.FEED): it may write its topics only.
+        **(kafka_auth or KafkaAuth()).client_config(),
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,  # implies acks=all and ordered, de-duplicated retries
         "acks": "all",
@@ -51,11 +56,14 @@ class FeedProducer:
         *,
         on_error: Callable[[str], None] | None = None,
         config: Mapping[str, Any] | None = None,
+        kafka_auth: KafkaAuth | None = None,
     ) -> None:
         from confluent_kafka import Producer
 
-        settings = producer_config(bootstrap, **dict(config or {}))
+        settings = producer_config(bootstrap, kafka_auth, **dict(config or {}))
         settings["on_delivery"] = self._delivery  # one callback for the producer, not per record
+        # librdkafka's own lines through our handler (served by poll), not raw onto stderr.
+        settings["logger"] = log.getChild("librdkafka")
         self._producer = Producer(settings)
         self._topics = topics.by_kind()
         self._partition_of = partition_of
@@ -70,7 +78,17 @@ class FeedProducer:
         if err is None:
             return
         self.failed += 1
-        log.error("delivery to %s failed: %s", msg.topic(), err)
+        key = msg.key()
+        log.error(
+            "delivery to %s failed: %s",
+            msg.topic(),
+            err,
+            extra={
+                "symbol": key.decode(errors="replace") if key else None,
+                "topic": msg.topic(),
+                "partition": msg.partition(),
+            },
+        )
         if self._on_error is not None:
             self._on_error(str(err))
 

@@ -17,6 +17,7 @@ import orjson
 from quantcore.events import BookRecord, QuarantineRecord, TradeFlowRecord, TradeRecord
 from quantcore.feed import binance
 from quantcore.feed.book import SyncCounters
+from quantcore.feed.flowpacing import MIN_GAP_NS
 from quantcore.feed.normalizer import BOOK, FLOW, QUARANTINE, RAW, TRADES, Normalizer
 
 
@@ -78,7 +79,10 @@ class Published:
 
 
 def publish_recording(
-    *paths: str | Path, levels: int = 20, tick_sizes: dict[str, float] | None = None
+    *paths: str | Path,
+    levels: int = 20,
+    tick_sizes: dict[str, float] | None = None,
+    flow_min_gap_ns: int = MIN_GAP_NS,
 ) -> Published:
     """Run recordings (merged by receive time) through the shard's normalizer, no I/O but files.
 
@@ -99,6 +103,7 @@ def publish_recording(
         tick_sizes=tick_sizes,
         clock=lambda: clock_ns[0],
         monotonic=lambda: clock_ns[0],
+        flow_min_gap_ns=flow_min_gap_ns,
     )
     for line in merged(*paths):
         clock_ns[0] = line.recv_ns
@@ -110,6 +115,7 @@ def publish_recording(
         else:
             normalizer.on_frame(line.frame, line.recv_ns)
         normalizer.flow_ticks()
+    normalizer.flush_flows()  # a shard releases them one pacing gap later
     out.counters = {s: normalizer.counters(s) for s in normalizer.symbols}
     out.quarantined = dict(normalizer.quarantined)
     return out

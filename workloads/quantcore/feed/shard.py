@@ -26,6 +26,7 @@ from quantcore.feed.metrics import serve_metrics
 from quantcore.feed.normalizer import Normalizer
 from quantcore.feed.producer import FeedProducer
 from quantcore.feed.snapshots import SnapshotClient, SnapshotError, backoff
+from quantcore.kafkaauth import KafkaAuth
 from quantcore.routing import RoutingTable
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class ShardConfig:
     weight_share: float = 0.5
     routing_poll_s: float = 0.5
     producer_config: dict[str, Any] = field(default_factory=dict)
+    # The feed user's Kafka credentials (from the environment: quantcore.kafkaauth).
+    kafka_auth: KafkaAuth = field(default_factory=KafkaAuth)
     exchange: Exchange = binance
 
 
@@ -81,7 +84,11 @@ class Shard:
         self._flow_changed = asyncio.Event()  # a trade moved the trade-flow windows
         cfg = config
         self.producer = FeedProducer(
-            cfg.bootstrap, cfg.topics, self._partitions.get, config=cfg.producer_config
+            cfg.bootstrap,
+            cfg.topics,
+            self._partitions.get,
+            config=cfg.producer_config,
+            kafka_auth=cfg.kafka_auth,
         )
         self.normalizer = Normalizer(
             cfg.exchange,
@@ -118,9 +125,14 @@ class Shard:
         finally:
             self._tg = None
             await self.snapshots.close()
+            self.normalizer.flush_flows()  # the newest trade flow held by the pacing goes out
             remaining = await asyncio.to_thread(self.producer.flush, 30.0)
             if remaining:
-                log.error("%d records not acknowledged at shutdown", remaining)
+                log.error(
+                    "%d records not acknowledged at shutdown",
+                    remaining,
+                    extra={"unacknowledged": remaining},
+                )
 
     async def _settle_heap(self) -> None:
         """Move the startup heap out of the collector's reach once serving, and collect less often.
@@ -153,7 +165,10 @@ class Shard:
                     # A half-written or broken file: keep serving the table we have.
                     self.routing_errors += 1
                     log.error(
-                        "routing file %s unreadable, keeping the current table: %s", path, exc
+                        "routing file %s unreadable, keeping the current table: %s",
+                        path,
+                        exc,
+                        extra={"path": str(path)},
                     )
                 else:
                     self.apply_table(table)
@@ -162,12 +177,18 @@ class Shard:
     def apply_table(self, table: RoutingTable) -> None:
         """Move to a new routing table: subscribe added symbols, drop removed ones, in place."""
         if self.table is not None and table.version < self.table.version:
-            log.warning("ignoring routing table version %d < %d", table.version, self.table.version)
+            log.warning(
+                "ignoring routing table version %d < %d",
+                table.version,
+                self.table.version,
+                extra={"routing_version": table.version},
+            )
             return
         want = assignment(table, self.config.shard)
         have = set(self.normalizer.symbols)
         self.table = table
-        for symbol in sorted(have - want.keys()):
+        removed, added = sorted(have - want.keys()), sorted(want.keys() - have)
+        for symbol in removed:
             self._partitions.pop(symbol, None)
             self.normalizer.remove_symbol(symbol)
             self.symbol_added_at.pop(symbol, None)
@@ -175,13 +196,26 @@ class Shard:
             if conn is not None:
                 conn.unsubscribe(self.config.streams.streams(symbol))
         self._partitions.update(want)
-        for symbol in sorted(want.keys() - have):
+        for symbol in added:
             self.normalizer.add_symbol(symbol)
             self.symbol_added_at[symbol] = time.monotonic()
             conn = self._connection_with_room(len(self.config.streams.streams(symbol)))
             conn.subscribe(self.config.streams.streams(symbol))
             self._connection_of[symbol] = conn
-        log.info("routing v%d: serving %d symbols", table.version, len(want))
+        log.info(
+            "routing v%d: serving %d symbols (+%d -%d)",
+            table.version,
+            len(want),
+            len(added),
+            len(removed),
+            extra={
+                "event": "routing",
+                "routing_version": table.version,
+                "symbols": len(want),
+                "added": added,
+                "removed": removed,
+            },
+        )
         self.ready.set()
 
     def _connection_with_room(self, streams: int) -> StreamConnection:
@@ -264,7 +298,9 @@ class Shard:
             if symbol in normalizer.symbols:
                 normalizer.on_snapshot_body(response.body, symbol, response.recv_ns)
         except (SnapshotError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("snapshot %s failed: %r", symbol, exc)
+            log.warning(
+                "snapshot %s failed: %r", symbol, exc, extra={"symbol": symbol, "error": repr(exc)}
+            )
             normalizer.snapshot_failed(symbol)
         finally:
             inflight.discard(symbol)

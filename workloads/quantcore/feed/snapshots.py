@@ -139,7 +139,13 @@ class SnapshotClient:
                 self.throttled += 1
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 self.budget.ban(retry_after, now)
-                log.warning("REST %s: %s, backing off %.0fs", url, resp.status, retry_after)
+                log.warning(
+                    "REST %s: %s, backing off %.0fs",
+                    url,
+                    resp.status,
+                    retry_after,
+                    extra={"url": url, "status": resp.status, "retry_after_s": retry_after},
+                )
                 raise SnapshotError(f"HTTP {resp.status}")
             if resp.status != 200:
                 raise SnapshotError(f"HTTP {resp.status}: {body[:200]!r}")

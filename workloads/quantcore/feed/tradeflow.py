@@ -22,6 +22,12 @@ Definitions (the property tests hold the code to a brute-force twin of them):
 - Warm-up: windows are exact only once the symbol's streams have been followed for
   LONGEST_MS. `covered_since` is the first exchange time seen for the symbol after it was
   (re)subscribed; records as of an earlier time + LONGEST_MS are held back (None).
+- Announcement: when the windows become exact at W = covered_since + LONGEST_MS and no record
+  as of W or later has gone out since the (re)start, a record as of W does (a tick), so what a
+  client holds is replaced by exact values at W even if no trade comes: after a reconnect,
+  the value from before it does not stay for ever. Only once a trade id is known (a sequence
+  below zero is not a valid record) and while the ticks since that trade stay below
+  TICKS_PER_TRADE.
 """
 
 from __future__ import annotations
@@ -90,18 +96,38 @@ class _Window:
 class SymbolFlow:
     """One symbol's windows; `covered_since` None until the symbol's first event is seen."""
 
-    __slots__ = ("as_of", "covered_since", "last_trade_id", "symbol", "ticks", "windows")
+    __slots__ = (
+        "announce",
+        "as_of",
+        "covered_since",
+        "last_trade_id",
+        "symbol",
+        "ticks",
+        "windows",
+    )
 
-    def __init__(self, symbol: str, last_trade_id: int = -1) -> None:
+    def __init__(self, symbol: str, last_trade_id: int = -1, ticks: int = 0) -> None:
         self.symbol = symbol
         self.windows = tuple(_Window(w) for w in WINDOWS_MS)
         self.as_of: int | None = None
         self.last_trade_id = last_trade_id
-        self.ticks = 0
+        self.ticks = ticks  # kept across a restart: sequences go on growing
         self.covered_since: int | None = None
+        self.announce = True  # nothing warm has gone out since the (re)start
 
     def warm(self, as_of: int) -> bool:
         return self.covered_since is not None and as_of >= self.covered_since + LONGEST_MS
+
+    def announcement_due(self) -> int | None:
+        """When the announcement goes out (module docstring); None: none to make."""
+        if (
+            not self.announce
+            or self.covered_since is None
+            or self.last_trade_id < 0
+            or self.ticks + 1 >= TICKS_PER_TRADE
+        ):
+            return None
+        return max(self.covered_since + LONGEST_MS, self.as_of or 0)
 
     def on_trade(
         self, trade_id: int, time_ms: int, qty: float, buyer_is_maker: bool
@@ -168,13 +194,14 @@ class TradeFlows:
         warming up again; ids already accepted stay refused, so sequences keep growing."""
         flow = self.symbols.get(symbol)
         if flow is not None:
-            self.symbols[symbol] = SymbolFlow(symbol, flow.last_trade_id)
+            self.symbols[symbol] = SymbolFlow(symbol, flow.last_trade_id, flow.ticks)
 
     def seen(self, symbol: str, event_ms: int) -> None:
         """An event of the symbol at exchange time `event_ms` (any stream): starts coverage."""
         flow = self.symbols.get(symbol)
         if flow is not None and flow.covered_since is None:
             flow.covered_since = event_ms
+            self._hint(flow)
 
     def warm(self, symbol: str, now_ms: int) -> bool:
         flow = self.symbols.get(symbol)
@@ -189,24 +216,41 @@ class TradeFlows:
         record = flow.on_trade(trade_id, time_ms, qty, buyer_is_maker)
         if record is None:
             return None
-        due = flow.next_tick()
-        if due is not None and (self.next_due is None or due < self.next_due):
-            self.next_due = due
-        return record if flow.warm(record.as_of_ms) else None
+        warm = flow.warm(record.as_of_ms)
+        if warm:
+            flow.announce = False  # this record is it
+        self._hint(flow)
+        return record if warm else None
 
     def due(self, now_ms: int) -> list[Flow]:
-        """The decay ticks due by exchange time `now_ms`, in order per symbol (warm only)."""
+        """The decay ticks and announcements due by exchange time `now_ms`, in order per
+        symbol (warm only)."""
         out: list[Flow] = []
         next_due: int | None = None
         for flow in self.symbols.values():
-            while (g := flow.next_tick()) is not None and g <= now_ms:
+            # (An announcement is due only once warm, so it always goes out and is made once.)
+            while (g := _next_of(flow)) is not None and g <= now_ms:
                 record = flow.tick(g)
                 if flow.warm(g):
                     out.append(record)
+                    flow.announce = False
             if g is not None and (next_due is None or g < next_due):
                 next_due = g
         self.next_due = next_due
         return out
+
+    def _hint(self, flow: SymbolFlow) -> None:
+        due = _next_of(flow)
+        if due is not None and (self.next_due is None or due < self.next_due):
+            self.next_due = due
+
+
+def _next_of(flow: SymbolFlow) -> int | None:
+    """The symbol's next record by the clock alone: a decay tick or its announcement."""
+    tick, announcement = flow.next_tick(), flow.announcement_due()
+    if announcement is None:
+        return tick
+    return announcement if tick is None else min(tick, announcement)
 
 
 class ExchangeClock:

@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quantcore import signalstore
+from quantcore.redisauth import RedisAuth
 from quantcore.serve import metrics
 from quantcore.serve.conflation import ConflatingQueue, Update
 from quantcore.serve.served import ServedSymbols
@@ -73,11 +74,13 @@ class Fanout:
         self,
         redis_url: str,
         *,
+        auth: RedisAuth | None = None,
         on_link_change: Callable[[bool], None] = lambda up: None,
         max_backoff_s: float = 2.0,
         served: ServedSymbols | None = None,
     ) -> None:
         self._redis_url = redis_url
+        self._auth = auth or RedisAuth()
         self._served = served or ServedSymbols(routed=False)
         # Indexed by (symbol, kind) so dispatch touches only the queues that want an update.
         self._by_key: dict[tuple[str, str], set[Subscription]] = {}
@@ -141,7 +144,9 @@ class Fanout:
         first = True
         while True:
             # No silent retries inside redis-py: a dropped link must surface so we resync.
-            client = aioredis.Redis.from_url(self._redis_url, retry=Retry(NoBackoff(), 0))
+            client = aioredis.Redis.from_url(
+                self._redis_url, retry=Retry(NoBackoff(), 0), **self._auth.client_kwargs()
+            )
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(signalstore.UPDATES_PATTERN)
@@ -153,7 +158,9 @@ class Fanout:
                 await self._pump(pubsub)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 if self.connected.is_set():
-                    log.warning("redis pub/sub link lost: %s", exc)
+                    log.warning(
+                        "redis pub/sub link lost: %s", exc, extra={"event": "redis_link_lost"}
+                    )
                 self._set_link(False)
                 first = False
             finally:
@@ -184,7 +191,12 @@ class Fanout:
                 update = parse_update(message["channel"], message["data"], receive_ns)
             except (DecodeError, ValueError) as exc:
                 metrics.BAD_UPDATES.inc()
-                log.warning("dropping a bad update on %r: %s", message.get("channel"), exc)
+                log.warning(
+                    "dropping a bad update on %r: %s",
+                    message.get("channel"),
+                    exc,
+                    extra={"event": "bad_update", "channel": message.get("channel")},
+                )
                 continue
             self.dispatch(update)
 

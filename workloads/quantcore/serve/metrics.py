@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from quantcore import signalstore
-from quantcore.serve import latency
+from quantcore.serve import access, latency
 from quantcore.v1 import signals_pb2
 
 UPDATES_RECEIVED = Counter(
@@ -62,6 +62,43 @@ END_TO_END_LATENCY = Histogram(
     ["kind"],
     buckets=LATENCY_BUCKETS,
 )
+# Calls the server refused before serving them, by reason (quantcore.serve.access.REASONS):
+# missing or bad token, a method or symbol the identity may not use, a per-identity quota.
+# TLS handshakes that fail (no or an untrusted client certificate, a plaintext client) never
+# reach the application and are not counted here.
+REFUSED_CALLS = Counter(
+    "quantcore_serve_refused_calls_total",
+    "Calls refused by authentication, authorization or a per-identity quota, by reason",
+    ["reason"],
+)
+TLS_RELOADS = Counter(
+    "quantcore_serve_tls_reloads_total",
+    "Changes of the TLS files: loaded, or invalid (the current certificate kept)",
+    ["outcome"],
+)
+TLS_CERT_EXPIRY = Gauge(
+    "quantcore_serve_tls_certificate_expiry_timestamp_seconds",
+    "notAfter of the served certificate, as a Unix time (0 without TLS)",
+)
+TOKEN_RELOADS = Counter(
+    "quantcore_serve_token_reloads_total",
+    "Changes of the bearer-token file: loaded, or invalid (the current tokens kept)",
+    ["outcome"],
+)
+# History calls by how they ended: complete (the interval's last row sent), truncated (the
+# row limit per call reached; the client goes on with the token), invalid, no_lake, failed
+# (the lake could not be read), abandoned (the client left first). Refusals are in
+# REFUSED_CALLS, as for every method.
+HISTORY_OUTCOMES = ("complete", "truncated", "invalid", "no_lake", "failed", "abandoned")
+HISTORY_CALLS = Counter(
+    "quantcore_serve_history_calls_total", "History calls served, by outcome", ["outcome"]
+)
+HISTORY_ROWS = Counter("quantcore_serve_history_rows_total", "Lake rows sent by History calls")
+HISTORY_PAGE_SECONDS = Histogram(
+    "quantcore_serve_history_page_seconds",
+    "Time to read one History page from the lake",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 ROUTING_ERRORS = Counter(
     "quantcore_serve_routing_errors_total", "Routing files that could not be read (table kept)"
 )
@@ -73,6 +110,13 @@ for _reason in DROP_REASONS:
     STREAMS_DROPPED.labels(_reason)
 for _kind in signalstore.KINDS:
     END_TO_END_LATENCY.labels(_kind)
+for _reason in access.REASONS:
+    REFUSED_CALLS.labels(_reason)
+for _outcome in HISTORY_OUTCOMES:
+    HISTORY_CALLS.labels(_outcome)
+for _outcome in ("loaded", "invalid"):
+    TLS_RELOADS.labels(_outcome)
+    TOKEN_RELOADS.labels(_outcome)
 
 
 def observe_latency(hops: signals_pb2.Hops, kind: str) -> None:

@@ -56,7 +56,12 @@ class ServedSymbols:
     def apply(self, table: RoutingTable) -> Change | None:
         """Take a new table; None when it is older than the one held (and so ignored)."""
         if self.version is not None and table.version < self.version:
-            log.warning("ignoring routing table version %d < %d", table.version, self.version)
+            log.warning(
+                "ignoring routing table version %d < %d",
+                table.version,
+                self.version,
+                extra={"routing_version": table.version},
+            )
             return None
         new = frozenset(table.symbols)
         change = Change(added=new - self._symbols, removed=self._symbols - new)
@@ -102,7 +107,12 @@ async def watch_file(
             try:
                 table = read_table(path)  # a few KiB on tmpfs
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.error("routing file %s unreadable, keeping the current table: %s", path, exc)
+                log.error(
+                    "routing file %s unreadable, keeping the current table: %s",
+                    path,
+                    exc,
+                    extra={"path": str(path)},
+                )
                 on_error(exc)
             else:
                 on_table(table)

@@ -1,4 +1,6 @@
-"""The MarketData gRPC service (grpc.aio): snapshot then stream, health, reflection, limits.
+"""The MarketData gRPC service (grpc.aio): snapshot then stream, history from the lake,
+health, reflection, limits, TLS and bearer tokens (quantcore.serve.access decides,
+quantcore.serve.credentials reads the files).
 
 Subscribe forwards the sink's bytes (plus the server's hop stamps), so the response
 serializer is the identity; requests are decoded with the generated messages.
@@ -11,8 +13,8 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -22,24 +24,33 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.exceptions import RedisError
 
-from quantcore import signalstore
+from quantcore import historyrows, lakequery, lakereader, signalstore
+from quantcore.redisauth import RedisAuth
 from quantcore.routing import RoutingTable
 from quantcore.serve import encoding, metrics
+from quantcore.serve.access import ANONYMOUS, Limits, Quotas, Refused, authenticate, authorize
 from quantcore.serve.conflation import ConflatingQueue, QueueClosed
+from quantcore.serve.credentials import CertificateFiles, TlsFiles, read_tokens, watch_tokens
 from quantcore.serve.fanout import Fanout, Subscription
-from quantcore.serve.served import ServedSymbols, watch_file
+from quantcore.serve.historycall import HistoryLimits, HistoryRequestError, checked, page_token
+from quantcore.serve.served import FileSignature, ServedSymbols, signature, watch_file
 from quantcore.serve.snapshot import list_symbols, read_latest
+from quantcore.serve.tokens import Grant, TokenTable
 from quantcore.v1 import marketdata_pb2, signals_pb2
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = marketdata_pb2.DESCRIPTOR.services_by_name["MarketData"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,32}$")
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     redis_url: str
+    # The serving tier's own ACL user (quantcore.redisacl.SERVE: reads and PSUBSCRIBE only)
+    # and Redis's CA.
+    redis_auth: RedisAuth = field(default_factory=RedisAuth)
     host: str = "0.0.0.0"
     port: int = 50051  # 0: pick a free port
     max_streams: int = 10_000  # open Subscribe calls, over all connections
@@ -55,6 +66,22 @@ class ServerConfig:
     # The routing table (JSON) naming the served symbols; None: every symbol in Redis.
     routing_path: Path | None = None
     routing_poll_s: float = 0.5
+    # TLS on the gRPC port (None: plaintext); the files are re-read when they change.
+    tls: TlsFiles | None = None
+    # Bearer tokens (quantcore.serve.tokens format; None: no authentication).
+    tokens_path: Path | None = None
+    tokens_poll_s: float = 0.5
+    limits: Limits = field(default_factory=Limits)
+    reflection: bool = True
+    # A plaintext port serving only gRPC health, for probes that cannot speak TLS (kubelet).
+    health_port: int | None = None
+    # The lake History reads (a local directory, quantcore.lake's layout); None: History
+    # answers FAILED_PRECONDITION.
+    lake_path: Path | None = None
+    history: HistoryLimits = field(default_factory=HistoryLimits)
+    # DuckDB reads at once, and the threads each may use: the live streams share the cores.
+    history_reads: int = 2
+    history_threads: int = 2
 
     def grpc_options(self) -> list[tuple[str, int]]:
         return [
@@ -100,12 +127,35 @@ class MarketDataService:
         redis: aioredis.Redis,
         fanout: Fanout,
         served: ServedSymbols | None = None,
+        tokens: TokenTable | None = None,
     ) -> None:
         self._config = config
         self._redis = redis
         self._fanout = fanout
         self._served = served or ServedSymbols(routed=False)
         self._active = 0
+        # None: authentication off. Replaced whole when the token file changes.
+        self.tokens = tokens
+        self.quotas = Quotas(config.limits)
+        self._history_reads = asyncio.Semaphore(config.history_reads)
+        self._lake_root = str(config.lake_path.absolute()) if config.lake_path is not None else None
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, refused: Refused) -> None:
+        metrics.REFUSED_CALLS.labels(refused.reason).inc()
+        await context.abort(refused.code, refused.message)
+
+    def _grant(
+        self, context: grpc.aio.ServicerContext, method: str, symbols: frozenset[str] | None
+    ) -> tuple[Grant, frozenset[str] | None]:
+        """The caller's grant and the symbols it may read of those asked; Refused if none."""
+        grant = authenticate(self.tokens, context.invocation_metadata() or ())
+        return grant, authorize(grant, method, symbols)
+
+    async def _symbol_count(self, symbols: frozenset[str] | None) -> int:
+        if symbols is not None:
+            return len(symbols)
+        served = self._served.symbols
+        return len(served) if served is not None else len(await list_symbols(self._redis))
 
     @property
     def active_streams(self) -> int:
@@ -134,12 +184,33 @@ class MarketDataService:
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
+        try:
+            grant, symbols = self._grant(context, "Subscribe", symbols)
+        except Refused as refused:
+            await self._refuse(context, refused)
+            return
         if self._active >= self._config.max_streams:
             metrics.REJECTED_STREAMS.inc()
+            log.warning(
+                "stream refused: at the limit of %d",
+                self._config.max_streams,
+                extra={"event": "stream_refused", "peer": context.peer()},
+            )
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server at its limit of {self._config.max_streams} streams",
             )
+            return
+        try:
+            wanted = 0
+            if grant is not ANONYMOUS and self._config.limits.symbols_per_stream:
+                wanted = await self._symbol_count(symbols)
+            self.quotas.open(grant, wanted)
+        except Refused as refused:
+            await self._refuse(context, refused)
+            return
+        except RedisError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
             return
         queue = ConflatingQueue(min_interval_ns=request.min_interval_ms * 1_000_000)
         sub = Subscription(symbols, kinds, queue)
@@ -157,6 +228,15 @@ class MarketDataService:
                         queue.offer(update)
             except RedisError as exc:
                 metrics.STREAMS_DROPPED.labels("store_unavailable").inc()
+                log.warning(
+                    "stream dropped: signal store unreachable: %s",
+                    exc,
+                    extra={
+                        "event": "stream_dropped",
+                        "reason": "store_unavailable",
+                        "peer": context.peer(),
+                    },
+                )
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
                 return
             conflated = 0
@@ -165,6 +245,15 @@ class MarketDataService:
                     updates = await queue.get_many(self._config.max_batch)
                 except QueueClosed as exc:
                     metrics.STREAMS_DROPPED.labels("queue_closed").inc()
+                    log.info(
+                        "stream dropped: %s",
+                        exc,
+                        extra={
+                            "event": "stream_dropped",
+                            "reason": "queue_closed",
+                            "peer": context.peer(),
+                        },
+                    )
                     await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
                     return
                 send_ns = time.time_ns()
@@ -184,6 +273,7 @@ class MarketDataService:
         finally:
             self._fanout.detach(sub)
             self._active -= 1
+            self.quotas.close(grant)
             metrics.ACTIVE_STREAMS.dec()
 
     async def get_snapshot(
@@ -194,6 +284,11 @@ class MarketDataService:
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # abort raises; this line only tells the type checker
+        try:
+            _, symbols = self._grant(context, "GetSnapshot", symbols)
+        except Refused as refused:
+            await self._refuse(context, refused)
+            raise
         try:
             names = await self._names(symbols)
             latest = await read_latest(self._redis, names, kinds)
@@ -217,11 +312,123 @@ class MarketDataService:
         self, request: marketdata_pb2.ListSymbolsRequest, context: grpc.aio.ServicerContext
     ) -> marketdata_pb2.ListSymbolsResponse:
         try:
+            _, allowed = self._grant(context, "ListSymbols", None)
+        except Refused as refused:
+            await self._refuse(context, refused)
+            raise
+        try:
             names = await self._names(None)
+            if allowed is not None:
+                names = [n for n in names if n in allowed]
         except RedisError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"signal store unreachable: {exc}")
             raise
         return marketdata_pb2.ListSymbolsResponse(symbols=names)
+
+    async def history(
+        self, request: marketdata_pb2.HistoryRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[marketdata_pb2.HistoryPage]:
+        try:
+            grant = authenticate(self.tokens, context.invocation_metadata() or ())
+            # The method before the request: a caller without History learns no more.
+            authorize(grant, "History", None)
+        except Refused as refused:
+            await self._refuse(context, refused)
+            return
+        root = self._lake_root
+        try:
+            call = checked(request, self._config.history, root or "")
+        except HistoryRequestError as exc:
+            metrics.HISTORY_CALLS.labels("invalid").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        try:
+            authorize(grant, "History", frozenset({call.symbol}))
+        except Refused as refused:
+            await self._refuse(context, refused)
+            return
+        if root is None:
+            metrics.HISTORY_CALLS.labels("no_lake").inc()
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this server has no lake: History needs `quantcore serve --lake DIR`",
+            )
+            return
+        connection = lakereader.connect(self._config.history_threads)
+        try:
+            async with self._history_reads:
+                plan = await asyncio.to_thread(
+                    lakereader.plan,
+                    Path(root),
+                    call.kind,
+                    call.symbol,
+                    call.span,
+                    call.fields,
+                    connection=connection,
+                )
+        except lakereader.NothingStored:
+            # An answer, not an error: no rows. One empty page says so.
+            metrics.HISTORY_CALLS.labels("complete").inc()
+            connection.close()
+            yield marketdata_pb2.HistoryPage()
+            return
+        except lakequery.QueryError as exc:
+            metrics.HISTORY_CALLS.labels("invalid").inc()
+            connection.close()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        except Exception as exc:  # the lake's files, or DuckDB reading them
+            metrics.HISTORY_CALLS.labels("failed").inc()
+            connection.close()
+            log.warning("history read failed: %s", exc, extra={"event": "history_failed"})
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the lake could not be read: {exc}")
+            return
+        wires = [historyrows.wire_type(t) for t in plan.column_types]
+        # Until the call ends on its own: a client that leaves mid-call is "abandoned".
+        sent, outcome = 0, "abandoned"
+        try:
+            reader: lakereader.PageReader | None = None
+            while True:
+                started = time.perf_counter()
+                try:
+                    async with self._history_reads:
+                        if reader is None:  # the call's one query
+                            reader = await asyncio.to_thread(
+                                lakereader.PageReader,
+                                plan,
+                                call.after,
+                                call.max_rows,
+                                connection=connection,
+                            )
+                        page = await asyncio.to_thread(reader.page, call.page_size)
+                except Exception as exc:  # retention removed a file mid-call, a bad file
+                    outcome = "failed"
+                    log.warning("history read failed: %s", exc, extra={"event": "history_failed"})
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the lake could not be read ({exc}); resume with the last page's token",
+                    )
+                    return
+                metrics.HISTORY_PAGE_SECONDS.observe(time.perf_counter() - started)
+                sent += len(page.rows)
+                token = ""
+                if page.more and page.last is not None:
+                    token = page_token(page.last, call.fingerprint, root)
+                yield marketdata_pb2.HistoryPage(
+                    columns=historyrows.encode_columns(plan.columns, wires, page.rows),
+                    row_count=len(page.rows),
+                    next_page_token=token,
+                )
+                metrics.HISTORY_ROWS.inc(len(page.rows))
+                if not token:
+                    outcome = "complete"
+                    return
+                if sent >= call.max_rows:
+                    outcome = "truncated"  # the row limit per call: the token goes on
+                    return
+        finally:
+            metrics.HISTORY_CALLS.labels(outcome).inc()
+            connection.close()
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -242,8 +449,57 @@ class MarketDataService:
                     request_deserializer=marketdata_pb2.ListSymbolsRequest.FromString,
                     response_serializer=marketdata_pb2.ListSymbolsResponse.SerializeToString,
                 ),
+                "History": grpc.unary_stream_rpc_method_handler(
+                    self.history,
+                    request_deserializer=marketdata_pb2.HistoryRequest.FromString,
+                    response_serializer=marketdata_pb2.HistoryPage.SerializeToString,
+                ),
             },
         )
+
+
+class AuthenticateOtherServices(grpc.aio.ServerInterceptor):
+    """Reflection (and any other service but MarketData, which checks its own callers, and
+    Health, which probes must reach) needs a valid token when authentication is on."""
+
+    def __init__(self, tokens: Callable[[], TokenTable | None]) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method or ""
+        service = method.lstrip("/").split("/", 1)[0]
+        if handler is None or service in (SERVICE_NAME, HEALTH_SERVICE_NAME):
+            return handler
+        try:
+            authenticate(self._tokens(), handler_call_details.invocation_metadata or ())
+        except Refused as refused:
+            metrics.REFUSED_CALLS.labels(refused.reason).inc()
+            return _refusing(handler, refused)
+        return handler
+
+
+def _refusing(handler: grpc.RpcMethodHandler, refused: Refused) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that answers `refused`."""
+
+    async def abort(request: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(refused.code, refused.message)
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        abort,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class MarketDataServer:
@@ -254,19 +510,36 @@ class MarketDataServer:
         self.port = 0
         self._health = health.aio.HealthServicer()
         self.served = ServedSymbols(routed=config.routing_path is not None)
+        self._tokens_seen: FileSignature | None = None
         self._link_up = False
         self._fanout = Fanout(
-            config.redis_url, on_link_change=self._link_changed, served=self.served
+            config.redis_url,
+            auth=config.redis_auth,
+            on_link_change=self._link_changed,
+            served=self.served,
         )
         # Snapshot reads wait for one of a few connections instead of failing when a
         # thousand clients subscribe at once.
         self._redis = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(
-                config.redis_url, max_connections=config.redis_connections, timeout=10
+                config.redis_url,
+                max_connections=config.redis_connections,
+                timeout=10,
+                **config.redis_auth.client_kwargs(),
             )
         )
-        self.service = MarketDataService(config, self._redis, self._fanout, self.served)
+        # A malformed token file or TLS pair fails here, at start, not at the first call.
+        tokens = None
+        if config.tokens_path is not None:
+            # Signature first: a change while reading is then seen by the watcher.
+            self._tokens_seen = signature(config.tokens_path)
+            tokens = read_tokens(config.tokens_path)
+        self.certificates = CertificateFiles(config.tls) if config.tls is not None else None
+        self.service = MarketDataService(config, self._redis, self._fanout, self.served, tokens)
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
+        self._tokens_task: asyncio.Task[None] | None = None
         self._fanout_task: asyncio.Task[None] | None = None
         self._routing_task: asyncio.Task[None] | None = None
         self._admissions: set[asyncio.Task[None]] = set()
@@ -304,6 +577,13 @@ class MarketDataServer:
             len(table.routes),
             len(change.added),
             len(change.removed),
+            extra={
+                "event": "routing",
+                "routing_version": table.version,
+                "symbols": len(table.routes),
+                "added": sorted(change.added),
+                "removed": sorted(change.removed),
+            },
         )
         self._fanout.forget(change.removed)
         if change.added:
@@ -323,27 +603,41 @@ class MarketDataServer:
             for update in await read_latest(self._redis, sorted(symbols), signalstore.KINDS):
                 self._fanout.dispatch(update)
         except RedisError as exc:
-            log.warning("could not read newly routed symbols %s: %s", sorted(symbols)[:5], exc)
+            log.warning(
+                "could not read newly routed symbols %s: %s",
+                sorted(symbols)[:5],
+                exc,
+                extra={"added": sorted(symbols)},
+            )
+
+    def _set_tokens(self, table: TokenTable) -> None:
+        self.service.tokens = table
 
     async def start(self) -> int:
-        server = grpc.aio.server(options=self.config.grpc_options())
+        server = grpc.aio.server(
+            options=self.config.grpc_options(),
+            interceptors=[AuthenticateOtherServices(lambda: self.service.tokens)],
+        )
         server.add_generic_rpc_handlers((self.service.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        if self.config.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+        self.port = _bind(
             server,
+            f"{self.config.host}:{self.config.port}",
+            self.certificates.server_credentials() if self.certificates else None,
         )
-        address = f"{self.config.host}:{self.config.port}"
-        try:
-            self.port = server.add_insecure_port(address)
-        except RuntimeError as exc:  # grpc reports a failed bind this way
-            raise OSError(f"cannot bind {address}: {exc}") from exc
-        if self.port == 0:
-            raise OSError(f"cannot bind {address}")
+        if self.config.health_port is not None:
+            # Health alone, plaintext: kubelet's gRPC probe speaks no TLS. It tells no more
+            # than the readiness a Service already exposes.
+            health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, health_server)
+            self.health_port = _bind(
+                health_server, f"{self.config.host}:{self.config.health_port}", None
+            )
+            self._health_server = health_server
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._fanout_task = asyncio.create_task(self._fanout.run(), name="redis-fanout")
@@ -357,9 +651,27 @@ class MarketDataServer:
                 ),
                 name="routing",
             )
+        if self.config.tokens_path is not None:
+            self._tokens_task = asyncio.create_task(
+                watch_tokens(
+                    self.config.tokens_path,
+                    self._set_tokens,
+                    self.config.tokens_poll_s,
+                    self._tokens_seen,
+                ),
+                name="tokens",
+            )
         await server.start()
         self._server = server
-        log.info("serving %s on %s:%d", SERVICE_NAME, self.config.host, self.port)
+        if self._health_server is not None:
+            await self._health_server.start()
+        log.info(
+            "serving %s on %s:%d",
+            SERVICE_NAME,
+            self.config.host,
+            self.port,
+            extra={"port": self.port},
+        )
         return self.port
 
     async def wait_linked(self) -> None:
@@ -375,7 +687,9 @@ class MarketDataServer:
         self._fanout.close_all("server shutting down; reconnect")
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
-        for task in (self._fanout_task, self._routing_task, *self._admissions):
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+        for task in (self._fanout_task, self._routing_task, self._tokens_task, *self._admissions):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -386,3 +700,16 @@ class MarketDataServer:
         await self._stopped.wait()
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # grpc reports a failed bind this way
+        raise OSError(f"cannot bind {address}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    return port

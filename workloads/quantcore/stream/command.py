@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from types import FrameType
 
+from quantcore import logs, redisauth
 from quantcore.events import BOOK_TOPIC, FLOW_TOPIC, TRADES_TOPIC
+from quantcore.kafkaauth import KafkaAuth
 from quantcore.stream.job import TRIGGERS, StreamConfig
 
 log = logging.getLogger(__name__)
@@ -17,7 +20,10 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT[,...]")
-    parser.add_argument("--redis", required=True, help="redis://HOST:PORT/DB")
+    parser.add_argument(
+        "--redis", required=True, help="rediss://HOST:PORT/DB (TLS) or redis://HOST:PORT/DB"
+    )
+    redisauth.add_arguments(parser)
     # A string, not a Path: pathlib would fold s3a://bucket/x into s3a:/bucket/x.
     parser.add_argument(
         "--checkpoint",
@@ -26,6 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " S3 settings: quantcore.stream.s3a)",
     )
     parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
+    parser.add_argument(
+        "--lake",
+        default="",
+        help="write signals, books and trades as Parquet here too (a directory or a Hadoop URI,"
+        " one per checkpoint: quantcore.lake); default: no lake",
+    )
+    parser.add_argument(
+        "--lake-interval",
+        default=StreamConfig.lake_interval,
+        help="how often the lake queries commit a batch",
+    )
+    parser.add_argument(
+        "--lake-retention",
+        default="",
+        help="a duration (9d): the lake's logs forget files written longer ago (retention must"
+        " have removed them by then); default: never",
+    )
     parser.add_argument("--book-topic", default=BOOK_TOPIC)
     parser.add_argument("--trades-topic", default=TRADES_TOPIC, help="counted for malformed trades")
     parser.add_argument("--flow-topic", default=FLOW_TOPIC, help="the shards' trade-flow windows")
@@ -73,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-host", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)"
     )
+    logs.add_arguments(parser)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -94,19 +118,30 @@ def _config(args: argparse.Namespace) -> StreamConfig:
         microbatch_interval=args.microbatch_interval,
         starting_offsets=args.starting_offsets,
         signals_topic=args.signals_topic,
+        lake=args.lake,
+        lake_interval=args.lake_interval,
+        lake_retention=args.lake_retention,
+        # Kafka credentials only from the environment (quantcore.kafkaauth): never arguments.
+        kafka_auth=KafkaAuth.from_env(),
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The Python side only: Spark's JVM keeps its own log4j output.
+    try:
+        logs.configure("stream", **logs.from_args(args))
+    except ValueError as error:
+        print(f"quantcore stream: {error}", file=sys.stderr)
+        return 2
     from quantcore.stream import metrics
-    from quantcore.stream.job import build_session, session_conf, start
+    from quantcore.stream.job import build_session, refuse_foreign_sinks, session_conf, start
     from quantcore.stream.relay import Relay, RelayConfig, ensure_topic
 
     try:
         config = _config(args)
         # The S3 settings come from the environment: a bad one is refused before anything starts.
-        session_conf(args.threads, checkpoint=config.checkpoint)
+        session_conf(args.threads, checkpoint=config.checkpoint, lake=config.lake)
+        refuse_foreign_sinks(config)
     except ValueError as error:
         log.error("%s", error)
         return 2
@@ -118,12 +153,20 @@ def run(args: argparse.Namespace) -> int:
 
         # Before Spark starts: a taken port fails the start, not a running job.
         start_http_server(args.metrics_port, addr=args.metrics_host)
-    relay_config = RelayConfig(config.kafka, config.redis_url, config.output_topic)
+    relay_config = RelayConfig(
+        config.kafka,
+        config.redis_url,
+        config.output_topic,
+        redisauth.from_args(args),
+        config.kafka_auth,
+    )
     ensure_topic(relay_config, like=config.book_topic)
     relay = Relay(relay_config).start()
     queries = []
     try:
-        spark = build_session(jars, threads=args.threads, checkpoint=config.checkpoint)
+        spark = build_session(
+            jars, threads=args.threads, checkpoint=config.checkpoint, lake=config.lake
+        )
         queries = start(spark, config)
         # Until a query ends (or fails: this raises) or the relay does.
         while relay.is_alive() and not spark.streams.awaitAnyTermination(1):
@@ -134,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         for query in queries:
             failure = query.exception()
             if failure is not None:
-                log.error("query %s failed: %s", query.name, failure)
+                log.error("query %s failed: %s", query.name, failure, extra={"query": query.name})
             query.stop()
         relay.stop()
     if relay.failure is not None:

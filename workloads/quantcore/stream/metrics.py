@@ -35,6 +35,15 @@ BATCH_SECONDS = Histogram(
     "Time to apply one batch of records to Redis (one pipelined round trip)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+REBUILDS = Counter(
+    "quantcore_relay_state_rebuilds_total",
+    "Rebuilds of Redis's serving state from the signals topic, by outcome",
+    ["outcome"],
+)
+REBUILT_ROWS = Counter(
+    "quantcore_relay_state_rebuilt_rows_total",
+    "Rows a rebuild wrote to Redis (the newest per symbol and kind of the log it read)",
+)
 LAST_RECORD = Gauge(
     "quantcore_relay_last_record_timestamp_seconds",
     "Kafka timestamp of the newest signals record the relay consumed (when the job wrote it)",

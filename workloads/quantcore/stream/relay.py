@@ -6,6 +6,10 @@ ever-growing batches); this consumer applies each row with one compare-and-set s
 (quantcore.signalstore) and commits a record's offset only after Redis has it. So delivery is
 at least once, and a record replayed after a restart, duplicated by Spark's at-least-once
 Kafka sink or arriving out of order changes nothing.
+
+Once a second the relay also asks whether Redis still holds its state (its marker key): a
+restarted Redis has lost it, and the relay rebuilds it from the records it had applied
+(quantcore.stream.rebuild) while it goes on applying new ones.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from quantcore.signalstore import SignalWriter, Update
+from quantcore.kafkaacl import relay_group
+from quantcore.kafkaauth import KafkaAuth
+from quantcore.redisauth import RedisAuth, redacted
+from quantcore.signalstore import SignalWriter, Update, relay_marker
 from quantcore.stream import metrics
+from quantcore.stream.rebuild import Rebuild
 from quantcore.stream.update import Malformed, from_record
 
 if TYPE_CHECKING:
-    from confluent_kafka import Message
+    from confluent_kafka import Consumer, Message, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 POLL_S = 0.2  # how long a stop request may wait for the consumer to notice
 RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)  # waits between attempts while Redis is unreachable
+STATE_CHECK_S = 1.0  # how often the relay asks whether Redis still holds its state
 
 
 @dataclass(frozen=True)
@@ -37,15 +46,19 @@ class RelayConfig:
     kafka: str
     redis_url: str
     topic: str
+    # The relay's own ACL user (quantcore.redisacl.RELAY) and Redis's CA.
+    redis_auth: RedisAuth = field(default_factory=RedisAuth)
+    # The stream job's Kafka user (quantcore.kafkaacl.STREAM) and the brokers' CA.
+    kafka_auth: KafkaAuth = field(default_factory=KafkaAuth)
 
     @property
     def group(self) -> str:
-        # One consumer group per signals topic: its committed offsets are the relay's progress.
-        return f"quantcore-stream-relay.{self.topic}"
+        return relay_group(self.topic)
 
 
 def consumer_conf(config: RelayConfig) -> dict[str, str | int | bool]:
     return {
+        **config.kafka_auth.client_config(),
         "bootstrap.servers": config.kafka,
         "group.id": config.group,
         # Static membership: one driver per group, so a restarted driver (even after SIGKILL)
@@ -66,6 +79,16 @@ def consumer_conf(config: RelayConfig) -> dict[str, str | int | bool]:
     }
 
 
+def rebuild_conf(config: RelayConfig) -> dict[str, str | int | bool]:
+    """A rebuild's consumer: the relay's user and group (its ACLs allow no other), assigned
+    partitions by hand, committing nothing and outside the group's membership."""
+    conf = consumer_conf(config)
+    for key in ("group.instance.id", "statistics.interval.ms", "fetch.wait.max.ms"):
+        conf.pop(key)
+    conf["enable.auto.commit"] = False
+    return conf
+
+
 def ensure_topic(config: RelayConfig, like: str) -> None:
     """Create the signals topic, with as many partitions as topic `like` (the book topic), if
     nobody has (the operator and `quantcore up` do): Kafka's auto-creation would give it its
@@ -73,7 +96,13 @@ def ensure_topic(config: RelayConfig, like: str) -> None:
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": config.kafka, "log_level": 4})
+    settings: dict[str, Any] = {
+        **config.kafka_auth.client_config(),
+        "bootstrap.servers": config.kafka,
+        "log_level": 4,
+    }
+    settings["logger"] = log.getChild("librdkafka")  # through our handler, not onto stderr
+    admin = AdminClient(settings)
     topics = admin.list_topics(timeout=30).topics
     if config.topic in topics:
         return
@@ -84,13 +113,24 @@ def ensure_topic(config: RelayConfig, like: str) -> None:
         future.result(30)
         log.info("created %s with %d partition(s)", config.topic, partitions)
     except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+        code = exc.args[0].code()
+        if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            # The stream user may not create topics (quantcore.kafkaacl): say what is missing.
+            raise RuntimeError(
+                f"the signals topic {config.topic} does not exist and Kafka user"
+                f" {config.kafka_auth.username} may not create it: the operator (or quantcore up)"
+                " creates every topic of a feed"
+            ) from exc
+        if code != KafkaError.TOPIC_ALREADY_EXISTS:
             raise
 
 
-def decode(messages: Sequence[Message], now_ns: int) -> tuple[list[Update], list[Malformed]]:
+def decode(
+    messages: Sequence[Message], now_ns: int, report: bool = True
+) -> tuple[list[Update], list[Malformed]]:
     """The updates and the refused-input markers in `messages`; a record that is not a row
-    of the job (which only a foreign producer could write) is counted as malformed itself."""
+    of the job (which only a foreign producer could write) is counted as malformed itself.
+    `report`: log each one (a rebuild reads records whose faults were logged already)."""
     updates: list[Update] = []
     malformed: list[Malformed] = []
     for msg in messages:
@@ -103,23 +143,39 @@ def decode(messages: Sequence[Message], now_ns: int) -> tuple[list[Update], list
                 sink_write_ns=now_ns,
             )
         except ValueError as exc:
+            malformed.append(Malformed(str(msg.topic()), msg.partition() or 0, msg.offset() or 0))
+            if not report:
+                continue
             log.warning(
                 "unreadable record at %s/%s/%s skipped: %s",
                 msg.topic(),
                 msg.partition(),
                 msg.offset(),
                 exc,
+                extra={
+                    "event": "unreadable",
+                    "topic": msg.topic(),
+                    "partition": msg.partition(),
+                    "offset": msg.offset(),
+                },
             )
-            malformed.append(Malformed(str(msg.topic()), msg.partition() or 0, msg.offset() or 0))
             continue
         if isinstance(action, Malformed):
+            malformed.append(action)
+            if not report:
+                continue
             log.warning(
                 "malformed record at %s/%s/%s skipped",
                 action.topic,
                 action.partition,
                 action.offset,
+                extra={
+                    "event": "malformed",
+                    "topic": action.topic,
+                    "partition": action.partition,
+                    "offset": action.offset,
+                },
             )
-            malformed.append(action)
         else:
             updates.append(action)
     return updates, malformed
@@ -133,6 +189,9 @@ class Relay:
         self.config = config
         self.failure: BaseException | None = None
         self.applied = 0
+        # The latest rebuild of Redis's state (quantcore.stream.rebuild), None before any.
+        self.rebuild: Rebuild | None = None
+        self._state_checks = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="signals-relay", daemon=True)
 
@@ -146,18 +205,52 @@ class Relay:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+        if self.rebuild is not None:
+            self.rebuild.stop(timeout)
 
     def _run(self) -> None:
         import redis
         from confluent_kafka import Consumer
 
         try:
-            store = SignalWriter(redis.Redis.from_url(self.config.redis_url, socket_keepalive=True))
-            consumer = Consumer({**consumer_conf(self.config), "stats_cb": metrics.record_stats})
+            client = redis.Redis.from_url(
+                self.config.redis_url,
+                socket_keepalive=True,
+                **self.config.redis_auth.client_kwargs(),
+            )
+            store = SignalWriter(client)
+            consumer = Consumer(
+                {
+                    **consumer_conf(self.config),
+                    "stats_cb": metrics.record_stats,
+                    # librdkafka's lines through our handler (served by poll), not onto stderr.
+                    "logger": log.getChild("librdkafka"),
+                }
+            )
             consumer.subscribe([self.config.topic])
-            log.info("relaying %s to Redis (group %s)", self.config.topic, self.config.group)
+            redis_at = redacted(self.config.redis_url)  # a password in the URL is never logged
+            redis_user = self.config.redis_auth.username or "default"
+            log.info(
+                "relaying %s (Kafka: %s, group %s) to Redis at %s as %s",
+                self.config.topic,
+                self.config.kafka_auth.describe(),
+                self.config.group,
+                redis_at,
+                redis_user,
+                extra={
+                    "topic": self.config.topic,
+                    "group": self.config.group,
+                    "kafka_user": self.config.kafka_auth.username or "",
+                    "redis": redis_at,
+                    "redis_user": redis_user,
+                },
+            )
+            next_check = 0.0
             try:
                 while not self._stop.is_set():
+                    if self._state_checks and time.monotonic() >= next_check:
+                        next_check = time.monotonic() + STATE_CHECK_S
+                        self._check_state(store, consumer)
                     # Wait for one record, then take what else is already here: consume()
                     # alone would wait for a full batch or its whole timeout.
                     first = consumer.poll(POLL_S)
@@ -178,6 +271,54 @@ class Relay:
             self.failure = exc
             log.exception("relay stopped")
 
+    def _check_state(self, store: SignalWriter, consumer: Consumer) -> None:
+        """Start a rebuild when Redis no longer holds the relay's state, or the last rebuild
+        failed; nothing while one runs, while Redis is away, or before the group assigned
+        this relay its partitions (it knows no position to rebuild up to yet)."""
+        import redis
+
+        running = self.rebuild
+        if running is not None and not running.done():
+            return
+        failed = running is not None and running.failure is not None
+        try:
+            if not failed and store.holds_state_of(self.config.topic):
+                return
+            assignment = consumer.assignment()
+            if not assignment:
+                return
+            ends = applied_ends(consumer, assignment)
+            # Set before reading: a Redis that restarts again during the rebuild loses the
+            # marker too, so the next check starts over on the new one.
+            store.mark_state_of(self.config.topic, f"rebuilt up to {ends}")
+        except (redis.ConnectionError, redis.TimeoutError):
+            return
+        except redis.ResponseError as exc:
+            # A Redis whose ACL predates the marker (NOPERM): relaying goes on, rebuilds not.
+            log.error(
+                "cannot check Redis for the serving state (%s): no rebuild after a Redis"
+                " restart until the relay's Redis user may use %s",
+                exc,
+                relay_marker(self.config.topic),
+                extra={"event": "state_check_refused"},
+            )
+            self._state_checks = False
+            return
+        log.warning(
+            "Redis holds no serving state of %s (restarted?): rebuilding it from the records"
+            " applied before, up to offsets %s",
+            self.config.topic,
+            ends,
+            extra={"event": "state_rebuild", "topic": self.config.topic},
+        )
+        self.rebuild = Rebuild(
+            rebuild_conf(self.config),
+            self.config.topic,
+            ends,
+            store,
+            lambda messages: decode(messages, time.time_ns(), report=False)[0],
+        ).start()
+
     @staticmethod
     def _is_error(msg: Message) -> bool:
         error = msg.error()
@@ -185,7 +326,11 @@ class Relay:
             return False
         if error.fatal():
             raise RuntimeError(f"Kafka consumer: {error}")
-        log.warning("Kafka consumer: %s", error)
+        log.warning(
+            "Kafka consumer: %s",
+            error,
+            extra={"topic": msg.topic(), "partition": msg.partition(), "error": error.name()},
+        )
         return True
 
     def _apply(self, store: SignalWriter, records: list[Message]) -> bool:
@@ -201,11 +346,18 @@ class Relay:
                 for bad in malformed:
                     store.record_malformed(bad.topic, bad.partition, bad.offset)
                 accepted = store.write_many(updates)
+            except redis.AuthenticationError:
+                raise  # wrong user or password: waiting will not fix it, fail the job
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 metrics.REDIS_RETRIES.inc()
                 wait = RETRY_S[min(attempt, len(RETRY_S) - 1)]
                 attempt += 1
-                log.warning("Redis unreachable (%s); retrying in %.1fs", exc, wait)
+                log.warning(
+                    "Redis unreachable (%s); retrying in %.1fs",
+                    exc,
+                    wait,
+                    extra={"event": "redis_unreachable", "attempt": attempt, "retry_in_s": wait},
+                )
                 if self._stop.wait(wait):
                     return False
                 continue
@@ -214,5 +366,30 @@ class Relay:
             metrics.ROWS.labels("applied").inc(applied)
             metrics.ROWS.labels("stale").inc(len(accepted) - applied)
             metrics.ROWS.labels("malformed").inc(len(malformed))
+            if applied < len(accepted) and log.isEnabledFor(logging.DEBUG):
+                # Expected (a handover's overlap, a replayed batch): counted, told on request.
+                for update, ok in zip(updates, accepted, strict=True):
+                    if not ok:
+                        log.debug(
+                            "stale row refused by the compare-and-set",
+                            extra={
+                                "event": "stale",
+                                "symbol": update.symbol,
+                                "kind": update.kind,
+                                "sequence": update.sequence,
+                            },
+                        )
             self.applied += len(updates)
             return True
+
+
+def applied_ends(consumer: Consumer, assignment: list[TopicPartition]) -> dict[int, int]:
+    """Per assigned partition, the offset below which the relay has applied every record (or
+    is applying them now): its position, else (nothing fetched yet) its group's commit."""
+    ends = {tp.partition: tp.offset for tp in consumer.position(assignment) if tp.offset >= 0}
+    unknown = [tp for tp in assignment if tp.partition not in ends]
+    if unknown:
+        for tp in consumer.committed(unknown, timeout=10):
+            if tp.offset >= 0:
+                ends[tp.partition] = tp.offset
+    return ends

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from quantcore import logs
 from quantcore.events import Topics
 from quantcore.feedshard import (
     BOOK_TICKER_ENV,
@@ -24,6 +25,7 @@ from quantcore.feedshard import (
     TRADES_ENV,
     topic_env,
 )
+from quantcore.kafkaauth import KafkaAuth
 
 if TYPE_CHECKING:
     from quantcore.feed.shard import ShardConfig
@@ -133,11 +135,12 @@ def add_arguments(
         "--idle-probe", type=float, default=10.0, help="seconds of silence before a ping"
     )
     parser.add_argument("--pong-timeout", type=float, default=10.0)
-    parser.add_argument("--log-level", default="INFO")
+    logs.add_arguments(parser)
 
 
-def shard_config(args: argparse.Namespace) -> ShardConfig:
-    """The shard's configuration from parsed arguments (raises ValueError on a bad env flag)."""
+def shard_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ShardConfig:
+    """The shard's configuration from parsed arguments and the environment (its Kafka
+    credentials: quantcore.kafkaauth); raises ValueError on a bad env flag or settings."""
     from quantcore.feed.binance import StreamConfig
     from quantcore.feed.connection import ConnectionSettings
     from quantcore.feed.shard import ShardConfig
@@ -174,6 +177,8 @@ def shard_config(args: argparse.Namespace) -> ShardConfig:
         ),
         snapshot_limit=args.snapshot_limit,
         producer_config={"linger.ms": args.linger_ms},
+        # Kafka credentials only from the environment (quantcore.kafkaauth): never arguments.
+        kafka_auth=KafkaAuth.from_env(environ),
     )
 
 
@@ -182,12 +187,15 @@ def run(args: argparse.Namespace) -> int:
     import contextlib
     import logging
     import signal
+    import sys
 
     from quantcore.feed.shard import Shard
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    try:
+        logs.configure("feed", **logs.from_args(args), shard=args.shard)
+    except ValueError as exc:
+        print(f"quantcore feed: {exc}", file=sys.stderr)
+        return 2
     try:
         config = shard_config(args)
     except ValueError as exc:

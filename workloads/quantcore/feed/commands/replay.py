@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from quantcore import logs
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -37,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"recording files, or directories of them (*.gz); default ${RECORDINGS_ENV}",
     )
+    logs.add_arguments(parser)
 
 
 RECORDINGS_ENV = "QUANTCORE_RECORDINGS"
@@ -78,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
     from quantcore.feed.replay import Replay, serve
     from quantcore.ownership import FileBeside, NotOurs
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        logs.configure("replay", **logs.from_args(args))
+    except ValueError as error:
+        print(f"quantcore replay: {error}", file=sys.stderr)
+        return 2
     try:
         url_file = (
             None
@@ -120,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
             url_file.temporary.write_bytes(orjson.dumps(urls))
             url_file.publish()  # whole or absent: a reader never sees half of it
         print(f"replay ws_url={urls['ws_url']} rest_url={urls['rest_url']}", flush=True)
+        logging.getLogger(__name__).info(
+            "serving %d recording(s) at %s", len(files), urls["ws_url"], extra=urls
+        )
         try:
             await replay.play()
             await asyncio.Event().wait()  # keep serving REST and idle sockets after the end
