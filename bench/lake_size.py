@@ -1,6 +1,7 @@
 """The lake's bytes per symbol per day, for a replayed recording.
 
-The repository's recordings (books, trades and trade-flow records, as a shard publishes them)
+The repository's recordings (books, trades, trade-flow records and raw lines, as a shard
+publishes them)
 go through `quantcore stream --lake` on a local Kafka and Redis; once the lake holds every
 row, the bench sums the Parquet files each table's sink logs commit, per symbol, and divides by
 the exchange time the recording covers for that symbol. So the figures are measured bytes for
@@ -35,7 +36,12 @@ from quantcore.devservices.programs import child_env
 from quantcore.devservices.redis import RedisServer
 from quantcore.devservices.spark import spark_jars
 from quantcore.events import BookRecord, Topics, TradeFlowRecord, TradeRecord
-from quantcore.feed.recording import flow_from_recording, records_from_recording
+from quantcore.feed.recording import (
+    RAW,
+    flow_from_recording,
+    publish_recording,
+    records_from_recording,
+)
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.redisacl import RELAY
 
@@ -45,6 +51,7 @@ DAY_MS = 86_400_000
 def replay_into_lake(work: Path, recordings: list[Path], timeout: float) -> Path:
     """Run the job over every record of `recordings`; returns the lake's root."""
     records = [*records_from_recording(*recordings), *flow_from_recording(*recordings)]
+    raw = [(s, v) for k, s, v in publish_recording(*recordings).records if k == RAW and s]
     symbols = sorted({r.symbol for r in records})
     partition = {s: i % 2 for i, s in enumerate(symbols)}
     expected = {
@@ -52,6 +59,7 @@ def replay_into_lake(work: Path, recordings: list[Path], timeout: float) -> Path
         "books": sum(isinstance(r, BookRecord) for r in records),
         "trades": sum(isinstance(r, TradeRecord) for r in records),
         "flow": sum(isinstance(r, TradeFlowRecord) for r in records),
+        "raw": len(raw),
     }
     root = work / "lake"
     broker, redis = KafkaBroker(work / "kafka"), RedisServer(work / "redis")
@@ -71,6 +79,9 @@ def replay_into_lake(work: Path, recordings: list[Path], timeout: float) -> Path
                 partition=partition[rec.symbol],
             )
             producer.poll(0)
+        for symbol, line in raw:
+            producer.produce(feed.raw, line, symbol, partition=partition[symbol])
+            producer.poll(0)
         producer.flush(60)
         del producer, admin  # before the broker stops: their reconnect attempts only add noise
         log = work / "stream.log"
@@ -78,7 +89,7 @@ def replay_into_lake(work: Path, recordings: list[Path], timeout: float) -> Path
             [sys.executable, "-m", "quantcore.cli", "stream", "--kafka", broker.bootstrap,
              "--redis", redis.address, "--checkpoint", str(work / "checkpoint"),
              "--trigger", "microbatch", "--book-topic", feed.book, "--trades-topic", feed.trades,
-             "--flow-topic", feed.flow, "--threads", "4",
+             "--flow-topic", feed.flow, "--raw-topic", feed.raw, "--threads", "4",
              "--jars", ",".join(str(j) for j in spark_jars()),
              "--lake", str(root / "replay"), "--lake-interval", "5 seconds"],
             stdout=log.open("wb"), stderr=subprocess.STDOUT,

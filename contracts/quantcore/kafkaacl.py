@@ -7,8 +7,8 @@ user may do exactly what its code does:
 - `feed` (the feed shards' producer): WRITE and DESCRIBE the five topics a shard writes (raw,
   book, trades, quarantine, flow), IDEMPOTENT_WRITE on the cluster (the producer is idempotent);
 - `stream` (the stream job: Spark's Kafka source and sink, and the relay): READ the topics the
-  job reads (book, trades, flow) and the signals topic (the relay), WRITE the signals topic,
-  READ its consumer groups: the Spark source's (`stream_group_prefix`, a prefix: Spark adds a
+  job reads (book, trades, flow, and raw, which the lake archives) and the signals topic (the
+  relay), WRITE the signals topic, READ its consumer groups: the Spark source's (`stream_group_prefix`, a prefix: Spark adds a
   query id and `-executor`) and the relay's (`relay_group`);
 - `operator` (the operator and `quantcore up`, quantcore.operator.topics): CREATE, DESCRIBE,
   ALTER, DELETE, DESCRIBE_CONFIGS and ALTER_CONFIGS on the feed's topics, by their shared
@@ -92,7 +92,8 @@ def feed_acls(topics: Topics) -> list[Acl]:
 
 # The topics the stream job reads (quantcore.stream.job: book and flow signals, trades counted).
 def stream_inputs(topics: Topics) -> list[str]:
-    return [topics.book, topics.trades, topics.flow]
+    # raw: read by the lake's archive of it (quantcore.stream.lakerows.raw_lines).
+    return [topics.raw, topics.book, topics.trades, topics.flow]
 
 
 def stream_acls(topics: Topics) -> list[Acl]:

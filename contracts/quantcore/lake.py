@@ -29,19 +29,25 @@ from urllib.parse import unquote, urlsplit
 
 # Table -> what it holds. `signals` are the book query's rows, `flow` the trade-flow query's
 # (both exactly as written to the signals topic, valid rows only), `books` and `trades` the
-# valid input records the queries read.
+# valid input records the queries read, `raw` the raw topic: the log of record, every exchange
+# frame and snapshot a shard took in, with its receive time (quantcore.lakearchive turns it
+# back into recordings).
 TABLES: dict[str, str] = {
     "signals": "book signals (the book query's published rows)",
     "flow": "trade-flow signals (the trade-flow query's published rows)",
     "books": "top-N order books (the book topic's valid records)",
     "trades": "trades (the trades topic's valid records)",
+    "raw": "exchange frames and snapshots as received (the raw topic, the recording format)",
 }
+RAW_TABLE = "raw"
 # Each table's exchange sequence: what orders a symbol's rows of one kind.
 SEQUENCE_COLUMN: dict[str, str] = {
     "signals": "sequence",
     "flow": "sequence",
     "books": "seq",
     "trades": "trade_id",
+    # A symbol's raw lines, in the order its shard took them in (one partition per symbol).
+    "raw": "offset",
 }
 # A file sink's log forgets a file this many days after the lake's retention removes it:
 # readers list files through the logs, so a file must go before its log entry does.
@@ -56,7 +62,9 @@ def log_retention(retention_days: int) -> str:
 
 PARTITION_COLUMNS = ("date", "symbol")
 METADATA_DIR = "_spark_metadata"
-# Every table's time column: exchange event time, which also names the date partition.
+# Every table's time column, which also names the date partition: the exchange event time,
+# except in `raw`, whose lines (snapshots among them) carry no parsed event time: there it is
+# the receive time, the recording's own clock.
 TIME_COLUMN = "event_time_ms"
 
 _LOG_NAME = re.compile(r"^(\d+)(\.compact)?$")

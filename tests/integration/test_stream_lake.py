@@ -5,7 +5,11 @@ SIGKILLed while a lake batch is being written, then restarted on the same checkp
 Afterwards the lake, read as `quantcore history` reads it (through the sinks' logs), holds every
 published signal row once: the same (symbol, sequence) set as the signals topic, the same values
 and hop timestamps as published there, each equal to the plain-Python reference, and every
-input book and trade once. `quantcore history` returns the same rows as CSV and Parquet."""
+input book and trade once. `quantcore history` returns the same rows as CSV and Parquet.
+
+The raw topic (the recording lines a shard takes in) goes through the same kill: the `raw`
+table holds each line once, and read back as recordings (quantcore.feed.archive) it is the
+recordings' own lines, which a shard turns into the very same records."""
 
 from __future__ import annotations
 
@@ -32,7 +36,15 @@ from quantcore import history, lake, lakecompaction, lakestore
 from quantcore.devservices.process import log_tail
 from quantcore.devservices.programs import child_env
 from quantcore.events import BookRecord, Topics, TradeFlowRecord, TradeRecord
-from quantcore.feed.recording import flow_from_recording, records_from_recording
+from quantcore.feed.archive import OWN_MARKER, export
+from quantcore.feed.recording import (
+    RAW,
+    Published,
+    flow_from_recording,
+    publish_recording,
+    read_recording,
+    records_from_recording,
+)
 from quantcore.kafkaacl import STREAM
 from quantcore.localmode.source import default_recordings_dir
 from quantcore.redisacl import RELAY
@@ -50,6 +62,7 @@ HOPS = ("exchange_event_ns", "feed_receive_ns", "feed_publish_ns", "kafka_append
 # Records and flow records of the three parts: before the kill, during it (a big one, so its
 # lake batch takes a while to write), after it.
 PARTS = ((0, 2500, 0, 150), (2500, 14000, 150, 2000), (14000, 16500, 2000, 2150))
+RAW_PARTS = ((0, 3000), (3000, 60000), (60000, None))  # raw lines, the same three parts
 LAKE_INTERVAL = "2 seconds"
 
 Record = BookRecord | TradeRecord | TradeFlowRecord
@@ -154,6 +167,9 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
         future.result(30)
     records = records_from_recording(*RECORDINGS)
     flows = flow_from_recording(*RECORDINGS)
+    raw = [(symbol, value) for kind, symbol, value in publish_recording(*RECORDINGS).records
+           if kind == RAW]  # fmt: skip
+    raw_parts = [raw[first:last] for first, last in RAW_PARTS]
     parts: list[list[Record]] = [
         [*records[first:last], *flows[first_flow:last_flow]]
         for first, last, first_flow, last_flow in PARTS
@@ -161,7 +177,7 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
     producer = Producer({**kafka_service.client_config("feed"), "linger.ms": 5})
     topic_of = {BookRecord: feed.book, TradeRecord: feed.trades, TradeFlowRecord: feed.flow}
 
-    def produce(part: list[Record]) -> None:
+    def produce(part: list[Record], lines: list[tuple[str | None, bytes]]) -> None:
         for rec in part:
             producer.produce(
                 topic_of[type(rec)],
@@ -169,6 +185,9 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
                 rec.symbol,
                 partition=PARTITION[rec.symbol],
             )
+        for symbol, line in lines:
+            assert symbol is not None
+            producer.produce(feed.raw, line, symbol, partition=PARTITION[symbol])
         assert producer.flush(30) == 0
 
     root = tmp / "lake"
@@ -178,11 +197,12 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
         "--kafka", kafka_service.bootstrap, "--redis", redis_service.address,
         "--checkpoint", str(checkpoint), "--trigger", "microbatch",
         "--book-topic", feed.book, "--trades-topic", feed.trades, "--flow-topic", feed.flow,
+        "--raw-topic", feed.raw,
         "--threads", "4", "--jars", ",".join(spark_jars),
         "--lake", str(root / "sink"), "--lake-interval", LAKE_INTERVAL,
     ]  # fmt: skip
     env = child_env(redis_service.auth(RELAY), kafka=kafka_service.auth(STREAM))
-    produce(parts[0])
+    produce(parts[0], raw_parts[0])
     job = Job(argv, tmp / "stream-1.log", env)
     try:
 
@@ -191,7 +211,7 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
             return bool(lakestore.committed_files(root, "signals"))
 
         eventually(first_rows, "the lake's first committed signal rows", timeout=900)
-        produce(parts[1])
+        produce(parts[1], raw_parts[1])
 
         # Kill the driver while a lake batch's files are being written.
         orphans = _watch(lambda: _uncommitted(root), "a lake batch being written", 300, job)
@@ -200,7 +220,7 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
         orphans |= _uncommitted(root)
 
         job = Job(argv, tmp / "stream-2.log", env)
-        produce(parts[2])
+        produce(parts[2], raw_parts[2])
         books = [r for part in parts for r in part if isinstance(r, BookRecord)]
         trades = [r for part in parts for r in part if isinstance(r, TradeRecord)]
         part_flows = [r for part in parts for r in part if isinstance(r, TradeFlowRecord)]
@@ -212,6 +232,7 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
                 and history.row_count(root, "flow") >= len(part_flows)
                 and history.row_count(root, "books") >= len(books)
                 and history.row_count(root, "trades") >= len(trades)
+                and history.row_count(root, "raw") >= len(raw)
             )
 
         eventually(complete, "every input's row in the lake", timeout=900)
@@ -234,6 +255,7 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
         "books": books,
         "trades": trades,
         "flows": part_flows,
+        "raw": raw,
         "published": _published(admin_kafka, feed.signals),
         "orphans": orphans,
     }
@@ -291,6 +313,12 @@ def test_a_driver_killed_mid_write_leaves_no_duplicate_and_no_hole(lake_run):
         duplicates = [k for k, n in counts.items() if n > 1]
         assert not duplicates, (table, duplicates[:5])
         assert set(counts) == keys, (table, sorted(keys - set(counts))[:5])
+    # Each raw line once: the same multiset as produced (the lines themselves repeat nowhere).
+    lines = Counter(
+        (r["symbol"], b"%d %s" % (r["recv_ns"], r["frame"].encode()))
+        for r in _lake_rows(root, "raw")
+    )
+    assert lines == Counter(lake_run["raw"])
     # The kill left files of its batch behind (half-written, or whole with rows the replayed
     # batch wrote again): a directory listing would read them; the logs never name them.
     orphans = lake_run["orphans"]
@@ -340,6 +368,55 @@ def test_history_returns_the_lake_rows_as_csv_and_parquet(lake_run, tmp_path):
         key=lambda t: (t.event_time_ms, t.trade_id),
     )
     assert got == [(t.trade_id, t.price, t.qty) for t in trades]
+
+
+def _marker(line: bytes) -> bool:
+    """A shard's own reset marker: archived, but no exchange frame, so no recording's line."""
+    return line.split(b" ", 1)[1].startswith(OWN_MARKER)
+
+
+def _by_symbol(published: Published) -> dict[tuple[str, str | None], list[bytes]]:
+    """A shard's records per (kind, symbol), in order."""
+    out: dict[tuple[str, str | None], list[bytes]] = {}
+    for kind, symbol, value in published.records:
+        out.setdefault((kind, symbol), []).append(value)
+    return out
+
+
+@pytest.mark.timeout(2400)
+def test_the_archive_reads_back_as_the_recordings(lake_run, tmp_path):
+    root, raw = lake_run["root"], lake_run["raw"]
+    first = min(int(line.split(b" ", 1)[0]) for _, line in raw)
+    last = max(int(line.split(b" ", 1)[0]) for _, line in raw)
+    whole = lake.Interval(first // 1_000_000, last // 1_000_000 + 1)
+    exported = export(root, whole, tmp_path / "whole")
+    assert {e.symbol for e in exported} == set(PARTITION)
+    for item in exported:
+        # Byte for byte the lines the shard took in, in its order (markers are no frames).
+        lines = [b"%d %s" % (x.recv_ns, x.frame) for x in read_recording(item.path)]
+        assert lines == [v for s, v in raw if s == item.symbol and not _marker(v)], item.symbol
+        assert item.history == 0
+    # So a shard makes the same books, trades and trade flow of them, byte for byte.
+    again = _by_symbol(publish_recording(*(e.path for e in exported)))
+    original = _by_symbol(publish_recording(*RECORDINGS))
+    assert again == original
+
+    # An interval from the middle: each recording starts at the newest snapshot before it (led
+    # by the diffs received before it that it does not cover).
+    middle = first + (last - first) * 2 // 5
+    span = lake.Interval(middle // 1_000_000, last // 1_000_000 + 1)
+    for item in export(root, span, tmp_path / "middle"):
+        lines = list(read_recording(item.path))
+        assert sum(x.is_snapshot for x in lines[: item.history]) == 1
+        assert item.history == sum(x.recv_ns < span.start_ms * 1_000_000 for x in lines) > 0
+        inside = [b"%d %s" % (x.recv_ns, x.frame) for x in lines[item.history :]]
+        assert inside == [
+            v
+            for s, v in raw
+            if s == item.symbol
+            and int(v.split(b" ", 1)[0]) >= span.start_ms * 1_000_000
+            and not _marker(v)
+        ]
 
 
 def _as_set(rows: list[dict[str, Any]]) -> Counter[str]:

@@ -67,6 +67,7 @@ def _config(topics: Topics) -> job.StreamConfig:
         book_topic=topics.book,
         trades_topic=topics.trades,
         flow_topic=topics.flow,
+        raw_topic=topics.raw,
         kafka_auth=KafkaAuth.scram("stream", "pw", None),
     )
 
@@ -97,7 +98,8 @@ def test_the_feed_user_may_write_exactly_what_a_shard_produces(topics: Topics) -
 def test_the_stream_user_reads_the_jobs_sources_and_writes_only_its_sink(topics: Topics) -> None:
     rules = acls(topics)
     config = _config(topics)
-    assert _job_source_topics() == {"book_topic", "trades_topic", "flow_topic"}
+    # raw: the lake's archive of it (the job reads it only with a lake).
+    assert _job_source_topics() == {"book_topic", "trades_topic", "flow_topic", "raw_topic"}
     read = {getattr(config, field) for field in _job_source_topics()}
     assert read == set(kafkaacl.stream_inputs(topics))
     for topic in read:
@@ -107,7 +109,7 @@ def test_the_stream_user_reads_the_jobs_sources_and_writes_only_its_sink(topics:
     assert config.output_topic == topics.signals
     assert allows(rules, STREAM, TOPIC, topics.signals, "WRITE")
     assert allows(rules, STREAM, TOPIC, topics.signals, "READ")
-    assert not allows(rules, STREAM, TOPIC, topics.raw, "READ")
+    assert not allows(rules, STREAM, TOPIC, topics.raw, "WRITE")
     assert not allows(rules, STREAM, TOPIC, topics.quarantine, "READ")
 
 

@@ -78,6 +78,7 @@ class ReplayProcess(ChildProcess):
         log: Path | None = None,
         die_with_parent: bool = False,
         metrics_port: int | None = None,
+        start: str | None = None,
     ) -> None:
         self.url_file = workdir / f"replay-{os.getpid()}-{time.monotonic_ns()}.json"
         args = ["replay", "--port", "0", "--speed", str(speed), "--url-file", str(self.url_file)]
@@ -89,6 +90,9 @@ class ReplayProcess(ChildProcess):
             args += ["--symbols", str(symbols)]
         if metrics_port is not None:
             args += ["--metrics-port", str(metrics_port)]
+        if start is not None:
+            # Serve from then; what the files hold before it only builds the true book.
+            args += ["--from", start]
         super().__init__(
             "replay",
             quantcore_argv(*args, *map(str, files)),

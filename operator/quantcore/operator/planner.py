@@ -552,7 +552,15 @@ def lake_arguments(feed: MarketFeed) -> list[str]:
     sink, lake = lake_sink(feed), feed.spec.lake
     if sink is None or lake is None:
         return []
-    args = ["--lake", sink, "--lake-interval", f"{lake.interval_seconds} seconds"]
+    args = [
+        "--lake",
+        sink,
+        "--lake-interval",
+        f"{lake.interval_seconds} seconds",
+        # The log of record, archived beside the signals (the lake's `raw` table).
+        "--raw-topic",
+        feed.spec.kafka.topics.raw,
+    ]
     retention = log_retention(lake.retention_days)
     return args + (["--lake-retention", retention] if retention else [])
 

@@ -27,9 +27,18 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
-        choices=["auto", "live", "replay"],
+        choices=["auto", "live", "replay", "archive"],
         default="auto",
-        help="live Binance, a replay of recordings, or live when reachable (default)",
+        help="live Binance, a replay of recordings, live when reachable (default), or a replay"
+        " of the interval --from/--to archived in the lake (see --archive)",
+    )
+    parser.add_argument("--from", dest="start", help="--source archive: UTC date or time")
+    parser.add_argument("--to", dest="end", help="--source archive: UTC date or time")
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        default=None,
+        help="--source archive: the lake to replay from (default: DIR/lake, earlier runs')",
     )
     parser.add_argument("--symbols", nargs="+", default=None, help="default: the recorded ones")
     parser.add_argument(
@@ -50,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep no history (default: signals, books and trades as Parquet in DIR/lake,"
         " kept across runs; `quantcore history` reads it)",
+    )
+    parser.add_argument(
+        "--lake-interval",
+        type=float,
+        default=30.0,
+        help="seconds between the lake's commits (fresher history, more small files; default 30)",
     )
     parser.add_argument(
         "--lake-retention-days",

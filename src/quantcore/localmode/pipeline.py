@@ -118,6 +118,8 @@ class Pipeline:
         args = self.args
         live = Endpoints()
         self.say(1, f"choosing the market data source ({args.source})")
+        if args.source == "archive":
+            return self._archived_source()
         if args.source in ("auto", "live"):
             ok, why = live_reachable(live.rest_url)
             if ok:
@@ -137,6 +139,28 @@ class Pipeline:
         names = ", ".join(f.name for f in recordings)
         self.say(1, f"source: REPLAY of {names} from {args.recordings}")
         return Source("replay", "", "", "replay", recordings)
+
+    def _archived_source(self) -> Source:
+        """The interval --from/--to of the lake's raw table, as recordings in DIR/archive."""
+        from quantcore import lake
+        from quantcore.feed.archive import NothingArchived, export
+
+        args = self.args
+        if args.start is None or args.end is None:
+            raise PipelineError("--source archive needs --from and --to")
+        root = args.archive or self.dir / LAKE_DIR
+        try:
+            span = lake.interval(args.start, args.end)
+            out = self.dir / "archive" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            exported = export(root, span, out, [s.upper() for s in args.symbols or []])
+        except (ValueError, NothingArchived) as error:
+            raise PipelineError(f"--source archive: {error}") from error
+        self.symbols = sorted(item.symbol for item in exported)
+        lines = sum(item.lines - item.history for item in exported)
+        self.say(1, f"source: ARCHIVE of {root}, {args.start} to {args.end}: {lines} lines")
+        return Source(
+            "replay", "", "", "archive", tuple(i.path for i in exported), start=args.start
+        )
 
     def _start_services(self) -> None:
         from quantcore.devservices.kafka import KafkaBroker
@@ -221,7 +245,9 @@ class Pipeline:
                 ReplayProcess(
                     self.source.recordings,
                     self.dir,
-                    loop=True,  # until Ctrl-C
+                    # Recordings until Ctrl-C; an archived interval once, as it happened.
+                    loop=self.source.start is None,
+                    start=self.source.start,
                     log=self.dir / "logs" / "replay.log",
                     die_with_parent=True,
                     metrics_port=self._metrics_port("replay"),
@@ -265,7 +291,7 @@ class Pipeline:
         sink = self.lake_dir / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
         from quantcore.lake import log_retention
 
-        args = ["--lake", str(sink)]
+        args = ["--lake", str(sink), "--lake-interval", f"{self.args.lake_interval:g} seconds"]
         retention = log_retention(self.args.lake_retention_days)
         return args + (["--lake-retention", retention] if retention else [])
 

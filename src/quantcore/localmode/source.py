@@ -23,6 +23,9 @@ class Source:
     rest_url: str
     why: str  # shown to the user
     recordings: tuple[Path, ...] = ()
+    # Replay from this time (UTC, as `quantcore replay --from` takes it): what the recordings
+    # hold before it only builds the book (an archived interval's history); played once.
+    start: str | None = None
 
 
 def live_reachable(rest_url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:

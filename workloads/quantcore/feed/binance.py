@@ -352,9 +352,12 @@ def decode_snapshot(body: bytes, symbol: str, recv_ns: int) -> DepthSnapshot | R
         return Rejected(exc.reason, symbol, DEPTH_PATH, recv_ns, body)
 
 
+SNAPSHOT_PREFIX = b'{"lastUpdateId"'
+
+
 def is_snapshot_body(frame: bytes) -> bool:
     """A bare REST depth response as the recordings (recordings/binance-spot) store it (no stream envelope)."""
-    return frame.startswith(b'{"lastUpdateId"')
+    return frame.startswith(SNAPSHOT_PREFIX)
 
 
 def tick_sizes(exchange_info: dict[str, Any]) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Format (see recordings/binance-spot/README.md): each line is a combined-stream frame, or a
 bare REST depth response; a bare response belongs to the symbol of the nearest depth frame
-before it.
+before it, or, at the start of a file (an archived interval begins with its snapshot:
+quantcore.feed.archive), of the first depth frame after it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def open_text(path: str | Path) -> Iterator[bytes]:
 def read_recording(path: str | Path) -> Iterator[Line]:
     """Lines of one recording file, in file order, with their symbols attributed."""
     last_depth_symbol: str | None = None
+    # From a snapshot before any depth frame on, lines wait: whose it is comes later.
+    leading: list[Line] = []
     for raw in open_text(path):
         raw = raw.rstrip(b"\r\n")
         if not raw:
@@ -49,9 +52,12 @@ def read_recording(path: str | Path) -> Iterator[Line]:
         ts, _, frame = raw.partition(b" ")
         recv_ns = int(ts)
         if binance.is_snapshot_body(frame):
-            yield Line(recv_ns, frame, last_depth_symbol, True)
+            if last_depth_symbol is None:
+                leading.append(Line(recv_ns, frame, None, True))
+            else:
+                yield Line(recv_ns, frame, last_depth_symbol, True)
             continue
-        symbol = None
+        symbol: str | None = None
         # Cheap peek at the stream name: `{"stream":"btcusdt@depth@100ms",...`
         if frame.startswith(b'{"stream":"'):
             end = frame.find(b'"', 11)
@@ -59,7 +65,16 @@ def read_recording(path: str | Path) -> Iterator[Line]:
             symbol = binance.symbol_of_stream(stream)
             if "@depth" in stream:
                 last_depth_symbol = symbol
-        yield Line(recv_ns, frame, symbol, False)
+                for line in leading:
+                    owner = symbol if line.is_snapshot else line.symbol
+                    yield Line(line.recv_ns, line.frame, owner, line.is_snapshot)
+                leading.clear()
+        line = Line(recv_ns, frame, symbol, False)
+        if leading:
+            leading.append(line)
+        else:
+            yield line
+    yield from leading
 
 
 def write_line(fh: object, recv_ns: int, frame: bytes) -> None:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 LOOP_ID_OFFSET = 10**9
 SEND_BUFFER_BYTES = 256 * 1024  # per websocket client
 CATCH_UP_TIMEOUT_S = 5.0  # how long a speed-0 loop waits for its clients at the end
+START_TIMEOUT_S = 30.0  # how long an interval waits for every symbol's client to sync
 FAULT_KINDS = (
     "disconnect",
     "stall",
@@ -97,9 +98,12 @@ class Replay:
         speed: float = 1.0,
         loop: bool = False,
         symbols: int | None = None,
+        start_ns: int | None = None,
     ) -> None:
         """Serves the recordings `paths`; with `symbols`, that many symbols made of copies of
-        them under other names (`quantcore.feed.copies`)."""
+        them under other names (`quantcore.feed.copies`). With `start_ns`, the lines received
+        before it are history: folded into the true book (so a depth request is answered with
+        the book as of the start), never sent (quantcore.feed.archive writes such recordings)."""
         if symbols is None:
             self.lines: list[Line] = list(merged(*paths))
         else:
@@ -108,10 +112,12 @@ class Replay:
             raise ValueError("the recordings are empty")
         self.speed = speed
         self.loop = loop
+        self.start_ns = start_ns or 0
         self.clients: set[_Client] = set()
         # Every client's streams, kept current: the timeline asks about each line it passes.
         self.wanted: frozenset[str] = frozenset()
         self._asked = asyncio.Event()  # a depth request or subscription change happened
+        self._depth_asked: set[str] = set()  # symbols whose book a client has asked for
         self.faults = _Faults()
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
@@ -145,6 +151,7 @@ class Replay:
         self._recorded: dict[str, bytes] = {}
         self._recorded_served: set[str] = set()
         self._reset_truth()
+        self._fold_history()
 
     # --- static facts of the recording ---
     def _tick_sizes(self) -> dict[str, float]:
@@ -189,13 +196,17 @@ class Replay:
     # --- the timeline ---
     async def play(self) -> None:
         await self.started.wait()
-        first_ns = self.lines[0].recv_ns
+        if self.start_ns:
+            await self._wait_for_start()
+        first_ns = max(self.lines[0].recv_ns, self.start_ns)
         while True:
             offset = self.loop_index * LOOP_ID_OFFSET
             time_offset = self.loop_index * self.loop_period_ms
             t0 = time.monotonic()
             played = 0
             for i, line in enumerate(self.lines):
+                if line.recv_ns < self.start_ns:
+                    continue  # history: folded into the true book already (_fold_history)
                 delay = 0.0
                 if self.speed > 0:
                     due = t0 + (line.recv_ns - first_ns) / 1e9 / self.speed
@@ -228,6 +239,23 @@ class Replay:
                 )
             self.loop_index += 1
             self._reset_truth()
+            self._fold_history()
+
+    async def _wait_for_start(self) -> None:
+        """An interval (`start_ns`) starts once every symbol's diff stream is listened to and
+        its book asked for: the client syncs on the book as of the start and then gets every
+        diff of the interval, so it makes an update for each, as the shard that took the
+        interval in did. A client that never comes holds the start for START_TIMEOUT_S only."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while True:
+                    self._asked.clear()
+                    if all(
+                        stream in self.wanted and symbol in self._depth_asked
+                        for symbol, stream in self._diff_streams.items()
+                    ):
+                        return
+                    await self._asked.wait()
 
     async def _wait_for_clients(self) -> None:
         """Let clients catch up with a loop before the next one starts (speed 0 only).
@@ -248,6 +276,18 @@ class Replay:
                     ):
                         return
                     await self._asked.wait()  # set by a depth request or a subscription change
+
+    def _fold_history(self) -> None:
+        """The lines before the start go into the true book (snapshots and diffs), unsent: a
+        depth request, even before the first line is played, gets the book as of the start."""
+        offset = self.loop_index * LOOP_ID_OFFSET
+        time_offset = self.loop_index * self.loop_period_ms
+        for i, line in enumerate(self.lines):
+            if line.recv_ns >= self.start_ns or line.symbol is None:
+                continue
+            if line.is_snapshot or self._diff[i]:
+                frame = line.frame if offset == 0 else self._shift(i, offset, time_offset)
+                self._pending[line.symbol].append((frame, line.recv_ns, line.is_snapshot))
 
     def _on_recorded_snapshot(self, line: Line, frame: bytes) -> None:
         symbol = line.symbol
@@ -378,6 +418,8 @@ class Replay:
     async def depth_handler(self, request: web.Request) -> web.Response:
         self.depth_requests += 1
         symbol = request.query.get("symbol", "").upper()
+        self._depth_asked.add(symbol)
+        self._asked.set()
         limit = int(request.query.get("limit", "100"))
         used = self._weight(binance.depth_weight(limit))
         headers = {binance.USED_WEIGHT_HEADER: str(used)}

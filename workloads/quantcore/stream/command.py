@@ -11,7 +11,7 @@ import sys
 from types import FrameType
 
 from quantcore import logs, redisauth
-from quantcore.events import BOOK_TOPIC, FLOW_TOPIC, TRADES_TOPIC
+from quantcore.events import BOOK_TOPIC, FLOW_TOPIC, RAW_TOPIC, TRADES_TOPIC
 from quantcore.kafkaauth import KafkaAuth
 from quantcore.stream.job import TRIGGERS, StreamConfig
 
@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--book-topic", default=BOOK_TOPIC)
     parser.add_argument("--trades-topic", default=TRADES_TOPIC, help="counted for malformed trades")
     parser.add_argument("--flow-topic", default=FLOW_TOPIC, help="the shards' trade-flow windows")
+    parser.add_argument(
+        "--raw-topic", default=RAW_TOPIC, help="the shards' raw frames, archived with --lake"
+    )
     parser.add_argument(
         "--signals-topic", default="", help="output topic (default: <book topic>.signals)"
     )
@@ -112,6 +115,7 @@ def _config(args: argparse.Namespace) -> StreamConfig:
         book_topic=args.book_topic,
         trades_topic=args.trades_topic,
         flow_topic=args.flow_topic,
+        raw_topic=args.raw_topic,
         max_levels=args.max_levels,
         realtime_batch=args.realtime_batch,
         continuous_epoch=args.continuous_epoch,

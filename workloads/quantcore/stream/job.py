@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from quantcore.events import (
     BOOK_TOPIC,
     FLOW_TOPIC,
+    RAW_TOPIC,
     TRADES_TOPIC,
     BookRecord,
     TradeFlowRecord,
@@ -79,6 +80,8 @@ class StreamConfig:
     book_topic: str = BOOK_TOPIC
     trades_topic: str = TRADES_TOPIC
     flow_topic: str = FLOW_TOPIC
+    # The shards' raw topic: read only with a lake, which archives it (the `raw` table).
+    raw_topic: str = RAW_TOPIC
     max_levels: int = 20
     # Real-time mode: how long one batch (and so one checkpoint interval) lasts. Between two
     # batches the tasks stop, the offsets are committed and the next batch is planned and
@@ -286,6 +289,7 @@ def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
             "flow": lakerows.published(flow),
             "books": lakerows.records(books_parsed, signals.book_valid()),
             "trades": lakerows.records(trades_parsed, signals.trade_valid()),
+            "raw": lakerows.raw_lines(_source(spark, config, config.raw_topic)),
         }
         queries.extend(start_lake(config, lake_plan))
     return queries

@@ -64,8 +64,13 @@ def parse(kafka: DataFrame, model: Record) -> DataFrame:
         "topic",
         "partition",
         "offset",
-        (F.unix_micros(F.col("timestamp")) * F.lit(1000)).alias("kafka_append_ns"),
+        kafka_append_ns(),
     )
+
+
+def kafka_append_ns() -> Column:
+    """A Kafka row's append time (the broker's timestamp) in ns: the hop the broker adds."""
+    return (F.unix_micros(F.col("timestamp")) * F.lit(1000)).alias("kafka_append_ns")
 
 
 def _all_present(model: Record) -> Column:

@@ -1,6 +1,9 @@
 """`quantcore replay --port P [--speed X] [--loop] [--symbols N] [FILES or DIRS...]`: serve
 recordings as Binance would. Without files, the recordings in $QUANTCORE_RECORDINGS (the
-runtime image sets it to the recordings baked into it)."""
+runtime image sets it to the recordings baked into it).
+
+`quantcore replay --lake DIR --from T --to T`: serve an archived interval instead, the lake's
+`raw` table turned back into recordings (quantcore.feed.archive), once, at recorded pace."""
 
 from __future__ import annotations
 
@@ -32,6 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="serve Prometheus /metrics on this port, on --host (default: none)",
+    )
+    parser.add_argument(
+        "--lake",
+        type=Path,
+        help="serve the interval --from/--to archived in this lake (its raw table), not files",
+    )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        help="UTC date or time: serve from here; the lines received before it only build the"
+        " book a depth request gets (with --lake: the interval's start)",
+    )
+    parser.add_argument("--to", dest="end", help="with --lake: the interval's end (UTC)")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="with --lake: write the interval's recordings here (a new directory) and keep them",
     )
     parser.add_argument(
         "files",
@@ -69,6 +89,49 @@ def recording_files(given: list[Path], env: dict[str, str]) -> list[Path]:
     return files
 
 
+def start_of(text: str) -> int:
+    """--from in ns since the epoch."""
+    from quantcore import lake
+    from quantcore.feed.archive import NS_PER_MS
+
+    return lake.parse_time(text, end=False) * NS_PER_MS
+
+
+def archived_files(args: argparse.Namespace) -> list[Path]:
+    """The recordings of the archived interval, in --export, else in a directory of our own
+    that lasts as long as this process. ValueError for arguments that do not name an interval,
+    NothingArchived when the lake holds none of it."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from quantcore import lake
+    from quantcore.feed.archive import export
+
+    if args.start is None or args.end is None:
+        raise ValueError("--lake needs --from and --to")
+    if args.files or args.symbols is not None:
+        raise ValueError("--lake serves its archive: give no files and no --symbols")
+    if not args.lake.is_dir():
+        raise ValueError(f"{args.lake}: no such lake")
+    span = lake.interval(args.start, args.end)
+    if args.export is not None:
+        if args.export.exists():
+            raise ValueError(f"--export {args.export} exists; name a new directory")
+        out = args.export
+    else:
+        out = Path(tempfile.mkdtemp(prefix="quantcore-archive-"))
+        atexit.register(shutil.rmtree, out, True)
+    done = export(args.lake, span, out)
+    for item in done:
+        print(
+            f"archive {item.symbol}: {item.lines - item.history} lines in the interval"
+            f" ({item.history} before it, from the last snapshot) -> {item.path}",
+            flush=True,
+        )
+    return [item.path for item in done]
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
@@ -96,8 +159,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"quantcore replay: {refused}", file=sys.stderr)
         return 2
     try:
-        files = recording_files(args.files, dict(os.environ))
-    except ValueError as error:
+        if args.lake is not None:
+            files = archived_files(args)
+        else:
+            files = recording_files(args.files, dict(os.environ))
+        start_ns = None if args.start is None else start_of(args.start)
+    except (ValueError, LookupError) as error:
         print(f"quantcore replay: {error}", file=sys.stderr)
         return 2
     if args.symbols is not None:
@@ -113,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        replay = Replay(files, speed=args.speed, loop=args.loop, symbols=args.symbols)
+        replay = Replay(
+            files, speed=args.speed, loop=args.loop, symbols=args.symbols, start_ns=start_ns
+        )
         if args.metrics_port is not None:
             from quantcore.feed.replaymetrics import serve_metrics
 
