@@ -125,7 +125,7 @@ def _merge(directory: Path, files: list[Path], table: str) -> Path:
             SELECT * EXCLUDE (filename, file_row_number)
             FROM read_parquet($files, filename = true, file_row_number = true,
                               hive_partitioning = false)
-            ORDER BY {lake.TIME_COLUMN}, {lake.SEQUENCE_COLUMN[table]},
+            ORDER BY "{lake.TIME_COLUMN}", "{lake.SEQUENCE_COLUMN[table]}",
                      list_position($files, filename), file_row_number
         ) TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)
     """

@@ -103,7 +103,9 @@ def test_an_archived_interval_replays_through_the_pipeline_to_the_same_signals(
                 return None
             return start, end
 
-        start_ns, end_ns = eventually(interval, "the interval archived and signalled", 600)
+        found = eventually(interval, "the interval archived and signalled", 600)
+        assert found is not None
+        start_ns, end_ns = found
     finally:
         _stop(proc, out)
     before = _signals(first / "lake")
@@ -122,7 +124,9 @@ def test_an_archived_interval_replays_through_the_pipeline_to_the_same_signals(
             got = _signals(second / "lake")
             return got if set(wanted) <= set(got) else None
 
-        again = eventually(replayed, "every update of the interval signalled again", 600)
+        replayed_rows = eventually(replayed, "every update of the interval signalled again", 600)
+        assert replayed_rows is not None
+        again = replayed_rows
     finally:
         _stop(proc, out)
     # Nothing but the interval's updates (and the book the shard synced on, just before it).

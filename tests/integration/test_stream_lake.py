@@ -406,10 +406,10 @@ def test_the_archive_reads_back_as_the_recordings(lake_run, tmp_path):
     middle = first + (last - first) * 2 // 5
     span = lake.Interval(middle // 1_000_000, last // 1_000_000 + 1)
     for item in export(root, span, tmp_path / "middle"):
-        lines = list(read_recording(item.path))
-        assert sum(x.is_snapshot for x in lines[: item.history]) == 1
-        assert item.history == sum(x.recv_ns < span.start_ms * 1_000_000 for x in lines) > 0
-        inside = [b"%d %s" % (x.recv_ns, x.frame) for x in lines[item.history :]]
+        recorded = list(read_recording(item.path))
+        assert sum(x.is_snapshot for x in recorded[: item.history]) == 1
+        assert item.history == sum(x.recv_ns < span.start_ms * 1_000_000 for x in recorded) > 0
+        inside = [b"%d %s" % (x.recv_ns, x.frame) for x in recorded[item.history :]]
         assert inside == [
             v
             for s, v in raw

@@ -2,10 +2,12 @@
 hadoop-aws jars) and moto's S3 server: the checkpoint lands as objects in the bucket, and a
 restarted job resumes from it instead of reading its topics from the start again. Its lake
 (`--lake s3a://...`, the same code path as a local one) lands there too: every book signal of
-both runs once, read through the sink's log."""
+both runs once, read through the sink's log; `quantcore serve --lake s3a://...` answers History
+with exactly those rows (quantcore.lakemirror)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,14 +24,17 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from quantcore import lake, signalstore
+from quantcore.client.history import HistoryQuery, history_rows
+from quantcore.client.security import ClientCredentials
 from quantcore.devservices import s3
+from quantcore.devservices.ports import free_port
 from quantcore.devservices.process import ChildProcess
-from quantcore.devservices.programs import child_env
+from quantcore.devservices.programs import ServeProcess, child_env
 from quantcore.events import BookRecord, Topics, TradeFlowRecord, TradeRecord
 from quantcore.feed.recording import flow_from_recording, records_from_recording
 from quantcore.kafkaacl import STREAM
 from quantcore.localmode.source import default_recordings_dir
-from quantcore.redisacl import RELAY
+from quantcore.redisacl import RELAY, SERVE
 from tests.fixtures.cluster import eventually
 
 pytestmark = pytest.mark.integration
@@ -50,7 +55,7 @@ def _job(
         "--kafka", kafka, "--redis", redis_url, "--checkpoint", checkpoint,
         "--trigger", "microbatch", "--book-topic", topics[0], "--trades-topic", topics[1],
         "--flow-topic", topics[2], "--threads", "4", "--jars", ",".join(jars),
-        "--lake", lake_uri, "--lake-interval", "5 seconds",
+        "--raw-topic", topics[3], "--lake", lake_uri, "--lake-interval", "5 seconds",
     ]  # fmt: skip
     return ChildProcess(f"stream run {run}", command, tmp_path / f"stream-{run}.log", env=env)
 
@@ -160,7 +165,7 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
     lake_uri = f"s3a://{bucket}/lake/{tag}"
     feed = Topics.with_prefix(f"s3-{tag}")
     kafka_service.grant(feed)
-    topics = (feed.book, feed.trades, feed.flow)
+    topics = (feed.book, feed.trades, feed.flow, feed.raw)
     signals = feed.signals
     kafka_admin = kafka_service.client_config("admin")
     admin = AdminClient(kafka_admin)
@@ -274,6 +279,21 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
     in_lake = _lake_books(s3_endpoint, bucket, lake_prefix, tmp_path / "lake")
     assert set(in_lake) == books
     assert max(in_lake.values()) == 1
+
+    # History on the lake on S3: the server mirrors the committed files a call needs.
+    days = sorted({lake.partition_date(r.event_time_ms) for r in records[: 2 * RECORDS_PER_RUN]})
+    span = lake.interval(days[0], days[-1])
+    serve = ServeProcess(
+        redis_service.address, free_port(), tmp_path / "serve.log",
+        "--lake", f"s3a://{bucket}/lake", "--lake-cache", str(tmp_path / "mirror"),
+        redis_auth=redis_service.auth(SERVE), env=s3.client_env(s3_endpoint),
+    )  # fmt: skip
+    with serve:
+        serve.wait_started()
+        for symbol in PARTITION:
+            asked = HistoryQuery(symbol, span.start_ms, span.end_ms, fields=("sequence",))
+            _, got = asyncio.run(history_rows(serve.target, asked, ClientCredentials()))
+            assert [row[0] for row in got] == sorted(s for sym, s in in_lake if sym == symbol)
 
     rows = _book_sequences(kafka_admin, signals, resumed_from)
     assert rows, "run 2 wrote no book signals"

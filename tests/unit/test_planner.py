@@ -742,6 +742,45 @@ def test_a_lake_gives_the_stream_job_its_sink_interval_retention_and_a_slot() ->
     assert "--lake-retention" not in _stream_args(keep_all)
 
 
+def test_a_lake_archives_the_raw_topic_and_serving_reads_the_whole_lake() -> None:
+    lake = {"location": "s3a://quantcore-data/lake"}
+    spark = {
+        "image": "s:1",
+        "checkpoint": "s3a://b/ck",
+        "env": [
+            {"name": "AWS_REGION", "value": "eu-west-1"},
+            {
+                "name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}},
+            },
+            {"name": "JAVA_TOOL_OPTIONS", "value": "-Xss4m"},
+        ],
+    }
+    feed = sample_feed(lake=lake, spark=spark)
+    args = _stream_args(feed)
+    assert args[args.index("--raw-topic") + 1] == feed.spec.kafka.topics.raw
+    objects = by_name(plan(feed, None, SYMBOLS[:30]).objects)
+    pod = objects[f"Deployment/{planner.serve_name(feed.name)}"]["spec"]["template"]["spec"]
+    (serve,) = pod["containers"]
+    served = serve["args"]
+    # Every sink of the location (a new checkpoint's too), mirrored into a volume of its own.
+    assert served[served.index("--lake") + 1] == "s3a://quantcore-data/lake"
+    cache = served[served.index("--lake-cache") + 1]
+    (mount,) = [m for m in serve["volumeMounts"] if m["mountPath"] == cache]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
+    # The stream job's S3 settings, and nothing else of its environment.
+    names = [e["name"] for e in serve["env"]]
+    assert "AWS_REGION" in names
+    assert "AWS_SECRET_ACCESS_KEY" in names
+    assert "JAVA_TOOL_OPTIONS" not in names
+    plain = by_name(plan(sample_feed(), None, SYMBOLS[:30]).objects)
+    (plain_serve,) = plain[f"Deployment/{planner.serve_name('demo')}"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert "--lake" not in plain_serve["args"]
+
+
 def test_a_new_checkpoint_writes_a_new_lake_sink() -> None:
     lake = {"location": "s3a://quantcore-data/lake"}
     first = sample_feed(lake=lake, spark={"image": "s:1", "checkpoint": "s3a://b/ck/one"})

@@ -204,7 +204,9 @@ class ServeProcess(ChildProcess):
         *extra: str,
         redis_auth: RedisAuth | None = None,
         die_with_parent: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env`: more environment (an S3 endpoint and its keys, for a lake on S3)."""
         self.port = port
         self.target = f"{LOOPBACK}:{port}"
         if not any(arg in ("--tls-dir", "--tls-cert", "--insecure") for arg in extra):
@@ -214,7 +216,7 @@ class ServeProcess(ChildProcess):
             "serve",
             quantcore_argv(*args),
             log,
-            env=child_env(redis_auth or RedisAuth()),
+            env={**child_env(redis_auth or RedisAuth()), **(env or {})},
             die_with_parent=die_with_parent,
         )
 

@@ -690,8 +690,9 @@ class Monitoring(_Model):
 
 
 class Lake(_Model):
-    """History: the stream job also writes its published signals, the books and the trades as
-    Parquet tables (quantcore.stream.lakesink), on the S3 API its checkpoints use."""
+    """History: the stream job also writes its published signals, the books, the trades and
+    the raw frames as Parquet tables (quantcore.stream.lakesink), on the S3 API its checkpoints
+    use; the serving pods read it (the History RPC) with spec.spark.env's AWS_* variables."""
 
     location: str = Field(
         pattern=r"^s3a://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",

@@ -182,6 +182,10 @@ def container_security() -> Obj:
 
 
 _TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
+# The serving pods' copy of the lake files History calls read (a cache: an eviction loses
+# nothing but the next read's download).
+LAKE_CACHE_DIR = "/var/cache/quantcore/lake"
+LAKE_CACHE_SIZE = "2Gi"
 _TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 
 
@@ -788,6 +792,21 @@ def serving_security(feed: MarketFeed) -> tuple[list[str], list[Obj], list[Obj]]
     return args, mounts, volumes
 
 
+def serving_lake(feed: MarketFeed) -> tuple[list[str], list[Obj], list[Obj], list[Obj]]:
+    """History for the serving pods, given a lake: the whole lake (every sink of the feed's
+    location, as `quantcore history` reads one), mirrored into a volume of its own
+    (quantcore.lakemirror), read with the S3 settings the stream job writes it with (the AWS_*
+    variables of spec.spark.env). Returns (args, env, mounts, volumes)."""
+    lake = feed.spec.lake
+    if lake is None:
+        return [], [], [], []
+    env = [e.to_kubernetes() for e in feed.spec.spark.env if e.name.startswith("AWS_")]
+    args = ["--lake", lake.location, "--lake-cache", LAKE_CACHE_DIR]
+    mount = {"name": "lake-cache", "mountPath": LAKE_CACHE_DIR}
+    volume = {"name": "lake-cache", "emptyDir": {"sizeLimit": LAKE_CACHE_SIZE}}
+    return args, env, [mount], [volume]
+
+
 def serving_objects(feed: MarketFeed) -> list[Obj]:
     spec = feed.spec
     name = serve_name(feed.name)
@@ -798,6 +817,7 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
     ca_volumes, ca_mounts = redis_ca_volume(feed)
     redis_env = redis_client_env(feed, redisacl.SERVE)
     security_args, security_mounts, security_volumes = serving_security(feed)
+    lake_args, lake_env, lake_mounts, lake_volumes = serving_lake(feed)
     deployment_spec: Obj = {
         "selector": {"matchLabels": labels},
         "template": {
@@ -824,9 +844,10 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                             "--routing",
                             f"{ROUTING_DIR}/{CONFIGMAP_KEY}",
                             *security_args,
+                            *lake_args,
                         ],
                         # The serving user's Redis credentials: reads and PSUBSCRIBE, nothing else.
-                        "env": log_environment(feed) + redis_env,
+                        "env": log_environment(feed) + redis_env + lake_env,
                         "ports": [
                             {"name": "grpc", "containerPort": port},
                             {"name": "metrics", "containerPort": METRICS_PORT},
@@ -852,6 +873,7 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                             *security_mounts,
                             _TMP_MOUNT,
                             *ca_mounts,
+                            *lake_mounts,
                         ],
                     }
                 ],
@@ -860,6 +882,7 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
                     *security_volumes,
                     _TMP_VOLUME,
                     *ca_volumes,
+                    *lake_volumes,
                 ],
             },
         },

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from quantcore.serve.credentials import TlsFiles
@@ -40,10 +40,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     history = parser.add_argument_group("history")
     history.add_argument(
         "--lake",
+        default=None,
+        help="the lake History reads: a directory (every sink under it, committed files only; it"
+        " may not exist yet) or s3a://bucket/prefix (read through a local mirror, --lake-cache);"
+        " without it History answers FAILED_PRECONDITION",
+    )
+    history.add_argument(
+        "--lake-cache",
         type=Path,
         default=None,
-        help="the lake directory History reads (every sink under it, committed files only; it"
-        " may not exist yet); without it History answers FAILED_PRECONDITION",
+        help="with an s3a:// lake: where its files are mirrored (default: a directory of this"
+        " process's, removed when it exits)",
+    )
+    history.add_argument(
+        "--lake-cache-bytes",
+        type=int,
+        default=1 << 30,
+        help="the mirror's budget: copies used longest ago go beyond it (default 1 GiB)",
     )
     history.add_argument(
         "--history-max-rows",
@@ -148,6 +161,26 @@ def tls_files(args: argparse.Namespace) -> TlsFiles | None:
     return files
 
 
+def _lake(args: argparse.Namespace) -> dict[str, Any]:
+    """The ServeConfig fields of --lake: a directory, or an s3a:// lake and its mirror."""
+    from quantcore import lakemirror
+
+    if args.lake is None:
+        return {}
+    if not lakemirror.is_remote(args.lake):
+        return {"lake_path": Path(args.lake)}
+    lakemirror.parse(args.lake)  # ValueError names a malformed location
+    cache = args.lake_cache
+    if cache is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        cache = Path(tempfile.mkdtemp(prefix="quantcore-lake-"))
+        atexit.register(shutil.rmtree, cache, True)
+    return {"lake_path": cache, "lake_uri": args.lake, "lake_cache_bytes": args.lake_cache_bytes}
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -163,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         logs.configure("serve", **logs.from_args(args))
         tls = tls_files(args)
         history = HistoryLimits(args.history_max_rows, args.history_page_rows)
+        lake = _lake(args)
     except ValueError as exc:
         print(f"quantcore serve: {exc}", file=sys.stderr)
         return 2
@@ -179,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         limits=Limits(args.streams_per_identity, args.symbols_per_stream),
         reflection=args.reflection == "on",
         health_port=args.health_port,
-        lake_path=args.lake,
+        **lake,
         history=history,
     )
 

@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.exceptions import RedisError
 
-from quantcore import historyrows, lakequery, lakereader, signalstore
+from quantcore import historyrows, lakemirror, lakequery, lakereader, signalstore
 from quantcore.redisauth import RedisAuth
 from quantcore.routing import RoutingTable
 from quantcore.serve import encoding, metrics
@@ -78,6 +78,10 @@ class ServerConfig:
     # The lake History reads (a local directory, quantcore.lake's layout); None: History
     # answers FAILED_PRECONDITION.
     lake_path: Path | None = None
+    # A lake on S3 (`s3a://bucket/prefix`) read through a local mirror in `lake_path`
+    # (quantcore.lakemirror): each read copies the committed files it needs first.
+    lake_uri: str = ""
+    lake_cache_bytes: int = 1 << 30
     history: HistoryLimits = field(default_factory=HistoryLimits)
     # DuckDB reads at once, and the threads each may use: the live streams share the cores.
     history_reads: int = 2
@@ -139,6 +143,11 @@ class MarketDataService:
         self.quotas = Quotas(config.limits)
         self._history_reads = asyncio.Semaphore(config.history_reads)
         self._lake_root = str(config.lake_path.absolute()) if config.lake_path is not None else None
+        self._mirror = (
+            lakemirror.Mirror(config.lake_uri, config.lake_path, max_bytes=config.lake_cache_bytes)
+            if config.lake_uri and config.lake_path is not None
+            else None
+        )
 
     async def _refuse(self, context: grpc.aio.ServicerContext, refused: Refused) -> None:
         metrics.REFUSED_CALLS.labels(refused.reason).inc()
@@ -357,6 +366,11 @@ class MarketDataService:
         connection = lakereader.connect(self._config.history_threads)
         try:
             async with self._history_reads:
+                if self._mirror is not None:
+                    span = call.span
+                    await asyncio.to_thread(
+                        self._mirror.sync, call.kind, call.symbol, span.first_day, span.last_day
+                    )
                 plan = await asyncio.to_thread(
                     lakereader.plan,
                     Path(root),
