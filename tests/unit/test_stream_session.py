@@ -193,3 +193,18 @@ def test_local_files_skip_hadoop_forks_and_s3a_keeps_its_defaults() -> None:
     lake_only = job.session_conf(checkpoint="/tmp/c", lake="s3a://b/lake", environ={})
     assert "spark.hadoop.fs.file.impl" not in lake_only
     assert lake_only[manager].endswith(".FileSystemBasedCheckpointFileManager")
+
+
+def test_a_job_runs_the_live_queries_the_lakes_or_both() -> None:
+    both = job.StreamConfig("k:9092", "rediss://r:6379/0", "/c", lake="/lake")
+    assert (both.runs_live, both.runs_lake) == (True, True)
+    live = job.StreamConfig("k:9092", "rediss://r:6379/0", "/c", lake="/lake", only="live")
+    assert (live.runs_live, live.runs_lake) == (True, False)
+    lake = job.StreamConfig("k:9092", "rediss://r:6379/0", "/c", lake="/lake", only="lake")
+    assert (lake.runs_live, lake.runs_lake) == (False, True)
+    no_lake = job.StreamConfig("k:9092", "rediss://r:6379/0", "/c")
+    assert (no_lake.runs_live, no_lake.runs_lake) == (True, False)
+    with pytest.raises(ValueError, match="needs a lake"):
+        job.StreamConfig("k:9092", "rediss://r:6379/0", "/c", only="lake")
+    with pytest.raises(ValueError, match="live or lake"):
+        job.StreamConfig("k:9092", "rediss://r:6379/0", "/c", only="both")

@@ -41,6 +41,7 @@ TLS_DIR = "tls"
 # The lake, kept across runs too: history is what it is for. Each run writes a sink of its own
 # (its checkpoint starts afresh with the run's fresh Kafka: quantcore.lake).
 LAKE_DIR = "lake"
+LAKE_NICENESS = 10  # the lake job's: its CPU goes to the live path first
 # How often retention looks for expired days while the pipeline runs.
 RETENTION_EVERY_S = 3600.0
 
@@ -331,33 +332,58 @@ class Pipeline:
             6,
             f"starting the Spark job (trigger {self.args.trigger}{lake}); JVM start takes a while",
         )
+        common = [
+            "--kafka",
+            self.bootstrap,
+            "--redis",
+            self.redis_url,
+            "--checkpoint",
+            str(self.dir / "checkpoint"),
+            "--trigger",
+            self.args.trigger,
+            "--jars",
+            ",".join(str(jar) for jar in spark_jars()),
+            "--metrics-host",
+            LOOPBACK,
+        ]
+        env = child_env(self._redis_auth[redisacl.RELAY], kafka=self._kafka_auth[kafkaacl.STREAM])
         self.children.start(
             "stream",
             quantcore_argv(
                 "stream",
-                "--kafka",
-                self.bootstrap,
-                "--redis",
-                self.redis_url,
-                "--checkpoint",
-                str(self.dir / "checkpoint"),
-                "--trigger",
-                self.args.trigger,
+                *common,
+                "--only",
+                "live",
                 # A real-time task per partition of each query, held for a whole batch.
                 "--threads",
-                str(max(8, task_slots(partitions, lake=self.lake_dir is not None))),
-                *self._lake_args(),
-                "--jars",
-                ",".join(str(jar) for jar in spark_jars()),
+                str(max(8, task_slots(partitions))),
                 "--metrics-port",
-                str(self._metrics_port("stream")),
-                "--metrics-host",
-                LOOPBACK,
+                str(self._metrics_port("stream", part="live")),
             ),
             self.dir / "logs" / "stream.log",
-            env=child_env(
-                self._redis_auth[redisacl.RELAY], kafka=self._kafka_auth[kafkaacl.STREAM]
-            ),
+            env=env,
+        )
+        if self.lake_dir is None:
+            return
+        # The lake's queries in a job of their own, at a lower CPU priority: each lake batch
+        # is seconds of parsing and writing, which on a small machine would otherwise delay
+        # the live path's updates (docs/architecture.md, "The lake").
+        lake_job = quantcore_argv(
+            "stream",
+            *common,
+            "--only",
+            "lake",
+            *self._lake_args(),
+            "--threads",
+            str(max(2, partitions)),
+            "--metrics-port",
+            str(self._metrics_port("stream", part="lake")),
+        )
+        self.children.start(
+            "lake",
+            ["nice", "-n", str(LAKE_NICENESS), *lake_job],
+            self.dir / "logs" / "lake.log",
+            env=env,
         )
 
     def _security_args(self) -> list[str]:

@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a duration (9d): the lake's logs forget files written longer ago (retention must"
         " have removed them by then); default: never",
     )
+    parser.add_argument(
+        "--only",
+        choices=["live", "lake"],
+        default="",
+        help="run the live queries (and the relay) alone, or the lake's alone (default: both)",
+    )
     parser.add_argument("--book-topic", default=BOOK_TOPIC)
     parser.add_argument("--trades-topic", default=TRADES_TOPIC, help="counted for malformed trades")
     parser.add_argument("--flow-topic", default=FLOW_TOPIC, help="the shards' trade-flow windows")
@@ -125,6 +131,7 @@ def _config(args: argparse.Namespace) -> StreamConfig:
         lake=args.lake,
         lake_interval=args.lake_interval,
         lake_retention=args.lake_retention,
+        only=args.only,
         # Kafka credentials only from the environment (quantcore.kafkaauth): never arguments.
         kafka_auth=KafkaAuth.from_env(),
     )
@@ -164,8 +171,10 @@ def run(args: argparse.Namespace) -> int:
         redisauth.from_args(args),
         config.kafka_auth,
     )
-    ensure_topic(relay_config, like=config.book_topic)
-    relay = Relay(relay_config).start()
+    relay = None
+    if config.runs_live:
+        ensure_topic(relay_config, like=config.book_topic)
+        relay = Relay(relay_config).start()
     queries = []
     try:
         spark = build_session(
@@ -173,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         )
         queries = start(spark, config)
         # Until a query ends (or fails: this raises) or the relay does.
-        while relay.is_alive() and not spark.streams.awaitAnyTermination(1):
+        while (relay is None or relay.is_alive()) and not spark.streams.awaitAnyTermination(1):
             metrics.record_queries(queries)
     except KeyboardInterrupt:
         log.info("stopping")
@@ -183,8 +192,9 @@ def run(args: argparse.Namespace) -> int:
             if failure is not None:
                 log.error("query %s failed: %s", query.name, failure, extra={"query": query.name})
             query.stop()
-        relay.stop()
-    if relay.failure is not None:
+        if relay is not None:
+            relay.stop()
+    if relay is not None and relay.failure is not None:
         log.error("relay failed: %s", relay.failure)
         return 1
     return 1 if any(q.exception() is not None for q in queries) else 0

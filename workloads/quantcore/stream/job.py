@@ -112,6 +112,10 @@ class StreamConfig:
     # A Spark duration ("7d"): the sink logs forget files older than this (retention removes
     # them); empty: never.
     lake_retention: str = ""
+    # Which queries this job runs: "live" (the signal queries, to the signals topic), "lake"
+    # (the lake's alone, in a job of its own: `quantcore up` runs it at a lower CPU priority,
+    # so its bursts wait for the live path) or "" (both).
+    only: str = ""
 
     @property
     def output_topic(self) -> str:
@@ -130,6 +134,18 @@ class StreamConfig:
         # The signal expressions' own bound (quantcore.stream.signals.MAX_LEVELS).
         if not 1 <= self.max_levels <= 50:
             raise ValueError(f"max_levels must be within 1..50, got {self.max_levels}")
+        if self.only not in ("", "live", "lake"):
+            raise ValueError(f"only must be live or lake, got {self.only!r}")
+        if self.only == "lake" and not self.lake:
+            raise ValueError("a lake-only job needs a lake")
+
+    @property
+    def runs_live(self) -> bool:
+        return self.only != "lake"
+
+    @property
+    def runs_lake(self) -> bool:
+        return bool(self.lake) and self.only != "live"
 
 
 def join_location(base: str, name: str) -> str:
@@ -269,7 +285,7 @@ def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
         ("trades-malformed", bad_trades, "trades", config.malformed_interval),
     ]
     queries = []
-    for name, frame, kind, trigger in plan:
+    for name, frame, kind, trigger in plan if config.runs_live else []:
         writer = (
             _to_signals_topic(frame, kind, config)
             .queryName(name)
@@ -280,7 +296,7 @@ def start(spark: SparkSession, config: StreamConfig) -> list[StreamingQuery]:
         queries.append(_triggered(writer, config, trigger).start())
         every = trigger if trigger in ("realtime", "continuous") else f"every {trigger}"
         log.info("started %s (%s)", name, every, extra={"query": name, "trigger": trigger})
-    if config.lake:
+    if config.runs_lake:
         from quantcore.stream import lakerows
 
         lake_plan = {
@@ -305,7 +321,7 @@ def refuse_foreign_sinks(config: StreamConfig) -> None:
     from quantcore.lake import TABLES
     from quantcore.stream.lakesink import refuse_foreign_sink
 
-    if config.lake:
+    if config.runs_lake:
         for table in TABLES:
             refuse_foreign_sink(config.lake, table, config.query_checkpoint(lake_query(table)))
 
