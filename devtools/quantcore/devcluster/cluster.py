@@ -86,7 +86,7 @@ def start(
     # A fresh cluster: the previous run's etcd data, certificates and node state go.
     ownership.clear(directory)
     paths = node.NodePaths(directory / "node")
-    namespace = netns.create(paths.root, log_dir=paths.logs)
+    namespace = netns.create(paths.root, log_dir=paths.logs, kubelet_dir=paths.kubelet_disk)
     cgroup_name = f"quantcore-{namespace.net_inode}"
     # Recorded before anything else starts, so `stop` can clean up a half-started node.
     # Relays need no record: they join the node's namespace and die with it.

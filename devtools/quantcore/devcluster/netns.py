@@ -31,6 +31,7 @@ GUARDED_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops
 # Directories given a fresh tmpfs inside the namespace: runtime state (sockets, runc state,
 # pod network-namespace files, CNI caches) that must never land in the host's /run or /var/lib.
 PRIVATE_TMPFS = ("/run", "/var/lib")
+KUBELET_ROOT = "/var/lib/kubelet"
 
 
 class NamespaceError(RuntimeError):
@@ -62,11 +63,12 @@ class NodeNamespace:
         return done.stdout
 
 
-def create(directory: Path, *, log_dir: Path) -> NodeNamespace:
+def create(directory: Path, *, log_dir: Path, kubelet_dir: Path) -> NodeNamespace:
     """Makes the namespaces, gives them the node's network and private mounts.
 
     `directory` holds the copies of the guarded sysctls; `log_dir` is bind-mounted at
-    /var/log inside, so pod logs stay readable from the host after the node is gone.
+    /var/log inside, so pod logs stay readable from the host after the node is gone;
+    `kubelet_dir` at /var/lib/kubelet (KUBELET_ROOT), so pods' volumes are on disk.
     """
     for tool in ("unshare", "nsenter", "ip", "mount"):
         if shutil.which(tool) is None:
@@ -89,14 +91,14 @@ def create(directory: Path, *, log_dir: Path) -> NodeNamespace:
     assert inode is not None
     namespace = NodeNamespace(holder, inode)
     try:
-        _set_up(namespace, directory, log_dir)
+        _set_up(namespace, directory, log_dir, kubelet_dir)
     except BaseException:
         _kill([holder])
         raise
     return namespace
 
 
-def _set_up(namespace: NodeNamespace, directory: Path, log_dir: Path) -> None:
+def _set_up(namespace: NodeNamespace, directory: Path, log_dir: Path, kubelet_dir: Path) -> None:
     # Mounts are private to this namespace since unshare; sharing them again here makes new
     # peer groups inside it only, which the kubelet wants for its volume mounts.
     namespace.run(["mount", "--make-rshared", "/"])
@@ -104,6 +106,13 @@ def _set_up(namespace: NodeNamespace, directory: Path, log_dir: Path) -> None:
         namespace.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", target])
     log_dir.mkdir(parents=True, exist_ok=True)
     namespace.run(["mount", "--bind", str(log_dir), "/var/log"])
+    # The kubelet's root, where emptyDir volumes live, on disk as on a real node: on the
+    # private tmpfs, a pod's emptyDir (a broker's log segments) was memory charged to the pod,
+    # and the in-cluster Kafka was OOM-killed at its limit as its topics grew. The short path
+    # stays (the kubelet's unix sockets below it must fit in 107 bytes).
+    kubelet_dir.mkdir(parents=True, exist_ok=True)
+    namespace.run(["mkdir", "-p", KUBELET_ROOT])
+    namespace.run(["mount", "--bind", str(kubelet_dir), KUBELET_ROOT])
     sysctls = directory / "sysctl"
     sysctls.mkdir(parents=True, exist_ok=True)
     for name in GUARDED_SYSCTLS:

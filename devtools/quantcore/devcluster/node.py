@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from quantcore.devcluster import certs, controlplane, kubeconfig, nodeconfig
+from quantcore.devcluster import certs, controlplane, kubeconfig, netns, nodeconfig
 from quantcore.devcluster.binaries import NodeBinaries
 from quantcore.devcluster.netns import NamespaceError, NodeNamespace
 
@@ -42,11 +42,17 @@ class NodePaths:
 
     @property
     def kubelet(self) -> Path:
-        """Inside the namespace's private /var/lib (netns.PRIVATE_TMPFS), gone with it. The
-        kubelet makes unix sockets below its root (pod-resources/<10 digits>), whose whole
-        path must fit in 107 bytes: under a long cluster directory (a test's tmp path) it did
-        not, and the kubelet stopped at start."""
-        return Path("/var/lib/kubelet")
+        """The kubelet's root as it sees it: a short path inside the namespace, where
+        kubelet_disk is bind-mounted (netns.KUBELET_ROOT). The kubelet makes unix sockets below
+        its root (pod-resources/<10 digits>), whose whole path must fit in 107 bytes: under a
+        long cluster directory (a test's tmp path) it did not, and the kubelet stopped at
+        start."""
+        return Path(netns.KUBELET_ROOT)
+
+    @property
+    def kubelet_disk(self) -> Path:
+        """Where the kubelet's root is on the host's disk (removed with the node)."""
+        return self.root / "kubelet"
 
     @property
     def config(self) -> Path:

@@ -112,6 +112,11 @@ class PlatformDeps:
 # ---- pure: the objects -------------------------------------------------------------------
 
 
+KAFKA_JVM_MEMORY = (
+    "-Xmx512m -Xms512m -XX:MaxDirectMemorySize=192m -Djdk.nio.maxCachedBufferSize=262144"
+)
+
+
 def _meta(name: str, namespace: str | None, component: str | None = None) -> dict[str, Any]:
     labels = {**MANAGED_BY, **PART_OF}
     if component:
@@ -289,6 +294,11 @@ def kafka_manifests(
         "env": [
             {"name": "KAFKA_CONFIG", "value": "/etc/quantcore-kafka/server.properties"},
             {"name": "KAFKA_USERS_DIR", "value": str(devkafka.CONTAINER_USERS_DIR)},
+            # The JVM's memory held under the pod's limit: the heap, and the direct buffers
+            # (by default as large as the heap) that NIO caches per thread at the size of the
+            # largest read or write it made (fetches of megabytes, through TLS). Uncapped, the
+            # broker of the cluster e2e (100 symbols) was OOM-killed at its 1 GiB limit.
+            {"name": "KAFKA_HEAP_OPTS", "value": KAFKA_JVM_MEMORY},
         ],
         # A real Kafka request (ApiVersions) answered without error, on the pod's loopback
         # listener: the client ports speak TLS and SASL first.
