@@ -69,7 +69,14 @@ def replay_into_lake(work: Path, recordings: list[Path], timeout: float) -> Path
         admin = AdminClient(broker.client_config(kafkaacl.ADMIN))
         for future in admin.create_topics([NewTopic(t, 2, 1) for t in feed.all()]).values():
             future.result(30)
-        producer = Producer({**broker.client_config(kafkaacl.FEED), "linger.ms": 5})
+        producer = Producer(
+            {
+                **broker.client_config(kafkaacl.FEED),
+                "linger.ms": 5,
+                # Every record of the recordings queued at once (raw lines included).
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
         topic = {BookRecord: feed.book, TradeRecord: feed.trades, TradeFlowRecord: feed.flow}
         for rec in records:
             producer.produce(

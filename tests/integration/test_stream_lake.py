@@ -174,7 +174,14 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
         [*records[first:last], *flows[first_flow:last_flow]]
         for first, last, first_flow, last_flow in PARTS
     ]
-    producer = Producer({**kafka_service.client_config("feed"), "linger.ms": 5})
+    # A part's records and raw lines queued at once: more than librdkafka's default queue.
+    producer = Producer(
+        {
+            **kafka_service.client_config("feed"),
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
     topic_of = {BookRecord: feed.book, TradeRecord: feed.trades, TradeFlowRecord: feed.flow}
 
     def produce(part: list[Record], lines: list[tuple[str | None, bytes]]) -> None:
