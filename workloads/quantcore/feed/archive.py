@@ -29,6 +29,7 @@ from quantcore import lake, lakestore
 from quantcore.feed import binance
 from quantcore.feed.messages import DepthDiff
 from quantcore.feed.recording import write_line
+from quantcore.lakequery import literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -77,12 +78,8 @@ def bridged(lines: Sequence[tuple[int, bytes]], snapshot_ns: int) -> list[tuple[
     return before + [(recv, f) for recv, f in lines[at:] if not f.startswith(OWN_MARKER)]
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _source(files: Sequence[str]) -> str:
-    listed = ", ".join(_literal(f) for f in files)
+    listed = ", ".join(literal(f) for f in files)
     return f"read_parquet([{listed}], hive_partitioning = true, union_by_name = true)"
 
 
@@ -90,7 +87,7 @@ def _newest_snapshots(
     db: duckdb.DuckDBPyConnection, files: Sequence[str], start_ns: int
 ) -> dict[str, int]:
     """symbol -> receive time of its newest snapshot at or before `start_ns`."""
-    snapshot = _literal(binance.SNAPSHOT_PREFIX.decode() + "%")
+    snapshot = literal(binance.SNAPSHOT_PREFIX.decode() + "%")
     rows = db.execute(
         f"SELECT symbol, max(recv_ns) FROM {_source(files)}"
         f" WHERE recv_ns <= {start_ns} AND frame LIKE {snapshot} GROUP BY symbol"
@@ -104,7 +101,7 @@ def _lines(
     """The symbol's lines in [first_ns, end_ns), each once, in receive order (then Kafka's)."""
     return db.execute(
         f"SELECT recv_ns, frame FROM {_source(files)}"
-        f" WHERE symbol = {_literal(symbol)} AND recv_ns >= {first_ns} AND recv_ns < {end_ns}"
+        f" WHERE symbol = {literal(symbol)} AND recv_ns >= {first_ns} AND recv_ns < {end_ns}"
         ' QUALIFY row_number() OVER (PARTITION BY topic, "partition", "offset" ORDER BY recv_ns)'
         ' = 1 ORDER BY recv_ns, "partition", "offset"'
     ).fetchall()
