@@ -1,6 +1,7 @@
-# The Spark job's checkpoint bucket and the one role allowed to use it. The job's service
-# account (created by the spark-operator chart) assumes the role through IRSA; nothing else
-# in the cluster, the QuantCore operator included, gets AWS rights.
+# The Spark job's checkpoint bucket and the two roles allowed to use it: the job's, read/write,
+# and the serving pods', read-only on the lake. Each service account (the Spark one created by
+# the spark-operator chart, the serving one by the QuantCore chart) assumes its role through
+# IRSA; nothing else in the cluster, the QuantCore operator included, gets AWS rights.
 
 resource "aws_s3_bucket" "checkpoints" {
   # checkov:skip=CKV2_AWS_62:Nothing consumes events about checkpoint files; the Spark job is the only writer and reader.
@@ -110,6 +111,8 @@ resource "aws_s3_bucket_policy" "checkpoints" {
 locals {
   spark_namespace       = var.namespace
   spark_service_account = "spark" # the MarketFeed's spec.spark.serviceAccount default
+  # The MarketFeed's spec.serving.serviceAccount (the chart creates it, annotated with the role).
+  serving_service_account = "quantcore-serving"
   # The two prefixes the Spark job writes: its checkpoints and the lake's tables.
   checkpoint_prefix = "checkpoints/"
   lake_prefix       = "lake/"
@@ -145,4 +148,47 @@ resource "aws_iam_role_policy" "spark" {
   name   = "checkpoints"
   role   = aws_iam_role.spark.id
   policy = data.aws_iam_policy_document.spark_checkpoints.json
+}
+
+# History: the serving pods only read the lake (quantcore.lakemirror lists a prefix and gets
+# objects), so their role can neither write nor see the checkpoints.
+resource "aws_iam_role" "serving" {
+  name               = "${var.name}-serving-lake"
+  assume_role_policy = data.aws_iam_policy_document.irsa_assume["serving"].json
+}
+
+data "aws_iam_policy_document" "serving_lake" {
+  statement {
+    sid       = "ListTheLake"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.checkpoints.arn]
+    # Keys under lake/ only: a listing elsewhere (checkpoints/) is refused.
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.lake_prefix}*"]
+    }
+  }
+  statement {
+    sid       = "ReadTheLake"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.checkpoints.arn}/${local.lake_prefix}*"]
+  }
+  # SSE-KMS objects are decrypted on read; the key only through S3, never called directly.
+  statement {
+    sid       = "DecryptThroughS3"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.platform.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "serving" {
+  name   = "lake-read"
+  role   = aws_iam_role.serving.id
+  policy = data.aws_iam_policy_document.serving_lake.json
 }

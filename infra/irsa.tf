@@ -5,6 +5,7 @@ locals {
   irsa_service_accounts = {
     ebs_csi = "kube-system:ebs-csi-controller-sa"
     spark   = "${local.spark_namespace}:${local.spark_service_account}"
+    serving = "${var.namespace}:${local.serving_service_account}"
   }
 }
 

@@ -25,6 +25,11 @@ output "spark_role_arn" {
   value       = aws_iam_role.spark.arn
 }
 
+output "serving_role_arn" {
+  description = "IAM role of the serving pods' service account (IRSA): read-only on the lake (lake/ of the checkpoint bucket), for History."
+  value       = aws_iam_role.serving.arn
+}
+
 output "kafka_bootstrap" {
   description = "Kafka bootstrap servers as the cluster's pods reach them."
   value       = module.chart_values.kafka_bootstrap

@@ -14,6 +14,7 @@ module "chart_values" {
   redis_mode           = var.redis_mode
   elasticache_endpoint = var.redis_mode == "elasticache" ? aws_elasticache_replication_group.redis[0].primary_endpoint_address : ""
   spark_role_arn       = aws_iam_role.spark.arn
+  serving_identity     = { service_account = local.serving_service_account, role_arn = aws_iam_role.serving.arn }
   checkpoint_bucket    = aws_s3_bucket.checkpoints.id
   lake_retention_days  = var.lake_retention_days
   feed                 = { name = var.feed_name, symbols = var.feed_symbols }

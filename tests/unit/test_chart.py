@@ -178,6 +178,7 @@ def test_operator_logs_json_with_its_namespace_and_pod_unless_told_text() -> Non
         ({"operator.logFormat": "xml"}, "logFormat"),
         ({"operator.watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"networkPolicies.exchange.cidrs": ["example.com"]}, "cidrs"),
+        ({"serving.serviceAccount.name": "Quantcore_Serving"}, "name"),
         ({"unknownKey": 1}, "unknownKey"),
     ],
 )
@@ -385,6 +386,36 @@ def test_spark_service_account_is_the_one_marketfeeds_use_by_default() -> None:
         == api.Spark.model_fields["service_account"].default
     )
     assert "default-deny" in template_text()
+
+
+def test_serving_service_account_only_when_asked_with_its_annotations_and_no_rights() -> None:
+    def serving_accounts(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [s for s in of_kind(objects, "ServiceAccount") if s["metadata"]["name"] == name]
+
+    name = "quantcore-serving"
+    assert not serving_accounts(render())
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/qc-serving-lake"}
+    objects = render(
+        {
+            "operator.watchNamespaces": ["alpha", "beta"],
+            "serving.serviceAccount.create": True,
+            "serving.serviceAccount.annotations": role,
+        }
+    )
+    accounts = serving_accounts(objects)
+    # One per namespace where MarketFeeds live, carrying the IRSA annotation; no API token
+    # (IRSA's own token is projected by EKS's webhook regardless).
+    assert {a["metadata"]["namespace"] for a in accounts} == {"alpha", "beta"}
+    for account in accounts:
+        assert account["metadata"]["annotations"] == role
+        assert account["automountServiceAccountToken"] is False
+    # Serving never calls the API server: nothing is bound to the account.
+    bindings = [*of_kind(objects, "RoleBinding"), *of_kind(objects, "ClusterRoleBinding")]
+    assert not [b for b in bindings if any(s["name"] == name for s in b["subjects"])]
+    # A MarketFeed can name it.
+    default = yaml.safe_load((CHART / "values.yaml").read_text())["serving"]["serviceAccount"]
+    serving = api.Serving.model_validate({"insecure": True, "serviceAccount": default["name"]})
+    assert serving.service_account == name
 
 
 def test_serving_policy_admits_scrapes_on_the_port_serving_serves_metrics_on() -> None:

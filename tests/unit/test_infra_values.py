@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from quantcore.operator.api import MarketFeed, MarketFeedSpec
-from quantcore.operator.planner import spark_application
+from quantcore.operator.planner import serving_objects, spark_application
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "infra" / "modules" / "chart-values"
@@ -30,6 +31,7 @@ TERRAFORM_VERSION = "1.11.4"  # mk/infra.mk's TERRAFORM_VERSION
 MSK_BOOTSTRAP = "b-1.qc.abc123.c2.kafka.eu-west-1.amazonaws.com:9096,b-2.qc.abc123.c2.kafka.eu-west-1.amazonaws.com:9096"
 ELASTICACHE = "master.quantcore.abc123.euw1.cache.amazonaws.com"
 SPARK_ROLE = "arn:aws:iam::123456789012:role/quantcore-spark-checkpoints"
+SERVING_ROLE = "arn:aws:iam::123456789012:role/quantcore-serving-lake"
 
 BASE_INPUTS: dict[str, Any] = {
     "namespace": "quantcore",
@@ -40,6 +42,7 @@ BASE_INPUTS: dict[str, Any] = {
     },
     "private_subnet_cidrs": ["10.40.0.0/18", "10.40.64.0/18", "10.40.128.0/18"],
     "spark_role_arn": SPARK_ROLE,
+    "serving_identity": {"service_account": "quantcore-serving", "role_arn": SERVING_ROLE},
     "checkpoint_bucket": "quantcore-checkpoints-20261123",
     "feed": {"name": "majors", "symbols": ["BTCUSDT", "ETHUSDT"]},
 }
@@ -177,6 +180,71 @@ def test_only_the_spark_operator_chart_creates_the_spark_service_account(
     assert theirs["jobNamespaces"] == ["quantcore"]
 
 
+def test_serving_pods_read_the_lake_as_the_account_the_chart_annotates(
+    either: dict[str, Any],
+) -> None:
+    account = either["quantcore_values"]["serving"]["serviceAccount"]
+    feed = either["marketfeed"]
+
+    # Only this chart creates it, annotated with the read-only role (IRSA) ...
+    assert account == {
+        "create": True,
+        "name": "quantcore-serving",
+        "annotations": {"eks.amazonaws.com/role-arn": SERVING_ROLE},
+    }
+    # ... and the MarketFeed's serving pods run as it, with no AWS keys and no API token.
+    spec = MarketFeedSpec.model_validate(feed["spec"])
+    deployment = serving_objects(
+        MarketFeed(name="majors", namespace="quantcore", uid="u", generation=1, spec=spec)
+    )[0]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["name"]
+    assert pod["automountServiceAccountToken"] is False
+    (serve,) = pod["containers"]
+    assert serve["args"][serve["args"].index("--lake") + 1] == feed["spec"]["lake"]["location"]
+    assert not [e for e in serve["env"] if e["name"].startswith("AWS_")]
+
+
+def _block(text: str, header: str) -> str:
+    """The body of the block opened by `header` in flattened HCL, braces balanced."""
+    start = text.index(header) + len(header)
+    depth = 1
+    for at in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[at], 0)
+        if depth == 0:
+            return text[start:at]
+    raise AssertionError(f"{header} is not closed")
+
+
+def test_the_serving_role_reads_the_lake_and_nothing_else() -> None:
+    # The root configuration needs the AWS provider; its text is what can be checked offline.
+    def flat(name: str) -> str:
+        return " ".join((ROOT / "infra" / name).read_text().split())
+
+    checkpoints, irsa, platform = flat("checkpoints.tf"), flat("irsa.tf"), flat("platform.tf")
+    policy = _block(checkpoints, 'data "aws_iam_policy_document" "serving_lake" {')
+    actions = re.findall(r"actions = \[([^\]]*)\]", policy)
+    assert sorted(actions) == ['"kms:Decrypt"', '"s3:GetObject"', '"s3:ListBucket"']
+    assert "effect" not in policy  # Allow statements only, each on what is named below
+    # Listing only under lake/, objects only under lake/, the key only through S3.
+    assert 'variable = "s3:prefix" values = ["${local.lake_prefix}*"]' in policy
+    assert 'resources = ["${aws_s3_bucket.checkpoints.arn}/${local.lake_prefix}*"]' in policy
+    assert "resources = [aws_kms_key.platform.arn]" in policy
+    assert 'variable = "kms:ViaService"' in policy
+    assert 'lake_prefix = "lake/"' in checkpoints
+    # Assumed through IRSA by the serving account alone, the one the chart creates.
+    assert (
+        'assume_role_policy = data.aws_iam_policy_document.irsa_assume["serving"].json'
+        in checkpoints
+    )
+    assert 'serving = "${var.namespace}:${local.serving_service_account}"' in irsa
+    assert 'serving_service_account = "quantcore-serving"' in checkpoints
+    assert (
+        "serving_identity = { service_account = local.serving_service_account,"
+        " role_arn = aws_iam_role.serving.arn }" in platform
+    )
+
+
 def test_in_cluster_mode_points_at_strimzi_and_the_operators_redis(
     in_cluster: dict[str, Any],
 ) -> None:
@@ -266,8 +334,11 @@ def test_marketfeed_passes_the_crd_schema(either: dict[str, Any]) -> None:
         "location": "s3a://quantcore-checkpoints-20261123/lake",
         "retentionDays": 7,
     }
-    # Secure by default: TLS from a Secret named after the feed.
-    assert feed["spec"]["serving"] == {"tls": {"secretName": "majors-serving-tls"}}
+    # Secure by default: TLS from a Secret named after the feed; History as the serving role.
+    assert feed["spec"]["serving"] == {
+        "tls": {"secretName": "majors-serving-tls"},
+        "serviceAccount": "quantcore-serving",
+    }
 
 
 def test_spark_pods_select_the_spark_node_group(either: dict[str, Any]) -> None:
@@ -322,8 +393,18 @@ def test_nodes_tf_labels_and_taints_with_the_key_the_module_selects() -> None:
         ({"redis_mode": "memcached"}, "redis_mode"),
         ({**MANAGED, "msk_bootstrap": ""}, "msk_bootstrap"),
         ({**MANAGED, "elasticache_endpoint": "not a host"}, "elasticache_endpoint"),
+        (
+            {"serving_identity": {"service_account": "Serving_SA", "role_arn": SERVING_ROLE}},
+            "serving_identity.service_account",
+        ),
     ],
-    ids=["kafka-mode", "redis-mode", "msk-without-bootstrap", "bad-elasticache-host"],
+    ids=[
+        "kafka-mode",
+        "redis-mode",
+        "msk-without-bootstrap",
+        "bad-elasticache-host",
+        "bad-serving-account",
+    ],
 )
 def test_bad_inputs_are_rejected_with_the_variable_named(
     terraform: str, tmp_path: Path, change: dict[str, Any], named: str

@@ -781,6 +781,35 @@ def test_a_lake_archives_the_raw_topic_and_serving_reads_the_whole_lake() -> Non
     assert "--lake" not in plain_serve["args"]
 
 
+def test_serving_runs_as_the_service_account_the_feed_names_and_still_gets_no_api_token() -> None:
+    # Unnamed: the namespace's default account, and no token for it.
+    plain = _serve_pod(sample_feed())
+    assert "serviceAccountName" not in plain
+    assert plain["automountServiceAccountToken"] is False
+    lake = {"location": "s3a://quantcore-data/lake"}
+    feed = sample_feed(lake=lake, serving={"serviceAccount": "quantcore-serving"})
+    pod = _serve_pod(feed)
+    # Named (e.g. annotated for IRSA): EKS's webhook adds the web-identity token itself, so the
+    # API server token stays off and the operator adds no token volume or AWS_* variable.
+    assert pod["serviceAccountName"] == "quantcore-serving"
+    assert pod["automountServiceAccountToken"] is False
+    assert not [v for v in pod["volumes"] if "projected" in v]
+    (serve,) = pod["containers"]
+    assert not [e for e in serve["env"] if e["name"].startswith("AWS_")]
+    assert "--lake" in serve["args"]
+    # Only the serving pods: the Spark job keeps spec.spark.serviceAccount.
+    app = by_name(plan(feed, None, SYMBOLS[:30]).objects)[f"SparkApplication/{feed.name}-stream"]
+    assert app["spec"]["driver"]["serviceAccount"] == "spark"
+    # And no ServiceAccount is ever planned: the account is the user's (or the chart's).
+    assert not [o for o in plan(feed, None, SYMBOLS[:30]).objects if o["kind"] == "ServiceAccount"]
+
+
+@pytest.mark.parametrize("account", ["Serving", "-serving", "a" * 64, "serving.sa"])
+def test_the_serving_service_account_must_be_a_kubernetes_name(account: str) -> None:
+    with pytest.raises(ValueError, match=r"serviceAccount|service_account"):
+        sample_feed(serving={"serviceAccount": account})
+
+
 def test_a_new_checkpoint_writes_a_new_lake_sink() -> None:
     lake = {"location": "s3a://quantcore-data/lake"}
     first = sample_feed(lake=lake, spark={"image": "s:1", "checkpoint": "s3a://b/ck/one"})

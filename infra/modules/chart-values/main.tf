@@ -79,6 +79,18 @@ variable "spark_role_arn" {
   type        = string
 }
 
+variable "serving_identity" {
+  description = "The serving pods' service account and the IAM role it assumes (IRSA) to read the lake, for History."
+  type = object({
+    service_account = string
+    role_arn        = string
+  })
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", var.serving_identity.service_account)) && length(var.serving_identity.service_account) <= 63
+    error_message = "serving_identity.service_account: a Kubernetes name (lower case, digits, '-'; at most 63)."
+  }
+}
+
 variable "checkpoint_bucket" {
   description = "S3 bucket of the Spark checkpoints."
   type        = string
@@ -179,7 +191,16 @@ output "quantcore_values" {
     )
     # The spark-operator chart creates the Spark service account, because it carries the
     # IRSA annotation (below); this chart must not create a second one.
-    spark           = { serviceAccount = { create = false, name = local.spark_service_account } }
+    spark = { serviceAccount = { create = false, name = local.spark_service_account } }
+    # The serving pods' account, which only this chart makes: its IRSA annotation is their
+    # read-only identity on the lake (the MarketFeed names it below).
+    serving = {
+      serviceAccount = {
+        create      = true
+        name        = var.serving_identity.service_account
+        annotations = { "eks.amazonaws.com/role-arn" = var.serving_identity.role_arn }
+      }
+    }
     networkPolicies = local.network_policies
   }
 }
@@ -228,9 +249,13 @@ output "marketfeed" {
       redis = { for k, v in local.redis_spec : k => v if v != null }
       # Serving is TLS by default: the Secret (tls.crt, tls.key, ca.crt) is created before
       # the MarketFeed, by a cert-manager Certificate or by hand (infra/README.md, step 7).
-      serving = { tls = { secretName = "${var.feed.name}-serving-tls" } }
-      # History beside the checkpoints, under the prefix the Spark role may write and the
-      # bucket's lifecycle rule expires (checkpoints.tf).
+      serving = {
+        tls = { secretName = "${var.feed.name}-serving-tls" }
+        # History reads the lake as this account's IRSA role (read-only on lake/).
+        serviceAccount = var.serving_identity.service_account
+      }
+      # History beside the checkpoints, under the prefix the Spark role may write (and the
+      # serving role read) and the bucket's lifecycle rule expires (checkpoints.tf).
       lake = {
         location      = "s3a://${var.checkpoint_bucket}/lake"
         retentionDays = var.lake_retention_days

@@ -651,6 +651,15 @@ class Serving(_Model):
         default=False,
         description="serve plaintext without TLS: the explicit opt-out of serving.tls",
     )
+    service_account: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="an existing ServiceAccount the serving pods run as, e.g. one annotated"
+        " for IRSA so History reads spec.lake with its role (the operator never creates it;"
+        " default: the namespace's default account); the pods get no API server token either"
+        " way",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Serving:
@@ -692,7 +701,8 @@ class Monitoring(_Model):
 class Lake(_Model):
     """History: the stream job also writes its published signals, the books, the trades and
     the raw frames as Parquet tables (quantcore.stream.lakesink), on the S3 API its checkpoints
-    use; the serving pods read it (the History RPC) with spec.spark.env's AWS_* variables."""
+    use; the serving pods read it (the History RPC) with spec.spark.env's AWS_* variables, or
+    as spec.serving.serviceAccount (an IRSA role, on EKS)."""
 
     location: str = Field(
         pattern=r"^s3a://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",

@@ -796,7 +796,8 @@ def serving_lake(feed: MarketFeed) -> tuple[list[str], list[Obj], list[Obj], lis
     """History for the serving pods, given a lake: the whole lake (every sink of the feed's
     location, as `quantcore history` reads one), mirrored into a volume of its own
     (quantcore.lakemirror), read with the S3 settings the stream job writes it with (the AWS_*
-    variables of spec.spark.env). Returns (args, env, mounts, volumes)."""
+    variables of spec.spark.env) or, on EKS, as spec.serving.serviceAccount's IRSA role (see
+    serving_objects). Returns (args, env, mounts, volumes)."""
     lake = feed.spec.lake
     if lake is None:
         return [], [], [], []
@@ -818,12 +819,19 @@ def serving_objects(feed: MarketFeed) -> list[Obj]:
     redis_env = redis_client_env(feed, redisacl.SERVE)
     security_args, security_mounts, security_volumes = serving_security(feed)
     lake_args, lake_env, lake_mounts, lake_volumes = serving_lake(feed)
+    pod_spec: Obj = {"automountServiceAccountToken": False}
+    if spec.serving.service_account is not None:
+        # An account the user made (never created here), e.g. annotated for IRSA. EKS's pod
+        # identity webhook follows that annotation, not automount: it adds its own projected
+        # token (audience sts.amazonaws.com) and AWS_ROLE_ARN/AWS_WEB_IDENTITY_TOKEN_FILE, so
+        # the pods get an AWS identity and still no API server token.
+        pod_spec["serviceAccountName"] = spec.serving.service_account
     deployment_spec: Obj = {
         "selector": {"matchLabels": labels},
         "template": {
             "metadata": {"labels": labels},
             "spec": {
-                "automountServiceAccountToken": False,
+                **pod_spec,
                 # The Secret files are 0440, group-owned by fsGroup: the image's group.
                 "securityContext": {**pod_security(), "fsGroup": RUNTIME_GID},
                 "containers": [
