@@ -106,6 +106,11 @@ def committed_files(log: Mapping[str, str]) -> list[str]:
     (Spark compacts every 10 batches and may delete older batch files); the batch files after
     it add to it. Files of uncommitted batches are in no entry; names that are not batch files
     (Spark's temporary files) are ignored."""
+    return list(committed_times(log))
+
+
+def committed_times(log: Mapping[str, str]) -> dict[str, int]:
+    """committed_files with each file's modification time (ms) as the log holds it."""
     batches: list[tuple[int, bool, str]] = []
     for name, text in log.items():
         match = _LOG_NAME.match(name)
@@ -114,45 +119,19 @@ def committed_files(log: Mapping[str, str]) -> list[str]:
     compacts = [b for b in batches if b[1]]
     start = max((b[0] for b in compacts), default=-1)
     chosen = [b for b in batches if b[0] > start or (b[1] and b[0] == start)]
-    files: dict[str, None] = {}
+    files: dict[str, int] = {}
     for _, _, text in sorted(chosen):
         for entry in _entries(text):
             if entry.get("action") == "delete":
                 files.pop(entry["path"], None)
             elif not entry.get("isDir"):
-                files[entry["path"]] = None
-    return list(files)
+                files[entry["path"]] = int(entry.get("modificationTime", 0))
+    return files
 
-
-# --- compaction of a closed sink -------------------------------------------------------------
-# A sink no job writes any more (each `quantcore up` run starts its own) is compacted: each
-# partition's small files (one per batch: 120 an hour at a 30 s interval) merge into one, and a
-# compact log file naming the result replaces the log. Readers, ours and Spark's, read the
-# newest compact file alone when it is the newest batch, so they switch atomically.
 
 # Spark's default `spark.sql.streaming.fileSink.log.compactInterval`: a batch id whose
 # successor is a multiple of it is a compaction ("9.compact").
 LOG_COMPACT_INTERVAL = 10
-
-
-def compaction_batch(log_names: Iterable[str], interval: int = LOG_COMPACT_INTERVAL) -> int:
-    """The id of the compact log file that replaces a closed sink's log: the first after
-    every batch it holds that Spark takes for a compaction, so Spark's readers, like ours,
-    read it alone."""
-    newest = max((int(m.group(1)) for m in map(_LOG_NAME.match, log_names) if m), default=-1)
-    batch = newest + 1
-    return batch + (-(batch + 1)) % interval
-
-
-def compaction_groups(paths: Iterable[str]) -> dict[Partition, list[str]]:
-    """The committed files to merge: per partition, its files when it has more than one (in
-    the log's order, which the merged file keeps)."""
-    groups: dict[Partition, list[str]] = {}
-    for path in paths:
-        partition = partition_of(unquote(path))  # a URI may encode the '=' of the names
-        if partition is not None:
-            groups.setdefault(partition, []).append(path)
-    return {partition: files for partition, files in groups.items() if len(files) > 1}
 
 
 def log_text(entries: Iterable[Mapping[str, Any]]) -> str:
@@ -171,25 +150,6 @@ def add_entry(uri: str, size: int, modified_ms: int) -> dict[str, Any]:
         "blockSize": 33554432,
         "action": "add",
     }
-
-
-def superseded(log: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """What a compaction left behind: the files older batches name that the log no longer
-    commits, and those batches' log file names (both safe to remove: the newest compact file
-    replaced them). Empty when the log has no compact file after its plain batches."""
-    batches = {int(m.group(1)): name for name in log if (m := _LOG_NAME.match(name))}
-    compacts = [int(m.group(1)) for name in log if (m := _LOG_NAME.match(name)) and m.group(2)]
-    if not compacts or max(compacts) != max(batches):
-        return [], []
-    newest = max(compacts)
-    live = set(committed_files(log))
-    old_names = [name for batch, name in sorted(batches.items()) if batch < newest]
-    named: dict[str, None] = {}
-    for name in old_names:
-        for entry in _entries(log[name]):
-            if not entry.get("isDir") and entry["path"] not in live:
-                named[entry["path"]] = None
-    return list(named), old_names
 
 
 def _entries(text: str) -> Iterable[dict[str, Any]]:
@@ -243,15 +203,16 @@ def select_files(files: Iterable[str], symbol: str, first_day: str, last_day: st
 # --- retention ----------------------------------------------------------------------------
 
 
-def expired_days(days: Iterable[str], today: date, retention_days: int) -> list[str]:
-    """The date partitions past retention: the lake keeps `retention_days` days, today and the
-    days before it, by exchange date; anything older goes. 0 keeps everything."""
+DAY_MS = 86_400_000
+
+
+def expired(modified_ms: int, now_ms: int, retention_days: int) -> bool:
+    """Past retention: a file written `retention_days` days or more before `now_ms` (its age
+    is write time, as an S3 lifecycle rule ages objects and Spark's log `retention` its
+    entries, so a replayed old day is kept as long as a live one). 0 keeps everything."""
     if retention_days < 0:
         raise ValueError(f"retention must be 0 (keep all) or more days, got {retention_days}")
-    if retention_days == 0:
-        return []
-    oldest_kept = (today - timedelta(days=retention_days - 1)).isoformat()
-    return sorted({d for d in days if d < oldest_kept})
+    return retention_days > 0 and now_ms - modified_ms >= retention_days * DAY_MS
 
 
 def date_dir_day(name: str) -> str | None:

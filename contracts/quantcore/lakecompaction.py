@@ -1,29 +1,37 @@
-"""Compacting a closed sink of a local lake: each partition's small files (one per batch) merged
-into one by DuckDB, then one compact log file naming the result (quantcore.lake, "compaction of
-a closed sink", decides the names; this module reads, writes and removes the files).
+"""Compacting a lake's sinks: the merges quantcore.lakemerge plans, made with DuckDB and named
+in the sink's merge table; the files they replace are removed once no read can be using them.
 
-Readers never see a half-done compaction: merged files are invisible until the compact log file
-names them, which appears by one rename; the files it replaced are removed only after, and a
-compaction interrupted before that is finished by the next one (quantcore.lake.superseded).
-Only for a sink no job writes any more: a running file sink would go on logging after it.
+Two callers: the stream job compacts its own running sink now and then
+(quantcore.stream.lakecompactor), locally or on S3, and `quantcore up` compacts its earlier
+runs' sinks, which no job writes any more (`compact`).
+
+Readers never see a half-done merge: a merged file is invisible until the merge table names
+it, and a merge table appears whole (a rename, one PUT). A compaction interrupted before that
+leaves a merged file nobody names (the next one writes another); after it, the retired files
+are removed by the next compaction.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import uuid
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantcore import lake, lakestore
+from quantcore import lake, lakefiles, lakemerge, lakestore
 
 log = logging.getLogger(__name__)
+# Merge tables kept besides the newest: a read that listed them just before the newest
+# appeared still finds the one it chose.
+OLD_MERGE_TABLES_KEPT = 1
+# DuckDB's memory for one merge beside a live pipeline; a day's merge spills to disk past it.
+MERGE_MEMORY = "512MB"
 
 
 @dataclass(frozen=True)
 class Compacted:
-    table_dir: Path
+    table: str  # where: a directory or an s3a:// prefix
     files_before: int
     files_after: int
     bytes_before: int
@@ -31,14 +39,132 @@ class Compacted:
 
 
 def compact(root: Path) -> list[Compacted]:
-    """Compact every sink's tables under `root` (all of them closed: the caller knows no job
-    writes there); returns what changed, tables already compact left out."""
+    """Compact every closed sink's tables under the local lake `root` (the caller knows no
+    job writes there): each partition becomes one file. Returns what changed."""
     done = []
     for table in lake.TABLES:
         for table_dir in lakestore.table_dirs(root, table):
-            result = compact_table(table_dir, table)
+            files = lakefiles.LocalTable(table_dir)
+            result = compact_table(files, table, horizon=None, keep_sources_ms=0)
             if result is not None:
                 done.append(result)
+    _log_done(done)
+    return done
+
+
+def compact_running(
+    location: str, *, window_ms: int = lakemerge.HOUR_MS, client: object | None = None
+) -> list[Compacted]:
+    """One compaction of the running sink at `location` (a directory or an s3a:// URI): the
+    windows its job can no longer add to (quantcore.lakemerge.plan)."""
+    done = []
+    for table in lake.TABLES:
+        files = table_files(location, table, client)
+        committed = lake.committed_times(files.log())
+        result = compact_table(
+            files, table, horizon=lakemerge.horizon(committed), window_ms=window_ms
+        )
+        if result is not None:
+            done.append(result)
+    _log_done(done)
+    return done
+
+
+def table_files(location: str, table: str, client: object | None = None) -> lakefiles.TableFiles:
+    """A sink's table at `location` (a directory or an s3a:// URI)."""
+    from quantcore import lakemirror
+
+    if lakemirror.is_remote(location):
+        where = lakemirror.parse(location)
+        return lakefiles.S3Table(
+            client or lakemirror.s3_client(), where.bucket, f"{where.prefix}{table}/"
+        )
+    return lakefiles.LocalTable(Path(lake.local_path(location)) / table)
+
+
+def compact_table(
+    files: lakefiles.TableFiles,
+    table: str,
+    *,
+    horizon: int | None,
+    window_ms: int = lakemerge.HOUR_MS,
+    keep_sources_ms: int = lakemerge.KEEP_SOURCES_MS,
+) -> Compacted | None:
+    """Make the table's due merges (`horizon`: quantcore.lakemerge.plan), name them in a new
+    merge table, and remove the retired files that are due. None when nothing changed."""
+    committed = lake.committed_times(files.log())
+    current = lakefiles.merge_table(files)
+    jobs = lakemerge.plan(committed, current, horizon_ms=horizon, window_ms=window_ms)
+    done: dict[lakemerge.Job, str] = {}
+    sizes = [0, 0]
+    with tempfile.TemporaryDirectory(prefix="quantcore-merge-") as scratch:
+        for job in jobs:
+            made = _merge(files, job, table, Path(scratch))
+            if made is not None:
+                done[job], before, after = made
+                sizes[0] += before
+                sizes[1] += after
+    now_ms = int(time.time() * 1000)
+    updated, due = lakemerge.after(current, done, now_ms, keep_ms=keep_sources_ms)
+    if updated == current:
+        return None
+    names = files.merge_names()
+    files.write_merges(lakemerge.next_name(names), lakemerge.to_json(updated))
+    numbered = sorted(n for n in names if lakemerge.newest_name([n]) == n)
+    for name in numbered[: max(0, len(numbered) - OLD_MERGE_TABLES_KEPT)]:
+        files.remove_merges(name)
+    for uri in due:
+        files.remove(uri)
+    if not done:
+        return None
+    return Compacted(
+        str(files),
+        files_before=sum(len(job.sources) for job in done),
+        files_after=len(done),
+        bytes_before=sizes[0],
+        bytes_after=sizes[1],
+    )
+
+
+def _merge(
+    files: lakefiles.TableFiles, job: lakemerge.Job, table: str, scratch: Path
+) -> tuple[str, int, int] | None:
+    """The job's sources merged into one published file: (its URI, bytes before, after).
+    Sources gone (retention removed them) are left out; None when none is left."""
+    import duckdb
+
+    local = [(uri, files.fetch(uri, scratch)) for uri in job.sources]
+    present = [(uri, path) for uri, path in local if path is not None]
+    if not present:
+        return None
+    names = [str(path) for _, path in present]
+    out = scratch / lakefiles.merged_name()
+    # The readers' order (event time, sequence, then the source's place in the job and the
+    # row's in its file: ties keep their order), so a read of the merged file scans in order.
+    query = f"""
+        COPY (
+            SELECT * EXCLUDE (filename, file_row_number)
+            FROM read_parquet($files, filename = true, file_row_number = true,
+                              hive_partitioning = false)
+            ORDER BY "{lake.TIME_COLUMN}", "{lake.SEQUENCE_COLUMN[table]}",
+                     list_position($files, filename), file_row_number
+        ) TO '{out}' (FORMAT parquet, COMPRESSION zstd)
+    """
+    with duckdb.connect() as connection:
+        connection.execute("SET threads = 1")  # beside a live pipeline: one core at most
+        connection.execute(f"SET memory_limit = '{MERGE_MEMORY}'")
+        connection.execute("SET temp_directory = ?", [str(scratch / "spill")])
+        connection.execute(query, {"files": names})
+    before = sum(path.stat().st_size for _, path in present)
+    after = out.stat().st_size
+    uri = files.publish(out, beside=present[0][0])
+    for _, path in present:
+        if path.parent == scratch:  # a downloaded copy
+            path.unlink()
+    return uri, before, after
+
+
+def _log_done(done: list[Compacted]) -> None:
     if done:
         log.info(
             "lake compaction: %d files merged into %d (%d -> %d bytes)",
@@ -48,105 +174,3 @@ def compact(root: Path) -> list[Compacted]:
             sum(c.bytes_after for c in done),
             extra={"event": "lake_compaction", "tables": len(done)},
         )
-    return done
-
-
-def compact_table(table_dir: Path, table: str) -> Compacted | None:
-    """Merge each partition's committed files of one closed table; None when none had two."""
-    sink_log = lakestore.read_log(table_dir)
-    uris = lake.committed_files(sink_log)
-    if not all(_inside(uri, table_dir) for uri in uris):
-        # A copy of a lake (its log still names the original's files), or one on S3: not
-        # this directory's files to merge or remove.
-        log.warning("not compacting %s: its log names files outside it", table_dir)
-        return None
-    # Finishing an interrupted compaction removes only what the log no longer commits.
-    _remove_superseded(table_dir, sink_log)
-    groups = lake.compaction_groups(uris)
-    if not groups:
-        return None
-    replaced = {uri: partition for partition, members in groups.items() for uri in members}
-    merged: dict[lake.Partition, Path] = {}
-    for partition, members in groups.items():
-        merged[partition] = _merge(
-            table_dir / lake.partition_path(partition.day, partition.symbol),
-            [Path(lake.local_path(uri)) for uri in members],
-            table,
-        )
-    entries, written = [], set()
-    for uri in uris:
-        if uri in replaced:
-            path = merged[replaced[uri]]
-            if path in written:
-                continue
-            written.add(path)
-            # Named as the log names its neighbours (scheme and escaping as Spark wrote them).
-            uri = f"{uri.rsplit('/', 1)[0]}/{path.name}"
-        else:
-            path = Path(lake.local_path(uri))
-        if not path.is_file():  # retention removed it: the new log forgets it
-            continue
-        stat = path.stat()
-        entries.append(lake.add_entry(uri, stat.st_size, stat.st_mtime_ns // 1_000_000))
-    log_dir = table_dir / lake.METADATA_DIR
-    name = f"{lake.compaction_batch(os.listdir(log_dir))}.compact"
-    temporary = log_dir / f".{name}.{uuid.uuid4().hex}.tmp"
-    temporary.write_text(lake.log_text(entries))
-    os.replace(temporary, log_dir / name)
-    before = [Path(lake.local_path(uri)) for uri in replaced]
-    result = Compacted(
-        table_dir,
-        files_before=len(before),
-        files_after=len(merged),
-        bytes_before=sum(p.stat().st_size for p in before if p.is_file()),
-        bytes_after=sum(p.stat().st_size for p in merged.values()),
-    )
-    _remove_superseded(table_dir, lakestore.read_log(table_dir))
-    return result
-
-
-def _inside(uri: str, directory: Path) -> bool:
-    try:
-        return Path(lake.local_path(uri)).resolve().is_relative_to(directory.resolve())
-    except ValueError:  # a remote URI
-        return False
-
-
-def _merge(directory: Path, files: list[Path], table: str) -> Path:
-    """One Parquet file with the rows of `files`, in the readers' order (event time, sequence,
-    then the file's place in the log and the row's in its file: ties keep their order)."""
-    import duckdb
-
-    out = directory / f"part-compacted-{uuid.uuid4().hex}.zstd.parquet"
-    temporary = directory / f".{out.name}.tmp"
-    names = [str(f) for f in files]
-    query = f"""
-        COPY (
-            SELECT * EXCLUDE (filename, file_row_number)
-            FROM read_parquet($files, filename = true, file_row_number = true,
-                              hive_partitioning = false)
-            ORDER BY "{lake.TIME_COLUMN}", "{lake.SEQUENCE_COLUMN[table]}",
-                     list_position($files, filename), file_row_number
-        ) TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)
-    """
-    with duckdb.connect() as connection:
-        connection.execute("SET threads = 1")  # beside a live pipeline: one core at most
-        connection.execute(query, {"files": names})
-    os.replace(temporary, out)
-    return out
-
-
-def _remove_superseded(table_dir: Path, sink_log: dict[str, str]) -> None:
-    """Remove what a finished compaction replaced (per `sink_log`, the table's log as read
-    now): the old files and the old log batches."""
-    files, log_names = lake.superseded(sink_log)
-    for uri in files:
-        if not _inside(uri, table_dir):
-            continue
-        path = Path(lake.local_path(uri))
-        path.unlink(missing_ok=True)
-        path.with_name(f".{path.name}.crc").unlink(missing_ok=True)  # Spark's checksum, if any
-    log_dir = table_dir / lake.METADATA_DIR
-    for name in log_names:
-        (log_dir / name).unlink(missing_ok=True)
-        (log_dir / f".{name}.crc").unlink(missing_ok=True)

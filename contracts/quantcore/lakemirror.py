@@ -3,8 +3,8 @@ a local mirror: before a read, the committed files it needs are copied into a lo
 laid out as a local lake, with a sink log naming the copies, so the local readers
 (quantcore.lakereader, the History RPC) read it as they read any local lake.
 
-Only committed files are copied, chosen through each sink's log on S3 exactly as a local read
-chooses them (quantcore.lake.committed_files), and only the symbol's partitions for the days
+Only committed files are copied, chosen through each sink's log and merge table on S3 exactly
+as a local read chooses them (quantcore.lakefiles.view), and only the symbol's partitions for the days
 asked. A committed file never changes, so a copy is made once and reused; a file the log
 names but the bucket no longer holds (its lifecycle rule expired it) is skipped, as a local
 read skips a file retention removed. The mirror is a cache: removing it loses nothing, and it
@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from quantcore import lake
+from quantcore import lake, lakefiles
 
 SCHEME = "s3a"
 IN_USE_S = 600.0  # a copy used this recently may be under a running read: never evicted
@@ -51,7 +51,8 @@ def is_remote(location: str) -> bool:
     return location.startswith(f"{SCHEME}://")
 
 
-def _client() -> Any:
+def s3_client() -> Any:
+    """An S3 client configured from the environment."""
     import boto3
     from botocore.config import Config
 
@@ -68,7 +69,7 @@ class Mirror:
         self.location = parse(uri)
         self.cache = cache
         self.max_bytes = max_bytes
-        self._client = client or _client()
+        self._client = client or s3_client()
         self._lock = threading.Lock()  # one sync at a time: they write the same local logs
 
     def _keys(self, prefix: str, delimiter: str = "") -> tuple[list[str], list[str]]:
@@ -90,16 +91,6 @@ class Mirror:
         _, children = self._keys(root, delimiter="/")
         candidates = [f"{root}{table}/", *(f"{child}{table}/" for child in sorted(children))]
         return [c for c in candidates if self._keys(f"{c}{lake.METADATA_DIR}/")[0]]
-
-    def _log(self, table_prefix: str) -> dict[str, str]:
-        keys, _ = self._keys(f"{table_prefix}{lake.METADATA_DIR}/")
-        log = {}
-        for key in keys:
-            name = key.rsplit("/", 1)[1]
-            if lake.is_log_file(name):
-                body = self._client.get_object(Bucket=self.location.bucket, Key=key)["Body"]
-                log[name] = body.read().decode()
-        return log
 
     def _copy(self, key: str, local: Path) -> bool:
         """The object at `key` into `local` (whole or not at all); False when it is gone."""
@@ -128,11 +119,12 @@ class Mirror:
         with self._lock:
             for table_prefix in self._sinks(table):
                 local_dir = self.cache / table_prefix[len(self.location.prefix) :]
-                committed = lake.committed_files(self._log(table_prefix))
+                files = lakefiles.S3Table(self._client, self.location.bucket, table_prefix)
+                committed = lakefiles.view(files)
                 for uri in lake.select_files(committed, symbol, first_day, last_day):
                     if not uri.startswith(bucket):
                         continue  # a log naming another bucket's file: not this lake's
-                    key = unquote(urlsplit(uri).path.lstrip("/"))
+                    key = lakefiles.object_key(uri)
                     local = local_dir / key[len(table_prefix) :]
                     had = local.is_file()
                     if self._copy(key, local):
@@ -161,7 +153,7 @@ class Mirror:
         """The mirrored sink's log: one batch naming the copies of files S3's log commits."""
         entries = []
         for uri in committed:
-            key = unquote(urlsplit(uri).path.lstrip("/"))
+            key = lakefiles.object_key(uri)
             local = local_dir / key[len(table_prefix) :]
             if local.is_file():
                 stat = local.stat()

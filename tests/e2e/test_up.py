@@ -284,6 +284,8 @@ def seed_lake(root: Path) -> tuple[Path, Path]:
     part = table / f"date={day}" / "symbol=BTCUSDT" / "part-0.parquet"
     part.parent.mkdir(parents=True)
     duckdb.sql(f"COPY (SELECT 1 AS sequence) TO '{part}' (FORMAT parquet)")
+    written = (datetime.now(UTC) - timedelta(days=30)).timestamp()
+    os.utime(part, (written, written))  # retention ages a file by its write time
     (table / "_spark_metadata").mkdir()
     entry = {"path": f"file:{part}", "size": 1, "isDir": False, "action": "add"}
     (table / "_spark_metadata" / "0").write_text("v1\n" + json.dumps(entry))

@@ -32,7 +32,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from quantcore import history, lake, lakecompaction, lakestore
+from quantcore import history, lake, lakecompaction, lakefiles, lakestore
 from quantcore.devservices.process import log_tail
 from quantcore.devservices.programs import child_env
 from quantcore.events import BookRecord, Topics, TradeFlowRecord, TradeRecord
@@ -64,6 +64,10 @@ HOPS = ("exchange_event_ns", "feed_receive_ns", "feed_publish_ns", "kafka_append
 PARTS = ((0, 2500, 0, 150), (2500, 14000, 150, 2000), (14000, 16500, 2000, 2150))
 RAW_PARTS = ((0, 3000), (3000, 60000), (60000, None))  # raw lines, the same three parts
 LAKE_INTERVAL = "2 seconds"
+# The job compacts its sink while it runs, the kill included: every 2 s, in 2 s windows (the
+# recordings' days are long over, so each pass merges a partition's files into one).
+COMPACTION = ("--lake-compact-every", "2", "--lake-merge-window", "2")
+MERGED = lakefiles.merged_name()[: len("part-merged-")]
 
 Record = BookRecord | TradeRecord | TradeFlowRecord
 
@@ -98,12 +102,15 @@ class Job:
 
 
 def _uncommitted(root: Path) -> set[Path]:
-    """Parquet files in the lake that no sink's log commits: a batch being written (the file
-    sink writes each file under its final name and logs the batch once all are written)."""
+    """Parquet files in the lake that the sink's log does not commit and no compaction made:
+    a batch being written (the file sink writes each file under its final name and logs the
+    batch once all are written)."""
     found: set[Path] = set()
     for table in lake.TABLES:
-        listed = set((root / "sink" / table).rglob("*.parquet"))
-        found |= listed - set(lakestore.committed_files(root, table))
+        table_dir = root / "sink" / table
+        logged = lake.committed_files(lakefiles.LocalTable(table_dir).log())
+        listed = {p for p in table_dir.rglob("*.parquet") if not p.name.startswith(MERGED)}
+        found |= listed - {Path(lake.local_path(uri)) for uri in logged}
     return found
 
 
@@ -206,7 +213,7 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
         "--book-topic", feed.book, "--trades-topic", feed.trades, "--flow-topic", feed.flow,
         "--raw-topic", feed.raw,
         "--threads", "4", "--jars", ",".join(spark_jars),
-        "--lake", str(root / "sink"), "--lake-interval", LAKE_INTERVAL,
+        "--lake", str(root / "sink"), "--lake-interval", LAKE_INTERVAL, *COMPACTION,
     ]  # fmt: skip
     env = child_env(redis_service.auth(RELAY), kafka=kafka_service.auth(STREAM))
     produce(parts[0], raw_parts[0])
@@ -255,6 +262,14 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
 
         # The live queries run beside the lake's, each at its own pace.
         eventually(all_published, "every input's row on the signals topic", timeout=300)
+
+        def compacted() -> bool:
+            job.check()
+            tables = [lakefiles.LocalTable(root / "sink" / t) for t in lake.TABLES]
+            return all(lakefiles.merge_table(t).merges for t in tables)
+
+        # Files older than the newest commit by the clock margin are merged by now.
+        eventually(compacted, "the job's merges in every table", timeout=300)
     finally:
         job.stop()
     return {
@@ -266,6 +281,21 @@ def lake_run(kafka_service, redis_service, spark_jars, tmp_path_factory):
         "published": _published(admin_kafka, feed.signals),
         "orphans": orphans,
     }
+
+
+@pytest.mark.timeout(2400)
+def test_the_job_merged_its_sink_while_it_wrote_it(lake_run):
+    """The rows' checks here all read through these merges: the kill happened with the
+    compactor running."""
+    for table in lake.TABLES:
+        files = lakefiles.LocalTable(lake_run["root"] / "sink" / table)
+        merges = lakefiles.merge_table(files).merges
+        assert merges, table
+        # A recording's day is long over: each merge is its partition's whole day so far.
+        assert all(m.start_ms == 0 for m in merges), table
+        logged = lake.committed_files(files.log())
+        assert len(lakestore.committed_files(lake_run["root"], table)) < len(logged), table
+        assert all(Path(lake.local_path(m.file)).is_file() for m in merges), table
 
 
 def _key_counts(rows: list[dict[str, Any]], sequence: str) -> Counter[tuple[str, int]]:

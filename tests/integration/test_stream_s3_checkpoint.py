@@ -23,7 +23,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from quantcore import lake, signalstore
+from quantcore import lake, lakefiles, signalstore
 from quantcore.client.history import HistoryQuery, history_rows
 from quantcore.client.security import ClientCredentials
 from quantcore.devservices import s3
@@ -56,6 +56,9 @@ def _job(
         "--trigger", "microbatch", "--book-topic", topics[0], "--trades-topic", topics[1],
         "--flow-topic", topics[2], "--threads", "4", "--jars", ",".join(jars),
         "--raw-topic", topics[3], "--lake", lake_uri, "--lake-interval", "5 seconds",
+        # Compacting the sink on S3 as it runs: the recordings' days are long over, so each
+        # pass merges what is a clock margin older than the newest commit.
+        "--lake-compact-every", "2", "--lake-merge-window", "2",
     ]  # fmt: skip
     return ChildProcess(f"stream run {run}", command, tmp_path / f"stream-{run}.log", env=env)
 
@@ -93,23 +96,20 @@ def _book_sequences(
         consumer.close()
 
 
+def _signals_table(endpoint: str, bucket: str, prefix: str) -> lakefiles.S3Table:
+    return lakefiles.S3Table(s3.client(endpoint), bucket, f"{prefix}signals/")
+
+
 def _lake_books(endpoint: str, bucket: str, prefix: str, work: Path) -> Counter[tuple[str, int]]:
     """(symbol, sequence) of every row of the `signals` table under `prefix`, counted, from
-    the files its sink's log commits (downloaded beside each other, partitions and all)."""
-    table = f"{prefix}signals/"
-    client = s3.client(endpoint)
-    log_prefix = f"{table}{lake.METADATA_DIR}/"
-    log = {
-        key[len(log_prefix) :]: client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-        for key in s3.object_keys(endpoint, bucket, log_prefix)
-        if lake.is_log_file(key[len(log_prefix) :])
-    }
+    the files a read reads (the sink's log, its merges applied), downloaded."""
+    table = _signals_table(endpoint, bucket, prefix)
     rows: Counter[tuple[str, int]] = Counter()
-    for uri in lake.committed_files(log):
-        key = uri.split(f"s3a://{bucket}/", 1)[1]
+    for uri in lakefiles.view(table):
+        key = lakefiles.object_key(uri)
         local = work / key
         local.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(bucket, key, str(local))
+        table.client.download_file(bucket, key, str(local))
         partition = lake.partition_of(key)
         assert partition is not None, key
         for (sequence,) in duckdb.sql(f"SELECT sequence FROM '{local}'").fetchall():
@@ -274,9 +274,20 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
             "both runs' book signals in the lake on S3",
             timeout=300,
         )
+        # Run 1's files are older than run 2's by more than the clock margin: merged by now.
+        eventually(
+            lambda: lakefiles.merge_table(_signals_table(s3_endpoint, bucket, lake_prefix)).merges,
+            "the job's merges of its sink on S3",
+            timeout=300,
+        )
         _stop(job)
-    # The lake on S3: every book signal of both runs once (the restart wrote none again).
-    in_lake = _lake_books(s3_endpoint, bucket, lake_prefix, tmp_path / "lake")
+    # The lake on S3: every book signal of both runs once (the restart wrote none again), read
+    # through the merges the job made.
+    signals_table = _signals_table(s3_endpoint, bucket, lake_prefix)
+    merged = {m.file for m in lakefiles.merge_table(signals_table).merges}
+    assert merged & set(lakefiles.view(signals_table))
+    assert len(lakefiles.view(signals_table)) < len(lake.committed_files(signals_table.log()))
+    in_lake = _lake_books(s3_endpoint, bucket, lake_prefix, tmp_path / "lake-read")
     assert set(in_lake) == books
     assert max(in_lake.values()) == 1
 

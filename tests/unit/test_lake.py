@@ -4,7 +4,6 @@ naming, which files a query reads, which days retention removes, and query bound
 from __future__ import annotations
 
 import json
-from datetime import date
 
 import pytest
 from hypothesis import given
@@ -95,27 +94,18 @@ def test_a_query_reads_only_its_symbols_days():
     ]
 
 
-def test_retention_keeps_today_and_the_days_before_it():
-    days = ["2026-11-28", "2026-11-29", "2026-11-30", "2026-12-05"]
-    today = date(2026, 12, 5)
-    # 7 days: 11-29 .. 12-05 stay.
-    assert lake.expired_days(days, today, 7) == ["2026-11-28"]
-    assert lake.expired_days(days, today, 1) == ["2026-11-28", "2026-11-29", "2026-11-30"]
-    assert lake.expired_days(days, today, 0) == []
+def test_retention_ages_a_file_by_its_write_time():
+    now = 1_764_892_800_000  # 2025-12-05T00:00Z
+    assert lake.expired(now - 7 * lake.DAY_MS, now, 7)
+    assert not lake.expired(now - 7 * lake.DAY_MS + 1, now, 7)
+    assert not lake.expired(0, now, 0)  # 0 keeps everything
     with pytest.raises(ValueError, match=r"0 \(keep all\) or more days"):
-        lake.expired_days(days, today, -1)
+        lake.expired(now, now, -1)
 
 
-@given(
-    st.lists(st.dates(date(2020, 1, 1), date(2030, 1, 1)), max_size=30),
-    st.dates(date(2020, 1, 1), date(2030, 1, 1)),
-    st.integers(1, 400),
-)
-def test_retention_removes_exactly_the_days_older_than_the_window(days, today, keep):
-    names = [d.isoformat() for d in days]
-    expired = set(lake.expired_days(names, today, keep))
-    for day in days:
-        assert (day.isoformat() in expired) == ((today - day).days >= keep)
+@given(st.integers(0, 10**13), st.integers(0, 10**13), st.integers(1, 400))
+def test_retention_removes_exactly_what_is_older_than_the_window(written, now, keep):
+    assert lake.expired(written, now, keep) == (now - written >= keep * lake.DAY_MS)
 
 
 def test_only_date_directories_name_days():
@@ -148,50 +138,3 @@ def test_a_sink_ahead_of_its_checkpoint_belongs_to_another():
     assert not lake.sink_ahead_of_checkpoint(["0", "1"], ["0", "1", ".1.crc"])
     assert not lake.sink_ahead_of_checkpoint([], [])
     assert not lake.sink_ahead_of_checkpoint([".0.tmp"], [])
-
-
-def test_a_compaction_is_the_first_batch_after_the_log_that_spark_reads_alone():
-    assert lake.compaction_batch([]) == 9
-    assert lake.compaction_batch(["0", "1", "2"]) == 9
-    assert lake.compaction_batch(["0", "9.compact", "10", "11"]) == 19
-    assert lake.compaction_batch(["8", "9.compact"]) == 19  # after the newest, never on it
-    assert lake.compaction_batch(["0", ".1.tmp", "_x"]) == 9
-
-
-@given(st.lists(st.integers(0, 500), max_size=20))
-def test_the_compaction_batch_is_after_every_batch_and_a_compaction_id(ids: list[int]) -> None:
-    batch = lake.compaction_batch([str(i) for i in ids])
-    assert batch > max(ids, default=-1)
-    assert (batch + 1) % lake.LOG_COMPACT_INTERVAL == 0
-    assert batch - max(ids, default=-1) <= lake.LOG_COMPACT_INTERVAL
-
-
-def test_compaction_groups_the_partitions_with_more_than_one_file_in_log_order():
-    a1, a2 = "file:/l/t/date=2026-12-05/symbol=A/1.parquet", "file:/l/t/date=2026-12-05/symbol=A/2"
-    b = "file:/l/t/date=2026-12-05/symbol=B/1.parquet"
-    a_next_day = "file:/l/t/date=2026-12-06/symbol=A/1.parquet"
-    groups = lake.compaction_groups([a2, b, a1, a_next_day, "file:/l/t/stray.parquet"])
-    assert groups == {lake.Partition("2026-12-05", "A"): [a2, a1]}
-
-
-def test_a_compacted_log_commits_the_merged_files_and_supersedes_the_rest():
-    small = [f"file:/l/t/date=2026-12-05/symbol=A/{n}.parquet" for n in range(3)]
-    merged = "file:/l/t/date=2026-12-05/symbol=A/part-compacted.parquet"
-    other = "file:/l/t/date=2026-12-05/symbol=B/0.parquet"
-    log = {"0": _log((small[0], "add"), (other, "add")), "1": _log((small[1], "add"))}
-    log["2"] = _log((small[2], "add"))
-    assert lake.superseded(log) == ([], [])  # a live log: nothing to remove
-    name = f"{lake.compaction_batch(log)}.compact"
-    log[name] = lake.log_text([lake.add_entry(merged, 5, 1), lake.add_entry(other, 10, 1)])
-    assert lake.committed_files(log) == [merged, other]
-    assert lake.superseded(log) == (small, ["0", "1", "2"])
-    # Spark's own compact file ("9.compact" after 0..8) is no compaction of ours.
-    spark_log = {str(n): _log((f"file:/l/{n}", "add")) for n in range(9)}
-    spark_log["9.compact"] = _log(*((f"file:/l/{n}", "add") for n in range(9)))
-    spark_log["10"] = _log(("file:/l/10", "add"))
-    assert lake.superseded(spark_log) == ([], [])
-
-
-def test_compaction_groups_read_partitions_from_escaped_uris():
-    escaped = [f"file:///l/t/date%3D2026-12-05/symbol%3DA/{n}.parquet" for n in range(2)]
-    assert lake.compaction_groups(escaped) == {lake.Partition("2026-12-05", "A"): escaped}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date
+import os
 from pathlib import Path
 
 import duckdb
@@ -30,6 +30,9 @@ def _write_part(table_dir: Path, day: str, symbol: str, name: str, rows: list[tu
         f"TO '{path}' (FORMAT parquet)"
     )
     (directory / f".{name}.crc").write_bytes(b"crc")
+    # Written when its newest row arrived: retention ages a file by its write time.
+    written = max(t for _, t, _ in rows) / 1000
+    os.utime(path, (written, written))
     return path
 
 
@@ -84,18 +87,27 @@ def test_committed_files_are_those_of_every_sinks_log(lake_root: Path):
 
 
 def test_retention_removes_only_the_lakes_own_expired_files(lake_root: Path):
-    removed = lakestore.remove_expired(lake_root, 7, date(2025, 12, 5))
+    dec_5 = DEC_4 + DAY_MS
+    removed = lakestore.remove_expired(lake_root, 7, dec_5)
     assert [p.name for p in removed] == ["part-old.parquet"]
     old_day = lake_root / "run-1" / "signals" / "date=2025-11-20"
     # The user's file stays, so its directory does; the lake's file, its checksum and the
     # directory they leave empty are gone.
     assert sorted(p.name for p in old_day.rglob("*")) == ["notes.txt"]
     _write_part(old_day.parent, "2025-11-20", "BTCUSDT", "part-x.parquet", [(2, DEC_4 - 14 * DAY_MS, 2.0)])  # fmt: skip
-    # A file no log names is not the lake's to remove, whatever its partition.
-    assert lakestore.remove_expired(lake_root, 7, date(2025, 12, 5)) == []
-    assert lakestore.remove_expired(lake_root, 0, date(2030, 1, 1)) == []
-    assert len(lakestore.remove_expired(lake_root, 1, date(2030, 1, 1))) == 4
+    # A file no log names is not the lake's to remove, however old.
+    assert lakestore.remove_expired(lake_root, 7, dec_5) == []
+    assert lakestore.remove_expired(lake_root, 0, dec_5 + 3650 * DAY_MS) == []
+    assert len(lakestore.remove_expired(lake_root, 1, dec_5 + 3650 * DAY_MS)) == 4
     assert not (lake_root / "run-2" / "signals" / "date=2025-12-05").exists()
+
+
+def test_retention_counts_write_time_not_the_rows_day(lake_root: Path):
+    """A replay of an old day, written now, is kept as long as a live day."""
+    now_s = DEC_4 / 1000 + 3650 * 86_400
+    for path in lakestore.committed_files(lake_root, "signals"):
+        os.utime(path, (now_s, now_s))
+    assert lakestore.remove_expired(lake_root, 7, int(now_s * 1000)) == []
 
 
 def _history(

@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lake-retention-days",
         type=int,
         default=7,
-        help="days of exchange time the lake keeps, today included (0: all; default 7)",
+        help="days the lake keeps a file after writing it (0: all; default 7)",
     )
     parser.add_argument(
         "--ready-timeout", type=float, default=600.0, help="seconds to wait for the first signal"

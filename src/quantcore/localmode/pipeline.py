@@ -297,14 +297,12 @@ class Pipeline:
         return args + (["--lake-retention", retention] if retention else [])
 
     def _apply_lake_retention(self) -> None:
-        from datetime import UTC, datetime
-
         from quantcore import lakestore
 
         if self.lake_dir is None or not self.lake_dir.is_dir():
             return
         lakestore.remove_expired(
-            self.lake_dir, self.args.lake_retention_days, datetime.now(UTC).date()
+            self.lake_dir, self.args.lake_retention_days, int(time.time() * 1000)
         )
 
     def _compact_lake(self) -> None:

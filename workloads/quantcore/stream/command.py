@@ -50,6 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " have removed them by then); default: never",
     )
     parser.add_argument(
+        "--lake-compact-every",
+        type=float,
+        default=StreamConfig.lake_compact_every_s,
+        help="seconds between compactions of the lake sink while the job writes it (0: never;"
+        " quantcore.stream.lakecompactor)",
+    )
+    parser.add_argument(
+        "--lake-merge-window",
+        type=float,
+        default=StreamConfig.lake_merge_window_s,
+        help="seconds of an open day's files merged into one (quantcore.lakemerge)",
+    )
+    parser.add_argument(
         "--only",
         choices=["live", "lake"],
         default="",
@@ -131,6 +144,8 @@ def _config(args: argparse.Namespace) -> StreamConfig:
         lake=args.lake,
         lake_interval=args.lake_interval,
         lake_retention=args.lake_retention,
+        lake_compact_every_s=args.lake_compact_every,
+        lake_merge_window_s=args.lake_merge_window,
         only=args.only,
         # Kafka credentials only from the environment (quantcore.kafkaauth): never arguments.
         kafka_auth=KafkaAuth.from_env(),
@@ -175,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
     if config.runs_live:
         ensure_topic(relay_config, like=config.book_topic)
         relay = Relay(relay_config).start()
+    compactor = None
+    if config.runs_lake and config.lake_compact_every_s > 0:
+        from quantcore.stream.lakecompactor import LakeCompactor
+
+        compactor = LakeCompactor(
+            config.lake, config.lake_compact_every_s, int(config.lake_merge_window_s * 1000)
+        ).start()
     queries = []
     try:
         spark = build_session(
@@ -194,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
             query.stop()
         if relay is not None:
             relay.stop()
+        if compactor is not None:
+            compactor.stop()
     if relay is not None and relay.failure is not None:
         log.error("relay failed: %s", relay.failure)
         return 1
