@@ -9,6 +9,9 @@ Spark job, the server) on copies of the two recordings under other names (bench.
 --source synthetic: no feed or Spark; a writer stamps feed_receive_ns and writes 30 symbols x
 10 Hz with the sink's layout, so only sink -> Redis -> server -> client is real.
 
+--lake both (up): the lake's cost on the live path: the pipeline without and with the lake,
+alternated --rounds times in one run, and each p99's ratio with it to without.
+
 Both servers (ours: pub/sub push; baseline: 500 ms poll) read the same Redis; one client
 per server subscribes to every symbol; figures come from the hop stamps in each update.
 Goal: p99 <= 50 ms end to end.
@@ -23,6 +26,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,11 +148,12 @@ async def measure(
 
 def report(
     name: str, samples: list[tuple[signals_pb2.SignalUpdate, int]], kind: str = "book"
-) -> None:
+) -> float:
+    """Prints the samples' latencies; returns the end-to-end p99 (ms; nan without samples)."""
     live = [(u, t) for u, t in samples if u.hops.feed_receive_ns]
     print(f"{name}: {len(live)} {kind} updates")
     if not live:
-        return
+        return float("nan")
     total = [(t - u.hops.feed_receive_ns) / 1e6 for u, t in live]
     print(
         f"  end to end (feed receive -> client)   p50 {pct(total, 0.5):7.1f} ms"
@@ -164,6 +169,7 @@ def report(
                 deltas.append((b - a) / 1e6)
         if deltas:
             print(f"    {label:34} p50 {pct(deltas, 0.5):7.1f} ms  p99 {pct(deltas, 0.99):7.1f} ms")
+    return pct(total, 0.99)
 
 
 def visibility(
@@ -197,7 +203,8 @@ async def compare(
     seconds: float,
     written: dict[str, list[tuple[int, int]]] | None = None,
     creds: ClientCredentials | None = None,
-) -> None:
+) -> dict[str, float]:
+    """Prints each client's latencies; returns the push clients' end-to-end p99s."""
     baseline = PollingServer(redis_url)
     baseline_target = await baseline.start()
     try:
@@ -211,18 +218,19 @@ async def compare(
         )
     finally:
         await baseline.stop()
-    report("trade flow (push, kind trades)", flow, kind="trade-flow")
+    p99 = {"trade flow p99": report("trade flow (push, kind trades)", flow, kind="trade-flow")}
     for name, samples in (
         ("push (quantcore serve: one pub/sub subscription, conflating queues)", ours),
         ("baseline (polls Redis every 500 ms)", polled),
     ):
-        report(name, samples)
+        p99.setdefault("book p99", report(name, samples))
         if written:
             v = visibility(samples, written)
             print(
                 f"  write -> client holds it or newer ({len(v)} writes)"
                 f"  p50 {pct(v, 0.5):7.1f} ms  p99 {pct(v, 0.99):7.1f} ms"
             )
+    return p99
 
 
 # --- synthetic source ---------------------------------------------------------------------
@@ -313,7 +321,8 @@ def run_synthetic(args: argparse.Namespace) -> None:
             redis.stop()
 
 
-def run_up(args: argparse.Namespace) -> None:
+def run_up(args: argparse.Namespace, lake: str) -> dict[str, float]:
+    """One `quantcore up` measured; returns its p99s and the machine's busy cores."""
     from quantcore.devservices.redis import credential_url, stored_auth
     from quantcore.localmode.source import default_recordings_dir, recordings_in
     from quantcore.redisacl import SERVE
@@ -346,7 +355,7 @@ def run_up(args: argparse.Namespace) -> None:
             args.trigger,
             "--prometheus",
             args.prometheus,
-            *(["--no-lake"] if args.lake == "off" else []),
+            *(["--no-lake"] if lake == "off" else []),
         ]
         proc = subprocess.Popen(
             argv,
@@ -388,8 +397,11 @@ def run_up(args: argparse.Namespace) -> None:
             )
             before, busy_before = pipeline_cpu(proc.pid), machine_cpu()
             start = time.monotonic()
-            asyncio.run(compare(target, redis_url, names, args.seconds, creds=creds))
-            cpu_report(before, busy_before, proc.pid, time.monotonic() - start)
+            figures = asyncio.run(compare(target, redis_url, names, args.seconds, creds=creds))
+            figures["busy cores"] = cpu_report(
+                before, busy_before, proc.pid, time.monotonic() - start
+            )
+            return figures
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -406,13 +418,14 @@ def pipeline_cpu(root: int) -> dict[str, float]:
 
 def cpu_report(
     before: dict[str, float], busy_before: tuple[float, float], root: int, elapsed: float
-) -> None:
+) -> float:
     """Cores each process of the pipeline used while the clients measured: what the two
     cores were shared among."""
     after = pipeline_cpu(root)
     busy, total = (b - a for a, b in zip(busy_before, machine_cpu(), strict=True))
     cores = os.cpu_count() or 1
     print(f"CPU while measuring: machine {busy / total * cores:.2f} of {cores} cores busy")
+    return busy / total * cores
     used = {name: after[name] - before.get(name, 0.0) for name in after}
     for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
         if seconds / elapsed >= 0.005:
@@ -444,15 +457,36 @@ def main() -> None:
     parser.add_argument("--trigger", choices=TRIGGERS, default="realtime")
     parser.add_argument(
         "--lake",
-        choices=["on", "off"],
+        choices=["on", "off", "both"],
         default="on",
-        help="up only: the history lake's sink beside the live queries (on, as `up` does)",
+        help="up only: the history lake's sink beside the live queries (on, as `up` does;"
+        " both: off then on, --rounds times, and the ratios)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="up --lake both: off/on pairs")
     args = parser.parse_args()
     if args.source == "synthetic":
         run_synthetic(args)
+    elif args.lake != "both":
+        run_up(args, args.lake)
     else:
-        run_up(args)
+        compare_lake(args)
+
+
+def compare_lake(args: argparse.Namespace) -> None:
+    """The lake's cost on the live path: the same pipeline without and with it, alternated
+    in one run, and each figure's ratio with the lake to without."""
+    runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    for round_ in range(args.rounds):
+        for lake in ("off", "on"):
+            print(f"=== round {round_ + 1}, lake {lake}")
+            runs[lake].append(run_up(args, lake))
+    print(f"lake off -> on, {args.symbols} symbols, {args.seconds:g} s each:")
+    for name in runs["off"][0]:
+        off = [r[name] for r in runs["off"]]
+        on = [r[name] for r in runs["on"]]
+        pairs = "; ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(off, on, strict=True))
+        ratio = statistics.median(b / a for a, b in zip(off, on, strict=True) if a)
+        print(f"  {name:15} {pairs}  (median ratio {ratio:.2f}x)")
 
 
 if __name__ == "__main__":

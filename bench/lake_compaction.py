@@ -1,10 +1,12 @@
 """A one-symbol, one-day read of the lake before and after compaction (quantcore.lakecompaction).
 
 A sink as the stream job leaves it after a day at its default interval: a Parquet file per
-symbol per 30 s batch (2880 a day), the log compacted as Spark compacts it. The rows are
-synthetic book signals at `--rate` per second per symbol (the schema's columns, DuckDB-made).
-Printed: the read of one symbol's day through the log (as `quantcore history` and the History
-RPC read it) on the small files, the compaction, then the same read on the merged files.
+symbol per 30 s batch (2880 a day), each committed at its batch's end, the log compacted as
+Spark compacts it. The rows are synthetic book signals at `--rate` per second per symbol (the
+schema's columns, DuckDB-made). Printed: the read of one symbol's day through the log and the
+merge table (as `quantcore history` and the History RPC read it) on the small files; after the
+running job's compaction at the day's end (its hours merged, the last hour's files not yet);
+and after the compaction once the sink's clock is past the day (one file).
 
     python -m bench.lake_compaction [--symbols 2] [--rate 10] [--interval 30]
 """
@@ -16,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from quantcore import lake, lakecompaction, lakereader
+from quantcore import lake, lakecompaction, lakefiles, lakemerge, lakereader
 
 DAY = "2024-08-08"
 DAY_START_MS = 1_723_075_200_000
@@ -57,7 +59,9 @@ def write_sink(table_dir: Path, symbols: list[str], rate: float, interval_s: int
                           AND sequence < {(batch + 1) * per_batch})
                     TO '{out}' (FORMAT parquet, COMPRESSION snappy)"""
             )
-            entries.append((batch, lake.add_entry(out.as_uri(), out.stat().st_size, 0)))
+            committed_ms = DAY_START_MS + (batch + 1) * interval_s * 1000
+            entry = lake.add_entry(out.as_uri(), out.stat().st_size, committed_ms)
+            entries.append((batch, entry))
     log_dir = table_dir / lake.METADATA_DIR
     log_dir.mkdir()
     # Spark compacts the log every 10 batches and deletes the older batch files: the last
@@ -97,23 +101,30 @@ def main() -> None:
             f"read {symbols[0]} {DAY}, small files: {rows} rows from {read_files} files"
             f" in {before_s:.2f} s ({rows / before_s:,.0f} rows/s)"
         )
-        started = time.perf_counter()
-        done = lakecompaction.compact(root)
-        compact_s = time.perf_counter() - started
-        merged = sum(c.files_before for c in done)
-        size_before = sum(c.bytes_before for c in done)
-        size_after = sum(c.bytes_after for c in done)
-        print(
-            f"compaction: {merged} files into {sum(c.files_after for c in done)} in"
-            f" {compact_s:.1f} s; {size_before / 2**20:.1f} MiB -> {size_after / 2**20:.1f} MiB"
-        )
-        rows_after, read_files, after_s = timed_read(root, symbols[0])
-        assert rows_after == rows
-        print(
-            f"read {symbols[0]} {DAY}, compacted: {rows_after} rows from {read_files} file(s)"
-            f" in {after_s:.2f} s ({rows_after / after_s:,.0f} rows/s): {before_s / after_s:.1f}x"
-            " faster"
-        )
+        table = lakefiles.LocalTable(root / "sink" / "signals")
+        committed = lake.committed_times(table.log())
+        for label, horizon in (
+            ("running, at the day's end", lakemerge.horizon(committed)),
+            ("the day closed", DAY_START_MS + DAY_MS + lakemerge.HOUR_MS),
+        ):
+            started = time.perf_counter()
+            done = lakecompaction.compact_table(
+                table, "signals", horizon=horizon, keep_sources_ms=0
+            )
+            compact_s = time.perf_counter() - started
+            assert done is not None
+            print(
+                f"compaction, {label}: {done.files_before} files into {done.files_after} in"
+                f" {compact_s:.1f} s; {done.bytes_before / 2**20:.1f} MiB ->"
+                f" {done.bytes_after / 2**20:.1f} MiB"
+            )
+            rows_after, read_files, after_s = timed_read(root, symbols[0])
+            assert rows_after == rows
+            print(
+                f"read {symbols[0]} {DAY}, {label}: {rows_after} rows from {read_files} file(s)"
+                f" in {after_s:.2f} s ({rows_after / after_s:,.0f} rows/s):"
+                f" {before_s / after_s:.1f}x the small files' speed"
+            )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,11 @@ def compact(root: Path) -> list[Compacted]:
 
 
 def compact_running(
-    location: str, *, window_ms: int = lakemerge.HOUR_MS, client: object | None = None
+    location: str,
+    *,
+    window_ms: int = lakemerge.HOUR_MS,
+    margin_ms: int = lakemerge.CLOCK_MARGIN_MS,
+    client: object | None = None,
 ) -> list[Compacted]:
     """One compaction of the running sink at `location` (a directory or an s3a:// URI): the
     windows its job can no longer add to (quantcore.lakemerge.plan)."""
@@ -61,9 +65,8 @@ def compact_running(
     for table in lake.TABLES:
         files = table_files(location, table, client)
         committed = lake.committed_times(files.log())
-        result = compact_table(
-            files, table, horizon=lakemerge.horizon(committed), window_ms=window_ms
-        )
+        horizon = lakemerge.horizon(committed, margin_ms)
+        result = compact_table(files, table, horizon=horizon, window_ms=window_ms)
         if result is not None:
             done.append(result)
     _log_done(done)

@@ -17,7 +17,7 @@ so a reader sees a partition's rows either in the small files or in the merged o
 Why windows of modification time: the log keeps each file's time, and it is the only
 order the sink gives. Why it is safe while the job writes: micro-batches run one after
 another, and a batch writes its files after the one before it committed. So once the log
-commits a file modified at T, every file modified before T (less a margin for clocks) is in
+commits a file modified at T, every file modified before T (less a second for clocks) is in
 a committed batch, and a window ending before that `horizon` can gain no file later.
 
 Two kinds of merge, so no row is rewritten many times: while a partition's day is open, its
@@ -39,9 +39,9 @@ from quantcore.lake import Partition, partition_of
 
 MERGES_DIR = "_quantcore_merges"
 HOUR_MS = 3_600_000
-# The clocks that stamp a sink's files (the object store's, or executors' on one machine)
-# may disagree this much: a window closes this long after the newest commit passes it.
-CLOCK_MARGIN_MS = 60_000
+# One clock stamps a sink's files (the machine's, or the object store's, which keeps whole
+# seconds and runs on many hosts): a window closes this long after the newest commit passes it.
+CLOCK_MARGIN_MS = 1_000
 # Beyond every time a file can have: the end of a closed sink's merges.
 FOREVER_MS = 1 << 62
 # A merge's sources stay this long after the merge table stops naming them, so a read that
@@ -114,11 +114,11 @@ def view(committed: Mapping[str, int], table: MergeTable) -> list[str]:
     return kept + [m.file for m in table.merges]
 
 
-def horizon(committed: Mapping[str, int]) -> int:
+def horizon(committed: Mapping[str, int], margin_ms: int = CLOCK_MARGIN_MS) -> int:
     """The time before which a running sink's files are all committed: its newest commit's
-    modification time, less the clock margin (nothing is known of an empty sink)."""
+    modification time, less the clocks' margin (nothing is known of an empty sink)."""
     newest = max(committed.values(), default=None)
-    return 0 if newest is None else newest - CLOCK_MARGIN_MS
+    return 0 if newest is None else newest - margin_ms
 
 
 def _day_end_ms(day: str) -> int:

@@ -57,8 +57,8 @@ def _job(
         "--flow-topic", topics[2], "--threads", "4", "--jars", ",".join(jars),
         "--raw-topic", topics[3], "--lake", lake_uri, "--lake-interval", "5 seconds",
         # Compacting the sink on S3 as it runs: the recordings' days are long over, so each
-        # pass merges what is a clock margin older than the newest commit.
-        "--lake-compact-every", "2", "--lake-merge-window", "2",
+        # pass merges all of a partition's files but the newest commit's (no margin).
+        "--lake-compact-every", "2", "--lake-merge-window", "0.001", "--lake-merge-margin", "0",
     ]  # fmt: skip
     return ChildProcess(f"stream run {run}", command, tmp_path / f"stream-{run}.log", env=env)
 
@@ -206,8 +206,11 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
     jars = [*spark_jars, *spark_s3a_jars]
     prefix = f"quantcore/{tag}/"
 
-    # Run 1: the first stretch of input, processed and checkpointed to the bucket.
-    last_first = produce(runs[0])
+    # Run 1: the first stretch of input, processed and checkpointed to the bucket, in two
+    # halves committed one after the other (so run 2's commit finds two to merge before it).
+    half = RECORDS_PER_RUN // 2
+    first_half = {(r.symbol, r.seq) for r in runs[0][:half] if isinstance(r, BookRecord)}
+    produce(runs[0][:half])
     job = _job(
         tmp_path,
         1,
@@ -219,7 +222,16 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
         env,
         lake_uri,
     )
+    lake_prefix = f"lake/{tag}/"
     with job:
+        eventually(
+            lambda: (
+                set(_lake_books(s3_endpoint, bucket, lake_prefix, tmp_path / "half")) >= first_half
+            ),
+            "run 1's first half in the lake on S3",
+            timeout=900,
+        )
+        last_first = produce(runs[0][half:])
 
         def first_done() -> bool:
             job.check()  # a job that died explains itself with its log
@@ -268,13 +280,12 @@ def test_checkpoint_on_s3_and_a_restart_resumes_from_it(
             timeout=120,
         )
         books = {(r.symbol, r.seq) for run in runs for r in run if isinstance(r, BookRecord)}
-        lake_prefix = f"lake/{tag}/"
         eventually(
             lambda: set(_lake_books(s3_endpoint, bucket, lake_prefix, tmp_path / "lake")) >= books,
             "both runs' book signals in the lake on S3",
             timeout=300,
         )
-        # Run 1's files are older than run 2's by more than the clock margin: merged by now.
+        # Run 1's two commits are older than run 2's: merged by now.
         eventually(
             lambda: lakefiles.merge_table(_signals_table(s3_endpoint, bucket, lake_prefix)).merges,
             "the job's merges of its sink on S3",

@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds of an open day's files merged into one (quantcore.lakemerge)",
     )
     parser.add_argument(
+        "--lake-merge-margin",
+        type=float,
+        default=StreamConfig.lake_merge_margin_s,
+        help="seconds the sink's newest commit must be past a window before it merges (the"
+        " skew of the clocks that stamp its files)",
+    )
+    parser.add_argument(
         "--only",
         choices=["live", "lake"],
         default="",
@@ -146,6 +153,7 @@ def _config(args: argparse.Namespace) -> StreamConfig:
         lake_retention=args.lake_retention,
         lake_compact_every_s=args.lake_compact_every,
         lake_merge_window_s=args.lake_merge_window,
+        lake_merge_margin_s=args.lake_merge_margin,
         only=args.only,
         # Kafka credentials only from the environment (quantcore.kafkaauth): never arguments.
         kafka_auth=KafkaAuth.from_env(),
@@ -195,7 +203,10 @@ def run(args: argparse.Namespace) -> int:
         from quantcore.stream.lakecompactor import LakeCompactor
 
         compactor = LakeCompactor(
-            config.lake, config.lake_compact_every_s, int(config.lake_merge_window_s * 1000)
+            config.lake,
+            config.lake_compact_every_s,
+            window_ms=int(config.lake_merge_window_s * 1000),
+            margin_ms=int(config.lake_merge_margin_s * 1000),
         ).start()
     queries = []
     try:

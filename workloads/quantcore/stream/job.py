@@ -116,6 +116,7 @@ class StreamConfig:
     # 0: never), and how much of an open day's files become one (quantcore.lakemerge).
     lake_compact_every_s: float = 300.0
     lake_merge_window_s: float = 3600.0
+    lake_merge_margin_s: float = 1.0
     # Which queries this job runs: "live" (the signal queries, to the signals topic), "lake"
     # (the lake's alone, in a job of its own: `quantcore up` runs it at a lower CPU priority,
     # so its bursts wait for the live path) or "" (both).
@@ -142,6 +143,8 @@ class StreamConfig:
             raise ValueError(f"only must be live or lake, got {self.only!r}")
         if self.lake_compact_every_s < 0 or self.lake_merge_window_s <= 0:
             raise ValueError("the lake's compaction interval is 0 or more, its window above 0")
+        if self.lake_merge_margin_s < 0:
+            raise ValueError("the lake's merge margin is 0 seconds or more")
         if self.only == "lake" and not self.lake:
             raise ValueError("a lake-only job needs a lake")
 

@@ -21,11 +21,16 @@ EVERY_S = 300.0
 
 class LakeCompactor:
     def __init__(
-        self, location: str, every_s: float = EVERY_S, window_ms: int = lakemerge.HOUR_MS
+        self,
+        location: str,
+        every_s: float = EVERY_S,
+        window_ms: int = lakemerge.HOUR_MS,
+        margin_ms: int = lakemerge.CLOCK_MARGIN_MS,
     ) -> None:
         self.location = location
         self.every_s = every_s
         self.window_ms = window_ms
+        self.margin_ms = margin_ms
         self.passes = 0  # passes finished, failed ones included
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lake-compactor", daemon=True)
@@ -42,7 +47,9 @@ class LakeCompactor:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                lakecompaction.compact_running(self.location, window_ms=self.window_ms)
+                lakecompaction.compact_running(
+                    self.location, window_ms=self.window_ms, margin_ms=self.margin_ms
+                )
             except Exception as error:  # the next pass tries again; the queries go on
                 log.warning(
                     "lake compaction of %s failed: %s",
