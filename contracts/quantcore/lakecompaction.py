@@ -113,8 +113,8 @@ def compact_table(
         return None
     names = files.merge_names()
     files.write_merges(lakemerge.next_name(names), lakemerge.to_json(updated))
-    numbered = sorted(n for n in names if lakemerge.newest_name([n]) == n)
-    for name in numbered[: max(0, len(numbered) - OLD_MERGE_TABLES_KEPT)]:
+    older = lakemerge.table_names(names)
+    for name in older[: max(0, len(older) - OLD_MERGE_TABLES_KEPT)]:
         files.remove_merges(name)
     for uri in due:
         files.remove(uri)

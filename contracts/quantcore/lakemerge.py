@@ -214,10 +214,15 @@ def table_name(number: int) -> str:
     return f"{number:010d}.json"
 
 
+def table_names(names: Iterable[str]) -> list[str]:
+    """The merge table's file names among `names` (not temporary files), oldest first."""
+    return sorted(n for n in names if n.endswith(".json") and n[: -len(".json")].isdigit())
+
+
 def newest_name(names: Iterable[str]) -> str | None:
     """The newest merge table's file name among `names` (None when there is none)."""
-    numbered = [n for n in names if n.endswith(".json") and n[: -len(".json")].isdigit()]
-    return max(numbered, default=None)
+    tables = table_names(names)
+    return tables[-1] if tables else None
 
 
 def next_name(names: Iterable[str]) -> str:
