@@ -197,16 +197,6 @@ def after(
     return MergeTable(tuple(order), kept), due
 
 
-def forget(table: MergeTable, gone: Iterable[str]) -> MergeTable:
-    """The table without the merges and retired files whose file is `gone` (retention
-    removed it)."""
-    removed = set(gone)
-    return MergeTable(
-        tuple(m for m in table.merges if m.file not in removed),
-        tuple(r for r in table.retired if r.uri not in removed),
-    )
-
-
 # --- the merge table's files --------------------------------------------------------------
 
 

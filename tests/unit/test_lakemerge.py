@@ -105,14 +105,6 @@ def test_the_merge_table_round_trips_and_its_newest_file_wins():
     assert lakemerge.next_name([]) == "0000000000.json"
 
 
-def test_forgetting_files_retention_removed():
-    keep = lakemerge.Merge(DAY1, "A", 0, H, "keep")
-    table = lakemerge.MergeTable(
-        (lakemerge.Merge(DAY0, "A", 0, H, "gone"), keep), (lakemerge.Retired("gone2", 1),)
-    )
-    assert lakemerge.forget(table, ["gone", "gone2"]) == lakemerge.MergeTable((keep,), ())
-
-
 # A running sink, simulated: batches commit files one after another (each a row of its own),
 # and compactions run between them with the horizon the log gives. Whatever the order, a
 # reader's files hold every committed row exactly once.
