@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def compact_running(
         files = table_files(location, table, client)
         committed = lake.committed_times(files.log())
         horizon = lakemerge.horizon(committed, margin_ms)
-        result = compact_table(files, table, horizon=horizon, window_ms=window_ms)
+        result = compact_table(
+            files, table, horizon=horizon, window_ms=window_ms, committed=committed
+        )
         if result is not None:
             done.append(result)
     _log_done(done)
@@ -92,10 +95,14 @@ def compact_table(
     horizon: int | None,
     window_ms: int = lakemerge.HOUR_MS,
     keep_sources_ms: int = lakemerge.KEEP_SOURCES_MS,
+    committed: Mapping[str, int] | None = None,
 ) -> Compacted | None:
     """Make the table's due merges (`horizon`: quantcore.lakemerge.plan), name them in a new
-    merge table, and remove the retired files that are due. None when nothing changed."""
-    committed = lake.committed_times(files.log())
+    merge table, and remove the retired files that are due. None when nothing changed.
+    `committed`: the sink's log (quantcore.lake.committed_times) when the caller has read it
+    already (on S3 the log is the pass's largest read)."""
+    if committed is None:
+        committed = lake.committed_times(files.log())
     current = lakefiles.merge_table(files)
     jobs = lakemerge.plan(committed, current, horizon_ms=horizon, window_ms=window_ms)
     done: dict[lakemerge.Job, str] = {}

@@ -70,6 +70,18 @@ def sibling(uri: str, name: str) -> str:
     return f"{uri.rsplit('/', 1)[0]}/{name}"
 
 
+def gone(error: Exception) -> bool:
+    """A botocore ClientError saying the object is not there."""
+    response = getattr(error, "response", {})
+    return response.get("Error", {}).get("Code") in ("404", "NoSuchKey")
+
+
+def remove_local(path: Path) -> None:
+    """A lake file on disk and the checksum Spark's local file system writes beside it."""
+    path.unlink(missing_ok=True)
+    path.with_name(f".{path.name}.crc").unlink(missing_ok=True)
+
+
 def merged_name() -> str:
     return f"part-merged-{uuid.uuid4().hex}.zstd.parquet"
 
@@ -127,9 +139,7 @@ class LocalTable:
         return uri
 
     def remove(self, uri: str) -> None:
-        path = Path(lake.local_path(uri))
-        path.unlink(missing_ok=True)
-        path.with_name(f".{path.name}.crc").unlink(missing_ok=True)  # Spark's checksum, if any
+        remove_local(Path(lake.local_path(uri)))
 
 
 def object_key(uri: str) -> str:
@@ -158,7 +168,7 @@ class S3Table:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            if gone(error):
                 return None
             raise
         text: str = body.read().decode()
@@ -198,7 +208,7 @@ class S3Table:
             self.client.download_file(self.bucket, object_key(uri), str(local))
         except ClientError as error:
             local.unlink(missing_ok=True)
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            if gone(error):
                 return None
             raise
         return local

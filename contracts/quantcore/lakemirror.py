@@ -4,8 +4,8 @@ laid out as a local lake, with a sink log naming the copies, so the local reader
 (quantcore.lakereader, the History RPC) read it as they read any local lake.
 
 Only committed files are copied, chosen through each sink's log and merge table on S3 exactly
-as a local read chooses them (quantcore.lakefiles.view), and only the symbol's partitions for the days
-asked. A committed file never changes, so a copy is made once and reused; a file the log
+as a local read chooses them (quantcore.lakefiles.view), and only the symbol's partitions for
+the days asked. A committed file never changes, so a copy is made once and reused; a file the log
 names but the bucket no longer holds (its lifecycle rule expired it) is skipped, as a local
 read skips a file retention removed. The mirror is a cache: removing it loses nothing, and it
 is kept under a byte budget by removing the copies used longest ago (never one a read may
@@ -104,7 +104,7 @@ class Mirror:
             self._client.download_file(self.location.bucket, key, str(partial))
         except ClientError as error:
             partial.unlink(missing_ok=True)
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            if lakefiles.gone(error):
                 return False
             raise
         partial.replace(local)

@@ -43,9 +43,7 @@ def remove_expired(root: Path, retention_days: int, now_ms: int) -> list[Path]:
             emptied: set[Path] = set()
             for path in committed(table_dir):
                 if lake.expired(int(path.stat().st_mtime * 1000), now_ms, retention_days):
-                    path.unlink()
-                    # Spark's local file system writes a checksum beside each file.
-                    path.with_name(f".{path.name}.crc").unlink(missing_ok=True)
+                    lakefiles.remove_local(path)
                     removed.append(path)
                     emptied.add(path.parent)
             for directory in emptied:
